@@ -1,0 +1,62 @@
+"""Every Valkey key, stream and group name muster uses. No other module spells one out.
+
+Streams (all bounded with MAXLEN ~):
+    calls:<server>      ingress -> workers, one per upstream server, consumer group GROUP_WORKERS
+    replies:<replica>   workers -> the ingress replica that holds the caller's HTTP request
+    inbox:<worker>      ingress -> the worker running a call (answers to server->client requests)
+    capabilities        discovery -> every ingress replica (catalog changed)
+    control             ingress -> every worker and ingress replica (cancellations, session ends)
+    dead                calls that could not be delivered after MAX_DELIVERIES
+"""
+
+from typing import Final
+
+PREFIX: Final = "muster:"
+
+GROUP_WORKERS: Final = "workers"
+
+CAPABILITIES: Final = PREFIX + "capabilities"
+CONTROL: Final = PREFIX + "control"
+DEAD_LETTER: Final = PREFIX + "dead"
+CATALOG: Final = PREFIX + "catalog"
+SERVERS: Final = PREFIX + "servers"
+DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
+
+# Lengths that bound each stream; entries beyond them are trimmed approximately.
+CALLS_MAXLEN: Final = 100_000
+REPLIES_MAXLEN: Final = 20_000
+EVENTS_MAXLEN: Final = 1_000
+
+
+def calls(server: str) -> str:
+    return f"{PREFIX}calls:{server}"
+
+
+def depth(server: str) -> str:
+    """Counter of accepted, not yet acknowledged calls for one server: the queue bound is checked against it."""
+    return f"{PREFIX}depth:{server}"
+
+
+def replies(replica: str) -> str:
+    return f"{PREFIX}replies:{replica}"
+
+
+def inbox(worker: str) -> str:
+    return f"{PREFIX}inbox:{worker}"
+
+
+def session(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}"
+
+
+def worker_alive(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}:alive"
+
+
+def started(server: str, entry_id: str) -> str:
+    """Marks a call that was sent upstream, so that a redelivery knows it may already have run."""
+    return f"{PREFIX}started:{server}:{entry_id}"
+
+
+def subscribers(server: str, uri: str) -> str:
+    return f"{PREFIX}subs:{server}:{uri}"
