@@ -1,0 +1,206 @@
+"""Real parts for every test that crosses a process boundary: a valkey-server, stand-in upstreams, and muster's
+own services, each a process on 127.0.0.1, started by the same code that `muster up` uses."""
+
+import json
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from muster.stack import Stack, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class StandIn:
+    name: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def fault(self, **spec: Any) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/_standin/faults", json=spec).raise_for_status()
+
+    def clear_faults(self) -> None:
+        httpx.delete(f"http://127.0.0.1:{self.port}/_standin/faults").raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"http://127.0.0.1:{self.port}/_standin/stats")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def server_yaml(name: str, url: str, **spec: Any) -> str:
+    extra = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in spec.items())
+    return (
+        textwrap.dedent(f"""\
+        apiVersion: muster.giantswarm.io/v1alpha1
+        kind: MCPServer
+        metadata:
+          name: {name}
+        spec:
+          type: streamable-http
+          url: {url}
+        """)
+        + extra
+    )
+
+
+@dataclass
+class Muster:
+    """One muster stack in a temporary folder, with helpers to grow it."""
+
+    root: Path
+    stack: Stack = field(init=False)
+    valkey_url: str = ""
+    servers: Path = field(init=False)
+    standins: dict[str, StandIn] = field(default_factory=dict)
+    ingress_ports: list[int] = field(default_factory=list)
+    workers: list[Any] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stack = Stack(self.root, log=lambda m: print(m, file=sys.stderr))
+        self.servers = self.root / "servers"
+        self.servers.mkdir()
+
+    def start_valkey(self) -> None:
+        self.valkey_url = self.stack.valkey(free_port())
+        self.env = {
+            "MUSTER_VALKEY_URL": self.valkey_url,
+            "MUSTER_INGRESS_LOG_JSON": "false",
+            "MUSTER_WORKER_LOG_JSON": "false",
+            "MUSTER_DISCOVERY_LOG_JSON": "false",
+            "MUSTER_DISCOVERY_REFRESH_SECONDS": "5",
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def standin(self, cluster: str, *args: str, register: bool = True, **spec: Any) -> StandIn:
+        port = free_port()
+        self.stack.python(
+            f"standin {cluster}",
+            "demo.kubernetes",
+            "--cluster",
+            cluster,
+            "--port",
+            str(port),
+            *args,
+            env={"PYTHONPATH": str(ROOT)},
+        )
+        self.stack.wait_tcp(port, f"standin {cluster}")
+        standin = self.standins[cluster] = StandIn(cluster, port)
+        if register:
+            self.register(cluster, standin.url, **spec)
+        return standin
+
+    def register(self, name: str, url: str, **spec: Any) -> None:
+        (self.servers / f"{name}.yaml").write_text(server_yaml(name, url, **spec))
+
+    def discovery(self, prefix_mode: str = "always") -> None:
+        self.stack.python(
+            "discovery",
+            "services.discovery",
+            env={**self.env, "MUSTER_SERVERS": str(self.servers), "MUSTER_PREFIX_MODE": prefix_mode},
+        )
+
+    def worker(self, **env: str) -> Any:
+        worker_id = f"test-worker-{len(self.workers) + 1}-{os.getpid()}"
+        child = self.stack.python(
+            worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": worker_id, **env}
+        )
+        self.workers.append(child)
+        return child
+
+    def ingress(self, **env: str) -> str:
+        port = free_port()
+        self.stack.python(f"ingress {port}", "services.ingress", env={**self.env, "MUSTER_PORT": str(port), **env})
+        self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
+        self.ingress_ports.append(port)
+        return f"http://127.0.0.1:{port}/mcp"
+
+    def url(self, n: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ingress_ports[n]}/mcp"
+
+    def wait_tools(self, count: int, timeout: float = 20.0, n: int = 0) -> list[str]:
+        """Waits until the ingress lists `count` tools; returns their names."""
+        deadline = time.monotonic() + timeout
+        names: list[str] = []
+        while time.monotonic() < deadline:
+            names = tool_names(self.url(n))
+            if len(names) == count:
+                return names
+            time.sleep(0.1)
+        raise AssertionError(f"expected {count} tools, the ingress lists {len(names)}: {names}")
+
+
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def initialize(url: str) -> str:
+    response = httpx.post(
+        url,
+        headers=HEADERS,
+        json={
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            },
+        },
+    )
+    response.raise_for_status()
+    return response.headers["mcp-session-id"]
+
+
+def tool_names(url: str) -> list[str]:
+    session = initialize(url)
+    response = httpx.post(
+        url, headers={**HEADERS, "Mcp-Session-Id": session}, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    )
+    return [t["name"] for t in response.json()["result"]["tools"]]
+
+
+@asynccontextmanager
+async def mcp_client(url: str, **kwargs: Any) -> Any:
+    async with (
+        httpx2.AsyncClient(timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http), **kwargs) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def muster_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("muster")
+
+
+def make_muster(root: Path) -> Iterator[Muster]:
+    m = Muster(root)
+    try:
+        m.start_valkey()
+        yield m
+    finally:
+        m.stack.stop()
