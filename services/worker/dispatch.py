@@ -201,7 +201,9 @@ class Dispatcher:
                 return ReplyKind.ERROR, errors.error_body(
                     errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status}
                 )
-            except (ConnectFailed, UpstreamFailure) as exc:
+            except ConnectFailed as exc:  # not sent: safe to say "later"
+                return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", 5).body()
+            except UpstreamFailure as exc:
                 return ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")
             return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
         return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server} keeps rejecting new sessions", 5).body()

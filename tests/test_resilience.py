@@ -1,0 +1,191 @@
+"""Faults at every seam: a forgotten session, a dropped connection, a killed worker, a full queue, a dead upstream,
+a deadline. Each caller gets exactly one clear outcome."""
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.conftest import HEADERS, Muster, initialize, make_muster
+
+pytestmark = pytest.mark.slow
+
+FAST_RECLAIM = {
+    "MUSTER_WORKER_DEAD_AFTER_SECONDS": "1",
+    "MUSTER_WORKER_RECLAIM_SECONDS": "0.3",
+    "MUSTER_WORKER_HEARTBEAT_SECONDS": "0.3",
+}
+
+
+@pytest.fixture(scope="module")
+def muster(muster_root: Path) -> Iterator[Muster]:
+    for m in make_muster(muster_root):
+        m.standin("alpha", "--destructive")
+        m.discovery()
+        m.ingress(MUSTER_INGRESS_QUEUE_LIMIT="3", MUSTER_INGRESS_CALL_TIMEOUT="6")
+        yield m
+
+
+def stop_workers(muster: Muster) -> None:
+    for child in muster.workers:
+        if child in muster.stack.children:
+            muster.stack.stop_child(child)
+
+
+@pytest.fixture
+def worker(muster: Muster) -> Iterator[Any]:
+    """Exactly one worker, and none left over afterwards."""
+    stop_workers(muster)
+    child = muster.worker(**FAST_RECLAIM)
+    time.sleep(1.0)  # subscribed to every server stream
+    yield child
+    stop_workers(muster)
+
+
+def call(muster: Muster, session: str, tool: str, arguments: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    response = httpx.post(
+        muster.url(),
+        headers={**HEADERS, "Mcp-Session-Id": session},
+        timeout=timeout,
+        json={"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": arguments}},
+    )
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_running(muster: Muster, count: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while muster.standins["alpha"].stats()["running"] < count:
+        assert time.monotonic() < deadline, "the call never started at the upstream"
+        time.sleep(0.02)
+
+
+NS = {"resourceType": "namespaces", "name": "default"}
+
+
+def test_a_session_the_upstream_forgot_is_reopened_without_failing_the_call(muster: Muster, worker: Any) -> None:
+    alpha = muster.standins["alpha"]
+    session = initialize(muster.url())
+    assert "result" in call(muster, session, "x_alpha_get", NS)
+    opened = alpha.stats()["sessions"]
+    alpha.fault(action="session_reject", method="tools/call", count=1)
+    result = call(muster, session, "x_alpha_get", NS)
+    assert result["result"]["isError"] is False
+    assert alpha.stats()["sessions"] == opened + 1
+
+
+def test_a_dropped_connection_is_retried_for_a_read_only_tool(muster: Muster, worker: Any) -> None:
+    alpha = muster.standins["alpha"]
+    alpha.fault(action="drop_connection", tool="get", count=1)
+    result = call(muster, initialize(muster.url()), "x_alpha_get", NS)
+    assert result["result"]["isError"] is False
+    assert alpha.stats()["requests"]["POST fault drop_connection"] >= 1
+
+
+def test_a_dropped_connection_during_a_destructive_tool_is_outcome_unknown(muster: Muster, worker: Any) -> None:
+    muster.standins["alpha"].fault(action="drop_connection", tool="delete", count=1)
+    result = call(
+        muster,
+        initialize(muster.url()),
+        "x_alpha_delete",
+        {"resourceType": "configmaps", "name": "web-config", "namespace": "org-acme"},
+    )
+    assert result["error"]["code"] == -32005
+
+
+def test_a_killed_worker_s_read_only_call_is_run_again_by_another(muster: Muster, worker: Any) -> None:
+    alpha = muster.standins["alpha"]
+    alpha.fault(action="delay", tool="cluster_health", seconds=2, count=1)
+    before = alpha.stats()["started"].get("cluster_health", 0)
+    session = initialize(muster.url())
+    outcome: list[dict[str, Any]] = []
+
+    async def caller() -> None:
+        outcome.append(await anyio.to_thread.run_sync(call, muster, session, "x_alpha_cluster_health", {}))
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await anyio.to_thread.run_sync(wait_running, muster)
+            muster.stack.stop_child(worker, signal.SIGKILL)
+            muster.worker(**FAST_RECLAIM)
+
+    anyio.run(scenario)
+    assert outcome[0]["result"]["isError"] is False
+    assert alpha.stats()["started"]["cluster_health"] == before + 2  # ran twice: it is read-only
+
+
+def test_a_killed_worker_s_destructive_call_is_not_run_twice(muster: Muster, worker: Any) -> None:
+    alpha = muster.standins["alpha"]
+    alpha.fault(action="delay", tool="delete", seconds=2, count=1)
+    before = alpha.stats()["started"].get("delete", 0)
+    session = initialize(muster.url())
+    outcome: list[dict[str, Any]] = []
+    args = {"resourceType": "configmaps", "name": "nginx-config", "namespace": "default"}
+
+    async def caller() -> None:
+        outcome.append(await anyio.to_thread.run_sync(call, muster, session, "x_alpha_delete", args))
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await anyio.to_thread.run_sync(wait_running, muster)
+            muster.stack.stop_child(worker, signal.SIGKILL)
+            muster.worker(**FAST_RECLAIM)
+
+    anyio.run(scenario)
+    assert outcome[0]["error"]["code"] == -32005
+    assert "not safe to run twice" in outcome[0]["error"]["message"]
+    assert alpha.stats()["started"]["delete"] == before + 1
+
+
+def test_a_full_queue_answers_at_once_with_a_retry_hint(muster: Muster) -> None:
+    # no worker runs: accepted calls stay queued, and the fourth finds the queue (limit 3) full
+    stop_workers(muster)
+    session = initialize(muster.url())
+    results: list[dict[str, Any]] = []
+
+    def one() -> None:
+        results.append(call(muster, session, "x_alpha_get", NS))
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(anyio.to_thread.run_sync, one)
+            await anyio.sleep(0.5)
+            started = time.monotonic()
+            full = await anyio.to_thread.run_sync(call, muster, session, "x_alpha_get", NS)
+            assert time.monotonic() - started < 0.5
+            assert full["error"]["code"] == -32003 and full["error"]["data"] == {"retryAfter": 1.0}
+            muster.worker(**FAST_RECLAIM)  # the queued calls now run
+
+    anyio.run(scenario)
+    assert [r["result"]["isError"] for r in results] == [False, False, False]
+
+
+def test_a_call_past_its_deadline_is_answered_as_such(muster: Muster, worker: Any) -> None:
+    muster.standins["alpha"].fault(action="delay", tool="describe", seconds=10, count=1)
+    started = time.monotonic()
+    result = call(muster, initialize(muster.url()), "x_alpha_describe", NS)
+    assert result["error"]["code"] == -32001
+    assert 5.5 < time.monotonic() - started < 9
+
+
+def test_an_upstream_that_went_away_is_unavailable_with_a_retry_hint(muster: Muster, worker: Any) -> None:
+    beta = muster.standin("beta")
+    muster.wait_tools(14)  # alpha (destructive): 8, beta: 6
+    session = initialize(muster.url())
+    assert "result" in call(muster, session, "x_beta_get", NS)
+    muster.stack.stop_child(next(c for c in muster.stack.children if c.name == "standin beta"))
+    started = time.monotonic()
+    result = call(muster, session, "x_beta_get", NS)
+    assert time.monotonic() - started < 2
+    assert result["error"]["code"] == -32004
+    assert result["error"]["data"] == {"retryAfter": 5.0}
+    assert f"127.0.0.1:{beta.port}" in result["error"]["message"]
