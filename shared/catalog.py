@@ -73,6 +73,10 @@ class CatalogView:
             for template in entry.resource_templates:
                 self.templates.append((_template_pattern(template["uriTemplate"]), template["uriTemplate"], entry.name))
                 templates.append(template)
+        # With one server whose names pass unchanged, muster is a pass-through: what it cannot resolve itself
+        # (a tool the server does not list, a resource URI it serves without listing) is the server's to answer.
+        exposed = [e for e in self.servers.values() if e.exposed and e.state == "Connected"]
+        self.sole: ServerCatalog | None = exposed[0] if len(exposed) == 1 and not exposed[0].prefix else None
         self.tools_json = orjson.dumps(tools)
         self.prompts_json = orjson.dumps(prompts)
         self.resources_json = orjson.dumps(resources)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httptools
 
 Headers = list[tuple[bytes, bytes]]
-OnEvent = Callable[[bytes], None]
+OnEvent = Callable[[bytes], bool | None]  # True: that was the last event wanted; end the exchange
 
 
 class HttpError(Exception):
@@ -52,6 +52,8 @@ class Response:
     headers: dict[bytes, bytes]  # lower-case names; a repeated header keeps its last value
     body: bytes  # empty for an event stream delivered through on_event
     events: int = 0  # server-sent events delivered
+    last_event_id: bytes | None = None  # for resuming the stream (SEP-1699)
+    retry_ms: int | None = None  # how long the server asks a client to wait before resuming
 
     @property
     def content_type(self) -> bytes:
@@ -71,12 +73,15 @@ class _Exchange:
 
 
 class _SSEDecoder:
-    __slots__ = ("buffer", "count", "on_event")
+    __slots__ = ("buffer", "count", "done", "last_id", "on_event", "retry")
 
     def __init__(self, on_event: OnEvent) -> None:
         self.buffer = b""
         self.on_event = on_event
         self.count = 0
+        self.done = False
+        self.last_id: bytes | None = None
+        self.retry: int | None = None
 
     def feed(self, data: bytes) -> None:
         buffer = self.buffer + data
@@ -84,10 +89,19 @@ class _SSEDecoder:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *events, self.buffer = buffer.split(b"\n\n")
         for event in events:
-            payload = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-            if payload:
+            payload = []
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    payload.append(line[5:].removeprefix(b" "))
+                elif line.startswith(b"id:"):
+                    self.last_id = line[3:].strip()
+                elif line.startswith(b"retry:") and line[6:].strip().isdigit():
+                    self.retry = int(line[6:].strip())
+            if payload and any(payload):  # an event with empty data only primes the stream for resumption
                 self.count += 1
-                self.on_event(b"\n".join(payload))
+                if self.on_event(b"\n".join(payload)):
+                    self.done = True
+                    return
 
 
 class _Connection(asyncio.Protocol):
@@ -151,22 +165,29 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
-        assert exchange is not None
+        if exchange is None:  # the rest of a stream ended early on purpose
+            return
         if exchange.sse is not None:
             exchange.sse.feed(body)
+            if exchange.sse.done:  # a stream that stays open after what was wanted: finish, and close it
+                self.closed = True
+                self.on_message_complete()
         else:
             exchange.chunks.append(body)
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
-        if exchange is None:
+        if exchange is None or exchange.future.done():
             return
         self.exchange = None
         keep = not self.closed and self.parser.should_keep_alive()
         body = b"".join(exchange.chunks)
-        events = exchange.sse.count if exchange.sse is not None else 0
+        sse = exchange.sse
         if not exchange.future.done():
-            exchange.future.set_result(Response(exchange.status, exchange.headers, body, events))
+            response = Response(exchange.status, exchange.headers, body)
+            if sse is not None:
+                response.events, response.last_event_id, response.retry_ms = sse.count, sse.last_id, sse.retry
+            exchange.future.set_result(response)
         if keep:
             self.idle_since = time.monotonic()
             self.pool._release(self)

@@ -75,6 +75,7 @@ class ReplyKind(bytes, Enum):
     ERROR = b"e"  # final: body is the JSON-RPC error object
     NOTIFY = b"n"  # a notification for the caller during the call: body is the whole JSON-RPC notification
     REQUEST = b"q"  # a server->client request during the call: body is the request without id, ref routes the answer
+    SESSION = b"s"  # not part of a call: a notification for the session named by rid, for its GET stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +147,8 @@ class ServerCatalog(_Frozen):
 class Control(_Frozen):
     """Broadcast on streams.CONTROL to every worker and ingress replica."""
 
-    kind: Literal["cancel", "session-ended"]
-    key: str  # cancel: the call's key; session-ended: the session id
+    kind: Literal["cancel", "session-ended", "subscriptions"]
+    key: str  # cancel: the call's key; session-ended: the session id; subscriptions: the server
     reason: str = ""
 
 

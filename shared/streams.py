@@ -59,4 +59,15 @@ def started(server: str, entry_id: str) -> str:
 
 
 def subscribers(server: str, uri: str) -> str:
+    """The sessions subscribed to one resource of one server."""
     return f"{PREFIX}subs:{server}:{uri}"
+
+
+def subscribed(server: str) -> str:
+    """The resource URIs of one server that have (or recently had) subscribers."""
+    return f"{PREFIX}subscribed:{server}"
+
+
+def session_subscriptions(session_id: str) -> str:
+    """What one session subscribed to, as "server\\nuri" entries, for cleaning up when it ends."""
+    return f"{PREFIX}session:{session_id}:subs"

@@ -25,6 +25,7 @@ CLIENT_INFO = {"name": "muster", "version": "0.1.0"}
 CLIENT_CAPABILITIES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
 
 _ACCEPT = (b"Accept", b"application/json, text/event-stream")
+MAX_RESUMES = 20
 _JSON = (b"Content-Type", b"application/json")
 
 # Called with each message the server sends during a call that is not the call's response:
@@ -158,21 +159,36 @@ class UpstreamSession:
         body = b'{"jsonrpc":"2.0","id":%d,"method":"%s","params":%s}' % (request_id, method, params)
         final: list[dict[str, Any]] = []
 
-        def on_event(data: bytes) -> None:
+        def on_event(data: bytes) -> bool:
             try:
                 message = orjson.loads(data)
             except orjson.JSONDecodeError:
                 logger.warning("upstream sent an event that is not JSON; dropped")
-                return
+                return False
             if not isinstance(message, dict):
-                return
+                return False
             if "method" in message:
                 if on_message is not None:
                     on_message(message, data)
             elif message.get("id") == request_id:
                 final.append(message)
+                return True
+            return False
 
         response = await self.pool.request(b"POST", self._headers, body, deadline=deadline, on_event=on_event)
+        resumed = 0
+        while not final and response.status == 200 and response.last_event_id and resumed < MAX_RESUMES:
+            # SEP-1699: the server ended the stream before answering; poll for the rest where it left off
+            resumed += 1
+            await asyncio.sleep(min(response.retry_ms or 100, 5000) / 1000)
+            headers = [
+                (b"Accept", b"text/event-stream"),
+                *self._headers[1:],
+                (b"Last-Event-ID", response.last_event_id),
+            ]
+            last = response.last_event_id
+            response = await self.pool.request(b"GET", headers, deadline=deadline, on_event=on_event)
+            response.last_event_id = response.last_event_id or last
         if response.status == 404 and self.session_id is not None:
             self.reset()
             raise SessionLost("upstream no longer knows the session")

@@ -9,8 +9,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
+
+from shared.messages import DATA
+from shared.streams import EVENTS_MAXLEN
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,10 @@ class Outbox:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue(command, future)
         return future
+
+    def publish(self, stream: str, message: BaseModel, maxlen: int = EVENTS_MAXLEN) -> None:
+        """Append a control-plane message to a bounded stream, without waiting."""
+        self.post(b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*", DATA, message.model_dump_json(by_alias=True))
 
     def post(self, *command: bytes | str | int | float) -> None:
         """Send without waiting for the reply; a failure is logged."""

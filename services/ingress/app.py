@@ -11,6 +11,7 @@ from services.ingress.config import Settings
 from services.ingress.events import Catalog, Events, Listeners
 from services.ingress.http import Receive, Send, respond, respond_json, respond_text
 from services.ingress.mcp import Mcp
+from services.ingress.methods import Methods
 from services.ingress.sessions import Sessions
 from shared.valkey import Outbox, connect
 
@@ -28,7 +29,7 @@ class Ingress:
         s = self.settings
         self.client = connect(s.valkey_url, max_connections=256, name=f"muster-ingress-{s.replica_id}")
         outbox = Outbox(self.client)
-        self.sessions = Sessions(outbox, s.session_ttl, s.session_recheck)
+        self.sessions = Sessions(outbox, s.replica_id, s.session_ttl, s.session_recheck)
         self.calls = Calls(
             self.client,
             outbox,
@@ -39,9 +40,10 @@ class Ingress:
         )
         self.catalog = Catalog()
         self.listeners = Listeners()
+        self.calls.on_session = self.listeners.send
         self.events = Events(self.client, self.catalog, self.listeners, self.sessions)
         await self.events.start()
-        self.mcp = Mcp(s, self.sessions, self.calls, self.catalog, self.listeners)
+        self.mcp = Mcp(s, self.sessions, Methods(s, self.sessions, self.calls, self.catalog), self.listeners)
         self._tasks = [
             asyncio.create_task(t)
             for t in (self.calls.read_replies(), self.calls.sweep(), self.calls.keep_alive(), self.events.run())

@@ -10,6 +10,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -66,6 +67,8 @@ class Calls:
         self.max_pending = max_pending
         self.retry_after = retry_after
         self.pending: dict[bytes, Pending] = {}
+        # Where a notification for a session (not for a call) goes: the GET stream this replica holds for it.
+        self.on_session: Callable[[str, bytes], bool] = lambda session, body: False
         self._deadlines: list[tuple[float, bytes]] = []
         self._ids = itertools.count(1)
 
@@ -116,6 +119,9 @@ class Calls:
                         reply = Reply.from_fields(fields)
                     except (KeyError, ValueError):
                         logger.error("malformed reply %s dropped", entry_id)
+                        continue
+                    if reply.kind is ReplyKind.SESSION:
+                        self.on_session(reply.rid.decode(), reply.body)
                         continue
                     pending = self.pending.get(reply.rid)
                     if pending is not None:

@@ -31,11 +31,13 @@ class Head:
         "method",
         "origin",
         "protocol",
+        "raw",
         "session",
     )
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
+        self.raw: list[tuple[bytes, bytes]] = scope["headers"]
         self.accept = self.content_type = self.host = b""
         self.origin = self.session = self.protocol = self.last_event_id = None
         self.content_length: int | None = None
@@ -59,6 +61,9 @@ class Head:
                     self.content_length = -1
             elif name == b"last-event-id":
                 self.last_event_id = value
+
+    def text_headers(self) -> dict[str, str]:
+        return {name.decode("latin-1"): value.decode("latin-1") for name, value in self.raw}
 
     def accepts(self, media: bytes) -> bool:
         return not self.accept or media in self.accept or b"*/*" in self.accept

@@ -1,21 +1,20 @@
-"""MCP Streamable HTTP: the POST, GET and DELETE of the endpoint, for protocol versions 2024-11-05 to 2025-11-25.
+"""MCP Streamable HTTP: POST, GET and DELETE of the endpoint, for the handshake protocols (2024-11-05 to
+2025-11-25, a session per client) and the per-request protocol (2026-07-28, no session).
 
-A request is parsed once; what the ingress can answer from its catalog view it answers at once, the rest
-becomes a Call on its server's stream. The reply goes back as JSON, or as an event stream when the upstream
-sends notifications or requests before its result.
+Each request is parsed once; anything wrong with it becomes a BadRequest, answered here with its JSON-RPC
+error and HTTP status.
 """
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
-from services.ingress.calls import Calls, Pending
 from services.ingress.config import Settings
-from services.ingress.events import Catalog, Listeners
+from services.ingress.envelope import is_modern, open_envelope
+from services.ingress.events import Listeners
 from services.ingress.http import (
     EVENT_STREAM,
     JSON,
@@ -30,63 +29,28 @@ from services.ingress.http import (
     send_event,
     start_events,
 )
-from services.ingress.routing import BadRequest, route
+from services.ingress.methods import CAPABILITIES, SERVER_INFO, VERSIONS, Methods, error, response
+from services.ingress.routing import BadRequest
 from services.ingress.sessions import Session, Sessions
-from shared import errors, streams
-from shared.messages import Answer, Call, Control, Reply, ReplyKind, encode
+from shared import errors
 
 logger = logging.getLogger(__name__)
 
-VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-LATEST = VERSIONS[0]
-SERVER_INFO = {"name": "muster", "title": "muster MCP aggregator", "version": "0.1.0"}
-CAPABILITIES = {
-    "tools": {"listChanged": True},
-    "resources": {"subscribe": True, "listChanged": True},
-    "prompts": {"listChanged": True},
-    "logging": {},
-    "completions": {},
-}
-QUEUED = frozenset(
-    {
-        "tools/call",
-        "resources/read",
-        "prompts/get",
-        "completion/complete",
-        "resources/subscribe",
-        "resources/unsubscribe",
-    }
-)
-LEVELS = {
-    name: n for n, name in enumerate(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
-}
-# Which client capability a server->client request needs.
-REQUIRES = {b"sampling/createMessage": "sampling", b"elicitation/create": "elicitation", b"roots/list": "roots"}
 ANONYMOUS = "anonymous"
-
-
-def _response(request_id: bytes, reply: Reply) -> bytes:
-    member = b',"result":' if reply.kind is ReplyKind.RESULT else b',"error":'
-    return b'{"jsonrpc":"2.0","id":' + request_id + member + reply.body + b"}"
-
-
-def _error(request_id: bytes, code: int, message: str, data: Any = None) -> bytes:
-    return b'{"jsonrpc":"2.0","id":' + request_id + b',"error":' + errors.error_body(code, message, data) + b"}"
+ACCEPTED: list[dict[str, Any]] = [
+    {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]},
+    {"type": "http.response.body", "body": b""},
+]
 
 
 class Mcp:
-    def __init__(
-        self, settings: Settings, sessions: Sessions, calls: Calls, catalog: Catalog, listeners: Listeners
-    ) -> None:
+    def __init__(self, settings: Settings, sessions: Sessions, methods: Methods, listeners: Listeners) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.calls = calls
-        self.outbox = calls.outbox
-        self.catalog = catalog
+        self.methods = methods
         self.listeners = listeners
         self.hosts = Allow(settings.allowed_hosts)
         self.origins = Allow(settings.allowed_origins)
-        self.replica = settings.replica_id.encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         head = Head(scope)
@@ -96,6 +60,7 @@ class Mcp:
         if head.origin is not None and not self.origins(head.origin):
             await respond_text(send, 403, f"Invalid Origin header: {head.origin.decode('latin-1')}")
             return
+        rid = b"null"
         try:
             if head.method == "POST":
                 await self.post(head, receive, send)
@@ -105,316 +70,147 @@ class Mcp:
                 await self.delete(head, send)
             else:
                 await respond_text(send, 405, "Method Not Allowed", [(b"allow", b"GET, POST, DELETE")])
+        except BadRequest as exc:
+            await respond(send, exc.status, error(rid, exc.code, exc.message, exc.data))
         except RedisError as exc:
             logger.error("valkey unavailable: %s", exc)
-            await respond(
-                send,
-                503,
-                _error(
-                    b"null",
-                    errors.SERVICE_UNAVAILABLE,
-                    "muster cannot reach its queue; retry shortly",
-                    {"retryAfter": 1},
-                ),
-                headers=[(b"retry-after", b"1")],
+            body = error(
+                rid, errors.SERVICE_UNAVAILABLE, "muster cannot reach its queue; retry shortly", {"retryAfter": 1}
             )
+            await respond(send, 503, body, headers=[(b"retry-after", b"1")])
 
     # --- POST ----------------------------------------------------------------------------------------------
     async def post(self, head: Head, receive: Receive, send: Send) -> None:
         if head.content_type.split(b";", 1)[0].strip().lower() != JSON:
-            await respond(
-                send,
-                415,
-                _error(
-                    b"null", errors.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json"
-                ),
+            raise BadRequest(
+                errors.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json", status=415
             )
-            return
         if not (head.accepts(JSON) or head.accepts(EVENT_STREAM)):
-            await respond(
-                send,
-                406,
-                _error(
-                    b"null",
-                    errors.INVALID_REQUEST,
-                    "Not Acceptable: Client must accept application/json and text/event-stream",
-                ),
+            raise BadRequest(
+                errors.INVALID_REQUEST,
+                "Not Acceptable: Client must accept application/json and text/event-stream",
+                status=406,
             )
-            return
         limit = self.settings.max_body_bytes
         try:
             if head.content_length is not None and head.content_length > limit:
                 raise TooLarge
             body = await read_body(receive, limit)
         except TooLarge:
-            await respond(
-                send, 413, _error(b"null", errors.INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes")
-            )
-            return
+            raise BadRequest(
+                errors.INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes", status=413
+            ) from None
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            await respond(send, 400, _error(b"null", errors.PARSE_ERROR, f"Parse error: {exc}"))
-            return
+            raise BadRequest(errors.PARSE_ERROR, f"Parse error: {exc}", status=400) from None
         if isinstance(message, list):
-            await respond(
-                send, 400, _error(b"null", errors.INVALID_REQUEST, "Invalid Request: batches are not supported")
-            )
-            return
+            raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: batches are not supported", status=400)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            await respond(
-                send, 400, _error(b"null", errors.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
-            )
-            return
+            raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message", status=400)
         has_id = "id" in message
         request_id = message.get("id")
         if has_id and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
-            await respond(
-                send, 400, _error(b"null", errors.INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
-            )
-            return
+            raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: id must be a string or an integer", status=400)
         rid = orjson.dumps(request_id) if has_id else b"null"
-        method = message.get("method")
-        if method is None:
-            if has_id and ("result" in message or "error" in message):
-                await self._client_response(head, message, send)
-            else:
-                await respond(send, 400, _error(rid, errors.INVALID_REQUEST, "Invalid Request: no method"))
-            return
-        if not isinstance(method, str):
-            await respond(send, 400, _error(rid, errors.INVALID_REQUEST, "Invalid Request: method must be a string"))
-            return
-        principal = ANONYMOUS
-        if method == "initialize" and has_id:
-            await self.initialize(rid, message.get("params"), principal, send)
-            return
-        session = await self._session(head, principal, rid, send)
-        if session is None:
-            return
-        if not has_id:
-            await self.notification(session, method, message.get("params"))
-            await send({"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await self.request(head, session, rid, method, message.get("params"), send)
+        try:
+            await self.dispatch(head, message, rid, receive, send)
+        except BadRequest as exc:  # answered with the request's own id
+            await respond(send, exc.status, error(rid, exc.code, exc.message, exc.data))
 
-    async def _session(self, head: Head, principal: str, rid: bytes, send: Send) -> Session | None:
+    async def dispatch(self, head: Head, message: dict[str, Any], rid: bytes, receive: Receive, send: Send) -> None:
+        has_id = "id" in message
+        method = message.get("method")
+        principal = ANONYMOUS
+        if method is None:
+            if not (has_id and ("result" in message or "error" in message)):
+                raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: no method", status=400)
+            await self.client_response(head, message, principal, send)
+        elif not isinstance(method, str):
+            raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: method must be a string", status=400)
+        elif is_modern(head, method):
+            await self.modern(head, message, method, rid, principal, receive, send)
+        elif method == "initialize" and has_id:
+            await self.initialize(rid, message.get("params"), principal, send)
+        else:
+            session = await self.session(head, principal)
+            if has_id:
+                await self.methods.request(head, session, rid, method, message.get("params"), receive, send)
+            else:
+                await self.methods.notification(session, method, message.get("params"))
+                await _accepted(send)
+
+    async def session(self, head: Head, principal: str) -> Session:
         if head.session is None:
-            await respond(send, 400, _error(rid, errors.INVALID_REQUEST, "Bad Request: Missing session ID"))
-            return None
+            raise BadRequest(errors.INVALID_REQUEST, "Bad Request: Missing session ID", status=400)
         if head.protocol is not None and head.protocol.decode("latin-1") not in VERSIONS:
-            await respond(
-                send,
-                400,
-                _error(
-                    rid,
-                    errors.INVALID_REQUEST,
-                    f"Bad Request: Unsupported protocol version: {head.protocol.decode('latin-1')}; "
-                    f"supported: {', '.join(VERSIONS)}",
-                ),
+            raise BadRequest(
+                errors.INVALID_REQUEST,
+                f"Bad Request: Unsupported protocol version: "
+                f"{head.protocol.decode('latin-1')}; supported: {', '.join(VERSIONS)}",
+                status=400,
             )
-            return None
         session = await self.sessions.get(head.session.decode("latin-1"), principal)
         if session is None:
-            await respond(send, 404, _error(rid, errors.INVALID_REQUEST, "Session not found"))
+            raise BadRequest(errors.INVALID_REQUEST, "Session not found", status=404)
         return session
 
     async def initialize(self, rid: bytes, params: Any, principal: str, send: Send) -> None:
         if not isinstance(params, dict) or not isinstance(params.get("protocolVersion"), str):
-            await respond(
-                send,
-                200,
-                _error(rid, errors.INVALID_PARAMS, "Invalid params: initialize requires params.protocolVersion"),
-            )
-            return
+            raise BadRequest(errors.INVALID_PARAMS, "Invalid params: initialize requires params.protocolVersion")
         capabilities = params.get("capabilities") or {}
         client = params.get("clientInfo") or {}
         if not isinstance(capabilities, dict) or not isinstance(client, dict):
-            await respond(
-                send,
-                200,
-                _error(rid, errors.INVALID_PARAMS, "Invalid params: capabilities and clientInfo must be objects"),
-            )
-            return
-        version = params["protocolVersion"] if params["protocolVersion"] in VERSIONS else LATEST
+            raise BadRequest(errors.INVALID_PARAMS, "Invalid params: capabilities and clientInfo must be objects")
+        version = params["protocolVersion"] if params["protocolVersion"] in VERSIONS else VERSIONS[0]
         session = await self.sessions.create(version, capabilities, principal, client)
         result = orjson.dumps({"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO})
         logger.info("session %s… opened by %s (%s)", session.id[:8], client.get("name", "?"), version)
-        await respond(
-            send,
-            200,
-            b'{"jsonrpc":"2.0","id":' + rid + b',"result":' + result + b"}",
-            headers=[(b"mcp-session-id", session.id.encode())],
-        )
+        await respond(send, 200, response(rid, result), headers=[(b"mcp-session-id", session.id.encode())])
 
-    async def notification(self, session: Session, method: str, params: Any) -> None:
-        if method == "notifications/cancelled" and isinstance(params, dict) and "requestId" in params:
-            key = session.id + " " + orjson.dumps(params["requestId"]).decode()
-            control = Control(kind="cancel", key=key, reason=str(params.get("reason") or ""))
-            await self.outbox.send(
-                b"XADD",
-                streams.CONTROL,
-                b"MAXLEN",
-                b"~",
-                streams.EVENTS_MAXLEN,
-                b"*",
-                *[x for kv in encode(control).items() for x in kv],
-            )
-
-    async def _client_response(self, head: Head, message: dict[str, Any], send: Send) -> None:
-        """The client answers a request an upstream sent during a call: pass it to the worker running that call."""
-        session = await self._session(head, ANONYMOUS, b"null", send)
-        if session is None:
+    async def modern(
+        self, head: Head, message: dict[str, Any], method: str, rid: bytes, principal: str, receive: Receive, send: Send
+    ) -> None:
+        if "id" not in message:  # no client notification means anything on this wire
+            await _accepted(send)
             return
+        context = open_envelope(head, message, principal)
+        if method == "server/discover":
+            await respond(send, 200, response(rid, self.methods.discover()))
+        else:
+            await self.methods.request(head, context, rid, method, message.get("params"), receive, send)
+
+    async def client_response(self, head: Head, message: dict[str, Any], principal: str, send: Send) -> None:
+        """The client answers a request an upstream sent during a call: pass it to the worker running that call."""
+        session = await self.session(head, principal)
         ref = message["id"]
         if isinstance(ref, str) and "/" in ref:
             member = (
                 b'"result":' + orjson.dumps(message["result"])
                 if "result" in message
-                else (b'"error":' + orjson.dumps(message["error"]))
+                else b'"error":' + orjson.dumps(message["error"])
             )
-            self._answer(ref.encode(), session.id.encode(), member)
-        await send({"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]})
-        await send({"type": "http.response.body", "body": b""})
+            self.methods.answer(ref.encode(), session.id.encode(), member)
+        await _accepted(send)
 
-    def _answer(self, ref: bytes, session: bytes, member: bytes) -> None:
-        worker = ref.rsplit(b"/", 1)[0].decode()
-        self.outbox.post(
-            b"XADD", streams.inbox(worker), b"MAXLEN", b"~", 10_000, b"*", *Answer(ref, session, member).fields()
-        )
-
-    async def request(self, head: Head, session: Session, rid: bytes, method: str, params: Any, send: Send) -> None:
-        view = self.catalog.view
-        if method == "tools/list":
-            result = b'{"tools":' + view.tools_json + b"}"
-        elif method == "ping":
-            result = b"{}"
-        elif method == "resources/list":
-            result = b'{"resources":' + view.resources_json + b"}"
-        elif method == "resources/templates/list":
-            result = b'{"resourceTemplates":' + view.templates_json + b"}"
-        elif method == "prompts/list":
-            result = b'{"prompts":' + view.prompts_json + b"}"
-        elif method == "logging/setLevel":
-            level = params.get("level") if isinstance(params, dict) else None
-            if level not in LEVELS:
-                await respond(
-                    send,
-                    200,
-                    _error(rid, errors.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LEVELS)}"),
-                )
-                return
-            await self.sessions.set_level(session, level)
-            result = b"{}"
-        elif method in QUEUED:
-            await self.call(head, session, rid, method, params, send)
-            return
-        else:
-            await respond(send, 200, _error(rid, errors.METHOD_NOT_FOUND, f"Method not found: {method}"))
-            return
-        await respond(send, 200, b'{"jsonrpc":"2.0","id":' + rid + b',"result":' + result + b"}")
-
-    async def call(self, head: Head, session: Session, rid: bytes, method: str, params: Any, send: Send) -> None:
-        try:
-            target = route(self.catalog.view, method, params)
-        except BadRequest as exc:
-            await respond(send, 200, _error(rid, exc.code, exc.message, exc.data))
-            return
-        timeout = self.settings.call_timeout
-        call = Call(
-            rid=self.calls.new_rid(),
-            replica=self.replica,
-            session=session.id.encode(),
-            principal=session.principal.encode(),
-            server=target.server.encode(),
-            method=method.encode(),
-            params=target.params,
-            deadline_ms=int((time.time() + timeout) * 1000),
-            safe=target.safe,
-            key=session.id.encode() + b" " + rid,
-        )
-        try:
-            pending = await self.calls.submit(call)
-        except errors.RetryLater as exc:
-            await respond(
-                send,
-                200,
-                _error(rid, exc.code, exc.message, exc.data),
-                headers=[(b"retry-after", b"%d" % max(1, round(exc.retry_after)))],
-            )
-            return
-        try:
-            reply = await pending.next()
-            if reply.final:
-                await respond(send, 200, _response(rid, reply))
-                return
-            await self._stream(head, session, rid, pending, reply, send)
-        finally:
-            self.calls.done(call.rid)
-
-    async def _stream(
-        self, head: Head, session: Session, rid: bytes, pending: Pending, reply: Reply, send: Send
-    ) -> None:
-        """Relay what the upstream sends during the call, then the result, as one event stream."""
-        streaming = EVENT_STREAM in head.accept or not head.accept or b"*/*" in head.accept
-        if streaming:
-            await start_events(send)
-        while not reply.final:
-            data = self._relayed(session, reply, streaming)
-            if data is not None and streaming:
-                await send_event(send, data)
-            reply = await pending.next()
-        if streaming:
-            await send_event(send, _response(rid, reply), more=False)
-        else:
-            await respond(send, 200, _response(rid, reply))
-
-    def _relayed(self, session: Session, reply: Reply, streaming: bool) -> bytes | None:
-        if reply.kind is ReplyKind.NOTIFY:
-            if session.level and b'"notifications/message"' in reply.body:
-                level = orjson.loads(reply.body).get("params", {}).get("level")
-                if LEVELS.get(level, 99) < LEVELS[session.level]:
-                    return None
-            return reply.body
-        # a server->client request: the client answers with the id muster gives it
-        message = orjson.loads(reply.body)
-        needed = REQUIRES.get(message.get("method", "").encode())
-        if not streaming or (needed is not None and not session.supports(needed)):
-            reason = (
-                "the client cannot receive requests on this call"
-                if not streaming
-                else (f"the client did not declare the {needed} capability")
-            )
-            self._answer(
-                reply.ref, session.id.encode(), b'"error":' + errors.error_body(errors.METHOD_NOT_FOUND, reason)
-            )
-            return None
-        return b'{"jsonrpc":"2.0","id":' + orjson.dumps(reply.ref.decode()) + b"," + reply.body[1:]
-
-    # --- GET and DELETE -------------------------------------------------------------------------------------
+    # --- GET and DELETE ---------------------------------------------------------------------------------------
     async def get(self, head: Head, receive: Receive, send: Send) -> None:
         if EVENT_STREAM not in head.accept:
-            await respond(
-                send,
-                406,
-                _error(b"null", errors.INVALID_REQUEST, "Not Acceptable: Client must accept text/event-stream"),
-            )
-            return
-        session = await self._session(head, ANONYMOUS, b"null", send)
-        if session is None:
-            return
+            raise BadRequest(errors.INVALID_REQUEST, "Not Acceptable: Client must accept text/event-stream", status=406)
+        session = await self.session(head, ANONYMOUS)
         queue = self.listeners.open(session.id)
         if queue is None:
-            await respond(
-                send,
-                409,
-                _error(b"null", errors.INVALID_REQUEST, "Conflict: Only one SSE stream is allowed per session"),
-            )
-            return
-        await read_body(
-            receive, self.settings.max_body_bytes
-        )  # a GET has an empty body; the next receive() is the disconnect
-        watcher = asyncio.ensure_future(receive())  # completes when the client goes away
+            raise BadRequest(errors.INVALID_REQUEST, "Conflict: Only one SSE stream is allowed per session", status=409)
+        await self.sessions.hold_stream(session, True)
+        try:
+            await self._serve_stream(queue, receive, send)
+        finally:
+            self.listeners.release(session.id, queue)
+            await self.sessions.hold_stream(session, False)
+
+    async def _serve_stream(self, queue: "asyncio.Queue[bytes]", receive: Receive, send: Send) -> None:
+        await receive()  # the empty body of the GET; the next receive() completes when the client goes away
+        watcher = asyncio.ensure_future(receive())
         try:
             await start_events(send)
             while True:
@@ -436,13 +232,15 @@ class Mcp:
                 await send_event(send, data)
         finally:
             watcher.cancel()
-            self.listeners.release(session.id, queue)
 
     async def delete(self, head: Head, send: Send) -> None:
-        session = await self._session(head, ANONYMOUS, b"null", send)
-        if session is None:
-            return
+        session = await self.session(head, ANONYMOUS)
         await self.sessions.delete(session)
         self.listeners.close(session.id)
         logger.info("session %s… closed by the client", session.id[:8])
         await respond(send, 200, b"")
+
+
+async def _accepted(send: Send) -> None:
+    for message in ACCEPTED:
+        await send(message)

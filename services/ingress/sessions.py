@@ -13,10 +13,15 @@ from typing import Any
 import orjson
 
 from shared import streams
-from shared.messages import Control, encode
+from shared.messages import Control
 from shared.valkey import Outbox
 
 MAX_CACHED = 100_000
+# KEYS: session; ARGV: replica. Forget the stream only if this replica still holds it.
+RELEASE_STREAM = b"""
+if redis.call('HGET', KEYS[1], 'stream') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'stream') end
+return 0
+"""
 
 
 @dataclass(slots=True)
@@ -33,8 +38,9 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, outbox: Outbox, ttl: int, recheck: float) -> None:
+    def __init__(self, outbox: Outbox, replica: str, ttl: int, recheck: float) -> None:
         self.outbox = outbox
+        self.replica = replica
         self.ttl = ttl
         self.recheck = recheck
         self._cache: OrderedDict[str, Session] = OrderedDict()
@@ -90,19 +96,26 @@ class Sessions:
         session.level = level
         await self.outbox.send(b"HSET", streams.session(session.id), b"level", level)
 
+    async def hold_stream(self, session: Session, held: bool) -> None:
+        """Records which replica holds the session's GET stream, so that notifications for it find their way."""
+        key = streams.session(session.id)
+        if held:
+            await self.outbox.send(b"HSET", key, b"stream", self.replica)
+        else:
+            await self.outbox.script(RELEASE_STREAM, (key,), (self.replica,))
+
     async def delete(self, session: Session) -> None:
         self._cache.pop(session.id, None)
-        await self.outbox.send(b"DEL", streams.session(session.id))
-        control = Control(kind="session-ended", key=session.id)
-        self.outbox.post(
-            b"XADD",
-            streams.CONTROL,
-            b"MAXLEN",
-            b"~",
-            streams.EVENTS_MAXLEN,
-            b"*",
-            *[x for kv in encode(control).items() for x in kv],
-        )
+        subscriptions = await self.outbox.send(b"SMEMBERS", streams.session_subscriptions(session.id))
+        servers = set()
+        for entry in subscriptions or ():
+            server, uri = entry.decode().split("\n", 1)
+            self.outbox.post(b"SREM", streams.subscribers(server, uri), session.id)
+            servers.add(server)
+        await self.outbox.send(b"DEL", streams.session(session.id), streams.session_subscriptions(session.id))
+        self.outbox.publish(streams.CONTROL, Control(kind="session-ended", key=session.id))
+        for server in servers:
+            self.outbox.publish(streams.CONTROL, Control(kind="subscriptions", key=server))
 
     def forget(self, session_id: str) -> None:
         self._cache.pop(session_id, None)
