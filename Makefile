@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: up test check bench clean
+.PHONY: up test check npm-tools bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("muster needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -20,7 +20,10 @@ check: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: check
+npm-tools: $(STAMP)
+	$(BIN)/python -m tests.conformance.tools
+
+test: check npm-tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

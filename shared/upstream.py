@@ -210,6 +210,24 @@ class UpstreamSession:
             raise UpstreamFailure("upstream answered with neither result nor error")
         return response, Outcome(False, orjson.dumps(message["result"]))
 
+    async def listen(self, on_message: OnMessage) -> Response:
+        """Holds the session's GET stream open, passing on each message, until the server ends the stream."""
+
+        def on_event(data: bytes) -> bool:
+            try:
+                message = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return False
+            if isinstance(message, dict) and "method" in message:
+                on_message(message, data)
+            return False
+
+        headers = [(b"Accept", b"text/event-stream"), *self._headers[1:]]
+        response = await self.pool.request(b"GET", headers, on_event=on_event)
+        if response.status == 404 and self.session_id is not None:
+            self.reset()
+        return response
+
     async def notify(self, method: bytes, params: bytes, deadline: float | None = None) -> None:
         body = b'{"jsonrpc":"2.0","method":"%s","params":%s}' % (method, params)
         response = await self.pool.request(b"POST", self._headers, body, deadline=deadline)

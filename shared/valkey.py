@@ -22,11 +22,24 @@ Command = Sequence[bytes | str | int | float]
 
 
 def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> Redis:
-    """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first."""
+    """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first.
+
+    The read timeout is longer than the longest blocking read muster makes (5 s), so that a read that simply
+    found nothing is never mistaken for a dead connection.
+    """
     client: Redis = Redis.from_url(
-        url, decode_responses=False, max_connections=max_connections, client_name=name, health_check_interval=30
+        url,
+        decode_responses=False,
+        max_connections=max_connections,
+        client_name=name,
+        health_check_interval=30,
+        socket_timeout=BLOCK_SECONDS * 3,
+        socket_connect_timeout=5,
     )
     return client
+
+
+BLOCK_SECONDS = 5
 
 
 # KEYS: stream, depth counter. ARGV: bound, maxlen, then the entry's field/value pairs.

@@ -43,6 +43,18 @@ class StandIn:
     def clear_faults(self) -> None:
         httpx.delete(f"http://127.0.0.1:{self.port}/_standin/faults").raise_for_status()
 
+    def fixture_stats(self) -> dict[str, Any]:
+        response = httpx.get(f"http://127.0.0.1:{self.port}/_fixture/stats")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def update(self, uri: str) -> int:
+        response = httpx.post(f"http://127.0.0.1:{self.port}/_fixture/update", params={"uri": uri})
+        response.raise_for_status()
+        sent: int = response.json()["sent"]
+        return sent
+
     def stats(self) -> dict[str, Any]:
         response = httpx.get(f"http://127.0.0.1:{self.port}/_standin/stats")
         response.raise_for_status()
@@ -113,6 +125,16 @@ class Muster:
             self.register(cluster, standin.url, **spec)
         return standin
 
+    def fixture_server(self, name: str = "fixture", register: bool = True) -> StandIn:
+        """The conformance fixtures (tests/fixtures/conformance_server.py), as one more upstream."""
+        port = free_port()
+        self.stack.python(name, "tests.fixtures.conformance_server", "--port", str(port), env={"PYTHONPATH": str(ROOT)})
+        self.stack.wait_tcp(port, name)
+        server = self.standins[name] = StandIn(name, port)
+        if register:
+            self.register(name, server.url)
+        return server
+
     def register(self, name: str, url: str, **spec: Any) -> None:
         (self.servers / f"{name}.yaml").write_text(server_yaml(name, url, **spec))
 
@@ -141,19 +163,27 @@ class Muster:
     def url(self, n: int = 0) -> str:
         return f"http://127.0.0.1:{self.ingress_ports[n]}/mcp"
 
-    def wait_tools(self, count: int, timeout: float = 20.0, n: int = 0) -> list[str]:
-        """Waits until the ingress lists `count` tools; returns their names."""
+    def wait_tools(self, count: int | set[str], timeout: float = 20.0, n: int = 0) -> list[str]:
+        """Waits until the ingress lists `count` tools (or at least these tools); returns their names."""
         deadline = time.monotonic() + timeout
         names: list[str] = []
         while time.monotonic() < deadline:
             names = tool_names(self.url(n))
-            if len(names) == count:
+            if len(names) == count if isinstance(count, int) else count <= set(names):
                 return names
             time.sleep(0.1)
         raise AssertionError(f"expected {count} tools, the ingress lists {len(names)}: {names}")
 
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def result(response: httpx.Response) -> Any:
+    """The JSON-RPC message of a response, whether it came as JSON or as an event stream."""
+    text = response.text
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        text = [line[6:] for line in text.splitlines() if line.startswith("data: ") and line[6:].strip()][-1]
+    return json.loads(text)
 
 
 def initialize(url: str) -> str:
@@ -177,10 +207,9 @@ def initialize(url: str) -> str:
 
 def tool_names(url: str) -> list[str]:
     session = initialize(url)
-    response = httpx.post(
-        url, headers={**HEADERS, "Mcp-Session-Id": session}, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-    )
-    return [t["name"] for t in response.json()["result"]["tools"]]
+    headers = {**HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+    response = httpx.post(url, headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    return [t["name"] for t in result(response)["result"]["tools"]]
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -20,20 +21,26 @@ from redis.exceptions import ResponseError
 from services.discovery.config import Settings
 from services.discovery.folder import Folder
 from services.discovery.leader import Lease
+from services.discovery.listener import Listener
 from services.discovery.lister import list_server
 from shared import catalog, streams
 from shared.mcpserver import MCPServer
-from shared.messages import CapabilityChange, ServerCatalog, ServerState, encode
+from shared.messages import CapabilityChange, Control, ServerCatalog, ServerState, decode, encode
 from shared.naming import expose, prefix_for
-from shared.valkey import connect
+from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
+
+RESUBSCRIBE_SECONDS = 30.0
 
 
 @dataclass
 class Probe:
     server: MCPServer
     task: "asyncio.Task[None] | None" = None
+    listener: Listener | None = None
+    listening: "asyncio.Task[None] | None" = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # list again now: the server said its lists changed
     good: ServerCatalog | None = None  # the last successful listing
     failing_since: float | None = None
     error: str | None = None
@@ -51,17 +58,23 @@ class Discovery:
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     groups: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.client)
+
     async def run(self) -> None:
         folder = Folder(self.settings.servers_dir)
         lease = Lease(self.client, self.holder, self.settings.leader_ttl_seconds)
         renew_at = 0.0
+        control = asyncio.create_task(self._watch_control())
         try:
             while True:
                 now = time.monotonic()
                 if now >= renew_at:
                     renew_at = now + self.settings.leader_ttl_seconds / 3
                     if not await lease.renew():
-                        self._stop_probes()
+                        if self.probes:  # lost the lead: the next leader owns the servers now
+                            self._stop_probes()
+                            folder, self.published = Folder(self.settings.servers_dir), {}
                         await asyncio.sleep(self.settings.leader_ttl_seconds / 3)
                         continue
                     if not self.published:
@@ -74,8 +87,32 @@ class Discovery:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.dirty.wait(), self.settings.poll_seconds)
         finally:
+            control.cancel()
             self._stop_probes()
             await lease.release()
+
+    async def _watch_control(self) -> None:
+        """Subscription changes from the ingress, and a full resubscription now and then to heal a missed one."""
+        last: Any = await self.client.xrevrange(streams.CONTROL, count=1)
+        cursor = last[0][0] if last else b"0-0"
+        resync_at = time.monotonic() + RESUBSCRIBE_SECONDS
+        while True:
+            try:
+                response: Any = await self.client.xread({streams.CONTROL: cursor}, count=100, block=1000)
+                for _, entries in response:
+                    for entry_id, fields in entries:
+                        cursor = entry_id
+                        control = decode(fields, Control)
+                        if control.kind == "subscriptions":
+                            self.subscriptions_changed(control.key)
+                if time.monotonic() >= resync_at:
+                    resync_at = time.monotonic() + RESUBSCRIBE_SECONDS
+                    self.subscriptions_changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("reading control events failed: %s", exc)
+                await asyncio.sleep(0.5)
 
     def apply(self, desired: dict[str, MCPServer]) -> None:
         """Start, restart or stop probes so that they match the desired servers."""
@@ -98,8 +135,24 @@ class Discovery:
 
     def _stop(self, name: str) -> None:
         probe = self.probes.pop(name)
-        if probe.task is not None:
-            probe.task.cancel()
+        for task in (probe.task, probe.listening):
+            if task is not None:
+                task.cancel()
+
+    def _listen(self, probe: Probe) -> None:
+        if probe.listener is None and probe.server.spec.url:
+            probe.listener = Listener(probe.server, self.outbox, self._relist)
+            probe.listening = asyncio.create_task(probe.listener.run())
+
+    def _relist(self, name: str) -> None:
+        probe = self.probes.get(name)
+        if probe is not None:
+            probe.wake.set()
+
+    def subscriptions_changed(self, name: str | None = None) -> None:
+        for probe in self.probes.values():
+            if probe.listener is not None and name in (None, probe.server.name):
+                probe.listener.changed.set()
 
     def _stop_probes(self) -> None:
         for name in list(self.probes):
@@ -125,8 +178,11 @@ class Discovery:
                     logger.info("server %s is back", probe.server.name)
                 probe.good, probe.failing_since, probe.error, probe.failures = listing, None, None, 0
                 delay = s.refresh_seconds
+                self._listen(probe)
             self.dirty.set()
-            await asyncio.sleep(delay)
+            probe.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probe.wake.wait(), delay)
 
     def entries(self) -> dict[str, ServerCatalog]:
         """The catalog as it should be now: one entry per desired server."""

@@ -38,10 +38,9 @@ QUEUED = frozenset(
         "resources/read",
         "prompts/get",
         "completion/complete",
-        "resources/subscribe",
-        "resources/unsubscribe",
     }
 )
+SUBSCRIPTIONS = ("resources/subscribe", "resources/unsubscribe")
 LEVELS = {
     name: n for n, name in enumerate(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
 }
@@ -127,7 +126,10 @@ class Methods:
             if method in QUEUED:
                 await self.call(head, session, rid, method, params, receive, send)
                 return
-            if method == "logging/setLevel" and session.id:
+            if method in SUBSCRIPTIONS and session.id:
+                self.subscription(session, method == "resources/subscribe", params)
+                result = b"{}"
+            elif method == "logging/setLevel" and session.id:
                 level = params.get("level") if isinstance(params, dict) else None
                 if level not in LEVELS:
                     raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LEVELS)}")
@@ -192,8 +194,6 @@ class Methods:
                 await respond(send, 200, flight.final(reply))
             else:
                 reply = await self._stream(head, flight, reply, send)
-            if reply.kind is ReplyKind.RESULT and method in ("resources/subscribe", "resources/unsubscribe"):
-                self._subscription(session, target.server, params["uri"], method == "resources/subscribe")
         finally:
             self.calls.done(call.rid)
             if flight.watcher is not None:
@@ -250,10 +250,14 @@ class Methods:
             return None
         return b'{"jsonrpc":"2.0","id":' + orjson.dumps(reply.ref.decode()) + b"," + reply.body[1:]
 
-    def _subscription(self, session: Session, server: str, uri: str, subscribe: bool) -> None:
-        """Record who listens to which resource; discovery holds the upstream subscription and fans out."""
-        if not session.id:
-            return
+    def subscription(self, session: Session, subscribe: bool, params: Any) -> None:
+        """Record who listens to which resource. Discovery holds one upstream subscription per resource, on a
+        session it listens to, and fans each update out to every subscriber: so each arrives exactly once."""
+        target = route(self.catalog.view, "resources/subscribe", params)
+        server, uri = target.server, params["uri"]
+        resources = self.catalog.view.servers[server].capabilities.get("resources") or {}
+        if not resources.get("subscribe"):
+            raise BadRequest(errors.METHOD_NOT_FOUND, f"{server} does not offer resource subscriptions")
         members, entry = streams.subscribers(server, uri), f"{server}\n{uri}"
         if subscribe:
             self.outbox.post(b"SADD", members, session.id)

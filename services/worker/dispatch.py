@@ -78,8 +78,13 @@ class Dispatcher:
     async def take(
         self, lane: Lane, entries: list[tuple[bytes, dict[bytes, bytes]]], *, redelivered: bool = False
     ) -> None:
-        """Start every entry, then hold the reader back while the lane is full."""
+        """Start the entries as the lane has room, then hold the reader back while the lane is full.
+
+        Entries read but not yet started are pending for this worker: if it dies they are reclaimed, and a
+        cancellation that arrives meanwhile is seen when they start.
+        """
         for entry_id, fields in entries:
+            await lane.room.wait()
             try:
                 call = Call.from_fields(fields)
             except (KeyError, ValueError) as exc:
