@@ -26,7 +26,8 @@ npm-tools: $(STAMP)
 test: check npm-tools
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) npm-tools
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -59,9 +59,11 @@ class Stack:
     log: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, *, quiet: bool = False) -> Child:
+        """Starts a child; `quiet` discards its standard output (servers that log every request there)."""
         child = Child(name, argv, {**os.environ, **(env or {})})
-        child.process = subprocess.Popen(argv, env=child.env, preexec_fn=_die_with_parent)
+        stdout = subprocess.DEVNULL if quiet else None
+        child.process = subprocess.Popen(argv, env=child.env, stdout=stdout, preexec_fn=_die_with_parent)
         self.children.append(child)
         return child
 

@@ -18,6 +18,7 @@ import httptools
 
 Headers = list[tuple[bytes, bytes]]
 OnEvent = Callable[[bytes], bool | None]  # True: that was the last event wanted; end the exchange
+LINGER = 5.0  # seconds a POST stream may stay open after its answer before the connection is given up
 
 
 class HttpError(Exception):
@@ -64,6 +65,7 @@ class Response:
 class _Exchange:
     future: asyncio.Future[Response]
     on_event: OnEvent | None
+    streaming: bool = False  # a GET event stream, which may never end by itself
     status: int = 0
     headers: dict[bytes, bytes] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
@@ -134,6 +136,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         exchange = self.exchange
         if exchange is None or exchange.future.done():
+            self.exchange = None
             return
         if (
             exchange.headers_done
@@ -167,27 +170,43 @@ class _Connection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:  # the rest of a stream ended early on purpose
             return
-        if exchange.sse is not None:
-            exchange.sse.feed(body)
-            if exchange.sse.done:  # a stream that stays open after what was wanted: finish, and close it
-                self.closed = True
-                self.on_message_complete()
-        else:
+        if exchange.sse is None:
             exchange.chunks.append(body)
+            return
+        if exchange.future.done():  # answered already; the rest of the stream is only read to its end
+            return
+        exchange.sse.feed(body)
+        if exchange.sse.done:
+            # The awaited event came: answer now rather than when the server ends the stream. A POST stream
+            # ends right after (and the connection is reused); a GET stream may not end at all, so it is closed.
+            exchange.future.set_result(self._response(exchange))
+            if exchange.streaming:
+                self.exchange = None
+                self.close()
+            else:
+                asyncio.get_running_loop().call_later(LINGER, self._linger, exchange)
+
+    def _linger(self, exchange: _Exchange) -> None:
+        if self.exchange is exchange:  # the server never ended the stream it had answered on
+            self.exchange = None
+            self.abort()
+
+    @staticmethod
+    def _response(exchange: _Exchange) -> Response:
+        response = Response(exchange.status, exchange.headers, b"".join(exchange.chunks))
+        sse = exchange.sse
+        if sse is not None:
+            response.events, response.last_event_id, response.retry_ms = sse.count, sse.last_id, sse.retry
+        return response
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
-        if exchange is None or exchange.future.done():
+        if exchange is None:
             return
         self.exchange = None
         keep = not self.closed and self.parser.should_keep_alive()
-        body = b"".join(exchange.chunks)
-        sse = exchange.sse
         if not exchange.future.done():
-            response = Response(exchange.status, exchange.headers, body)
-            if sse is not None:
-                response.events, response.last_event_id, response.retry_ms = sse.count, sse.last_id, sse.retry
-            exchange.future.set_result(response)
+            exchange.future.set_result(self._response(exchange))
         if keep:
             self.idle_since = time.monotonic()
             self.pool._release(self)
@@ -282,15 +301,16 @@ class Pool:
         deadline: float | None = None,
         on_event: OnEvent | None = None,
     ) -> Response:
-        """Send one request and wait for its whole response.
+        """Send one request and wait for its response.
 
         `deadline` is a loop.time() value. With `on_event`, a 200 text/event-stream body is decoded and each
-        event's data is passed to it as it arrives; the call returns when the stream ends.
+        event's data is passed to it as it arrives; the call returns when the stream ends, or as soon as
+        `on_event` returns True.
         """
         conn = await self._acquire()
         conn.uses += 1
         loop = asyncio.get_running_loop()
-        exchange = _Exchange(loop.create_future(), on_event)
+        exchange = _Exchange(loop.create_future(), on_event, method == b"GET")
         conn.exchange = exchange
         head = [method, b" ", path or self.path, b" HTTP/1.1\r\nHost: ", self.authority, b"\r\n"]
         for name, value in headers:

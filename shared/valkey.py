@@ -1,4 +1,5 @@
-"""Valkey access: clients, the coalescing writer of the hot path, and the bounded enqueue.
+"""Valkey access: redis-py clients for blocking reads and the control plane, the coalescing writer of the hot
+path, and the bounded enqueue.
 
 Every write the hot path makes in one event-loop turn goes out as one pipeline: at 64 concurrent callers
 that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-costs.md).
@@ -9,11 +10,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
 
 from shared.messages import DATA
+from shared.resp import Connection, ConnectionClosed, pack
 from shared.streams import EVENTS_MAXLEN
 
 logger = logging.getLogger(__name__)
@@ -55,14 +57,18 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 
 
 class Outbox:
-    """Queues commands and sends those of one loop turn as one pipeline; each caller awaits its own reply."""
+    """Queues commands and writes those of one loop turn in one piece; each caller awaits its own reply.
 
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self._commands: list[Command] = []
+    The write happens in the loop's callback itself, not in a task: a flush costs one write, no extra turn.
+    """
+
+    def __init__(self, url: str, *, name: str | None = None) -> None:
+        self.connection = Connection(url, name=name)
+        self._packed: list[bytes] = []
         self._futures: list[asyncio.Future[Any] | None] = []
         self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._backlog: list[tuple[bytes, list[asyncio.Future[Any] | None]]] = []
+        self._reconnecting: asyncio.Task[None] | None = None
         self._scripts: dict[bytes, bytes] = {}  # script -> sha
 
     def send(self, *command: bytes | str | int | float) -> "asyncio.Future[Any]":
@@ -70,16 +76,16 @@ class Outbox:
         self._queue(command, future)
         return future
 
-    def publish(self, stream: str, message: BaseModel, maxlen: int = EVENTS_MAXLEN) -> None:
-        """Append a control-plane message to a bounded stream, without waiting."""
-        self.post(b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*", DATA, message.model_dump_json(by_alias=True))
-
     def post(self, *command: bytes | str | int | float) -> None:
         """Send without waiting for the reply; a failure is logged."""
         self._queue(command, None)
 
+    def publish(self, stream: str, message: BaseModel, maxlen: int = EVENTS_MAXLEN) -> None:
+        """Append a control-plane message to a bounded stream, without waiting."""
+        self.post(b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*", DATA, message.model_dump_json(by_alias=True))
+
     def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:
-        self._commands.append(command)
+        self._packed.append(pack(*command))
         self._futures.append(future)
         if not self._scheduled:
             self._scheduled = True
@@ -88,52 +94,50 @@ class Outbox:
     async def script(self, script: bytes, keys: Sequence[bytes | str], args: Sequence[bytes | str | int]) -> Any:
         sha = self._scripts.get(script)
         if sha is None:
-            loaded = await self.client.script_load(script)
-            sha = self._scripts[script] = loaded.encode() if isinstance(loaded, str) else loaded
+            sha = self._scripts[script] = await self.send(b"SCRIPT", b"LOAD", script)
         try:
             return await self.send(b"EVALSHA", sha, len(keys), *keys, *args)
-        except NoScriptError:  # Valkey restarted without the script cache
-            del self._scripts[script]
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            del self._scripts[script]  # Valkey restarted and forgot its scripts
             return await self.script(script, keys, args)
 
     def _flush(self) -> None:
         self._scheduled = False
-        commands, futures = self._commands, self._futures
-        self._commands, self._futures = [], []
-        task = asyncio.get_running_loop().create_task(self._execute(commands, futures))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _execute(self, commands: list[Command], futures: "list[asyncio.Future[Any] | None]") -> None:
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            for future in futures:
-                if future is not None and not future.done():
-                    future.set_exception(exc)
-                    future.exception()
-            if any(f is None for f in futures):
-                logger.error("valkey write failed: %s", exc)
+        batch = (b"".join(self._packed), self._futures)
+        self._packed, self._futures = [], []
+        protocol = self.connection.ready()
+        if protocol is not None and not self._backlog:
+            self.connection.write(protocol, *batch)
             return
-        for future, result in zip(futures, results, strict=True):
-            if future is None:
-                if isinstance(result, Exception):
-                    logger.error("valkey write failed: %s", result)
-            elif future.done():
-                continue
-            elif isinstance(result, Exception):
-                if isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"):
-                    result = NoScriptError(str(result))
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        self._backlog.append(batch)
+        if self._reconnecting is None:
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            protocol = await self.connection.protocol()
+            backlog, self._backlog = self._backlog, []
+            for packed, futures in backlog:
+                self.connection.write(protocol, packed, futures)
+        except (OSError, TimeoutError, ReplyError) as exc:
+            backlog, self._backlog = self._backlog, []
+            error = ConnectionClosed(f"cannot reach valkey: {exc or type(exc).__name__}")
+            for _, futures in backlog:
+                for future in futures:
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+                        future.exception()
+            logger.error("%s", error)
+        finally:
+            self._reconnecting = None
 
     async def drain(self) -> None:
-        while self._tasks or self._commands:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-            else:
-                await asyncio.sleep(0)
+        """Waits until everything queued so far has been answered."""
+        if self._packed or self._backlog:
+            await asyncio.sleep(0)
+        await self.send(b"PING")
+
+    def close(self) -> None:
+        self.connection.close()

@@ -39,7 +39,7 @@ def upstream(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[M
         else:
             port = free_port()
             command = [str(tools.NODE), "--require", str(tools.LOOPBACK), str(tools.EVERYTHING), "streamableHttp"]
-            m.stack.start("server-everything", command, {"PORT": str(port)})
+            m.stack.start("server-everything", command, {"PORT": str(port)}, quiet=True)
             m.stack.wait_tcp(port, "server-everything")
             url = f"http://127.0.0.1:{port}/mcp"
             m.register("everything", url)

@@ -59,7 +59,7 @@ class Discovery:
     groups: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.outbox = Outbox(self.client)
+        self.outbox = Outbox(self.settings.valkey_url, name="muster-discovery-out")
 
     async def run(self) -> None:
         folder = Folder(self.settings.servers_dir)

@@ -18,6 +18,9 @@ def main() -> None:
         access_log=settings.access_log,
         log_config=None,
         timeout_graceful_shutdown=10,
+        proxy_headers=False,  # the ingress reads no client address; the middleware costs on every request
+        server_header=False,
+        backlog=4096,
     )
 
 

@@ -28,7 +28,7 @@ class Ingress:
     async def startup(self) -> None:
         s = self.settings
         self.client = connect(s.valkey_url, max_connections=256, name=f"muster-ingress-{s.replica_id}")
-        outbox = Outbox(self.client)
+        outbox = Outbox(s.valkey_url, name=f"muster-ingress-{s.replica_id}-out")
         self.sessions = Sessions(outbox, s.replica_id, s.session_ttl, s.session_recheck)
         self.calls = Calls(
             self.client,
@@ -69,6 +69,7 @@ class Ingress:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
+        self.calls.outbox.close()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

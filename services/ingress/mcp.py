@@ -72,7 +72,7 @@ class Mcp:
                 await respond_text(send, 405, "Method Not Allowed", [(b"allow", b"GET, POST, DELETE")])
         except BadRequest as exc:
             await respond(send, exc.status, error(rid, exc.code, exc.message, exc.data))
-        except RedisError as exc:
+        except (RedisError, ConnectionError) as exc:  # Valkey unreachable, through redis-py or the hot-path connection
             logger.error("valkey unavailable: %s", exc)
             body = error(
                 rid, errors.SERVICE_UNAVAILABLE, "muster cannot reach its queue; retry shortly", {"retryAfter": 1}

@@ -50,7 +50,7 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         self.client = await self.broker.connect()
-        self.outbox = Outbox(self.client)
+        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.worker_id}-out")
         self.dispatcher = Dispatcher(self.outbox, self.upstreams, s.worker_id)
         self.reclaimer = Reclaimer(
             self.client,
@@ -79,6 +79,7 @@ class Worker:
             await sub.stop()
         await self.dispatcher.drain(5.0)
         await self.upstreams.close()
+        self.outbox.close()
         try:
             await self.client.delete(streams.worker_alive(self.settings.worker_id))
         except Exception as exc:  # Valkey may already be gone at shutdown

@@ -98,6 +98,7 @@ class Dispatcher:
             self.running[call.key] = Running(call, task)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        await asyncio.sleep(0)  # let the calls go out upstream before the reader asks Valkey for more
         await lane.room.wait()
 
     def cancel(self, key: bytes) -> None:

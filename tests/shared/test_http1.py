@@ -47,6 +47,15 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                     await writer.drain()
                     await asyncio.sleep(0.01 * n)
                 writer.write(b"0\r\n\r\n")
+            elif path == b"/sse-answer-then-linger":
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                event = b'data: {"answer":1}\n\n'
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.3)
+                writer.write(b"0\r\n\r\n")
             elif path == b"/close-mid-body":
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
                 await writer.drain()
@@ -94,6 +103,17 @@ async def test_server_sent_events_arrive_one_by_one_across_chunk_boundaries(serv
     response = await pool.request(b"POST", [], b"", on_event=events.append)
     assert events == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
     assert response.events == 3 and response.body == b""
+    pool.close()
+
+
+async def test_an_awaited_event_answers_at_once_and_the_connection_is_kept_for_the_next_request(server: str) -> None:
+    pool = Pool(server + "/sse-answer-then-linger")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await pool.request(b"POST", [], b"", on_event=lambda data: data == b'{"answer":1}')
+    assert loop.time() - started < 0.2  # not the 0.3 s the server takes to end its stream
+    await asyncio.sleep(0.5)
+    assert len(pool._idle) == 1  # the stream ended, so the connection went back to the pool
     pool.close()
 
 

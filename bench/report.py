@@ -1,0 +1,168 @@
+"""The benchmark's results as JSON, a markdown page and a PNG plot, each stamped with machine and commit."""
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+TARGETS = {"p50 added": 2.0, "cpu per call": 1.0, "share of direct": 0.5, "times the peer": 5.0}
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    (out / "README.md").write_text(markdown(results))
+    plot(results, out / "throughput.png")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Commit `{m['commit']}`, {m['date']}; {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+        f"kernel {m['kernel']}. Median of {s['rounds']} interleaved rounds. Made by `make bench` "
+        "(`python -m bench`); the raw numbers are in `results.json`.",
+        "",
+        "Upstreams: `k8s` is the mcp-kubernetes stand-in (tool `get`, Python SDK, stateless JSON), `everything` is "
+        "npm `@modelcontextprotocol/server-everything` (tool `echo`). Targets: `direct` (no gateway), muster with "
+        "one and with two workers (same stack), and the FastMCP proxy holding one reused upstream session. Load: "
+        "raw HTTP/1.1 keep-alive callers in separate processes, each caller its own MCP session. Everything, load "
+        "generator included, shares the same cores.",
+        "",
+        "## Sequential calls (one caller)",
+        "",
+        "| upstream | target | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for upstream, targets in results["sequential"].items():
+        direct = targets.get("direct", {})
+        for name, r in targets.items():
+            added50 = r["p50"] - direct["p50"] if name != "direct" else None
+            added99 = r["p99"] - direct["p99"] if name != "direct" else None
+            lines.append(
+                f"| {upstream} | {name} | {_ms(r['p50'])} | {_ms(r['p99'])} | {_ms(added50)} | {_ms(added99)} |"
+            )
+    lines += [
+        "",
+        "## Throughput",
+        "",
+        "| upstream | callers | target | calls/s | of direct | p50 ms | p99 ms | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for upstream, targets in results["throughput"].items():
+        concurrency = sorted({int(c) for t in targets.values() for c in t})
+        for callers in concurrency:
+            direct = targets.get("direct", {}).get(callers) or targets.get("direct", {}).get(str(callers))
+            for name, by_callers in targets.items():
+                r = by_callers.get(callers) or by_callers.get(str(callers))
+                share = f"{r['rate'] / direct['rate']:.0%}" if direct and direct["rate"] else "–"
+                lines.append(
+                    f"| {upstream} | {callers} | {name} | {r['rate']:.0f} | {share} | {_ms(r['p50'])} | "
+                    f"{_ms(r['p99'])} | {r['failed']} |"
+                )
+    lines += [
+        "",
+        "## CPU per call (ms, from /proc, all processes of each role)",
+        "",
+        "| upstream | callers | target | ingress | worker | ingress + worker | valkey | upstream | peer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for upstream, targets in results["throughput"].items():
+        for name, by_callers in targets.items():
+            if name == "direct":
+                continue
+            for callers, r in sorted(by_callers.items(), key=lambda kv: int(kv[0])):
+                cpu = r["cpu_ms_per_call"]
+                both = (cpu.get("ingress") or 0) + (cpu.get("worker") or 0) if "ingress" in cpu else None
+                lines.append(
+                    f"| {upstream} | {callers} | {name} | {_ms(cpu.get('ingress'))} | {_ms(cpu.get('worker'))} | "
+                    f"{_ms(both)} | {_ms(cpu.get('valkey'))} | {_ms(cpu.get('upstream'))} | {_ms(cpu.get('peer'))} |"
+                )
+    agents, calls = results["settings"]["burst"]
+    lines += [
+        "",
+        f"## Burst: {agents} agents x {calls} calls released at once (k8s stand-in)",
+        "",
+        "| target | completed | failed | p50 ms | p99 ms | drained in s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results["burst"].items():
+        lines.append(
+            f"| {name} | {r['calls'] - r['failed']} | {r['failed']} | {_ms(r['p50'])} | {_ms(r['p99'])} | "
+            f"{r['elapsed']:.2f} |"
+        )
+    lines += ["", "## Against the targets", "", *verdicts(results), ""]
+    return "\n".join(lines)
+
+
+def verdicts(results: dict[str, Any]) -> list[str]:
+    out = []
+    for upstream, targets in results["sequential"].items():
+        if "direct" in targets and "muster 1 worker" in targets:
+            added = targets["muster 1 worker"]["p50"] - targets["direct"]["p50"]
+            out.append(
+                f"- added p50 at one caller, {upstream}: {added:.2f} ms (target ≤ 2 ms): "
+                f"{'met' if added <= TARGETS['p50 added'] else 'missed'}"
+            )
+    for upstream, targets in results["throughput"].items():
+        for name in ("muster 1 worker", "muster 2 workers"):
+            for callers, r in sorted(targets.get(name, {}).items(), key=lambda kv: int(kv[0])):
+                cpu = r["cpu_ms_per_call"]
+                both = (cpu.get("ingress") or 0) + (cpu.get("worker") or 0)
+                direct = targets["direct"][callers]["rate"]
+                peer = targets.get("fastmcp proxy", {}).get(callers)
+                times = f", {r['rate'] / peer['rate']:.1f}x the peer" if peer and peer["rate"] else ""
+                out.append(
+                    f"- {upstream}, {callers} callers, {name}: {both:.2f} ms CPU per call in ingress + worker "
+                    f"({'met' if both <= TARGETS['cpu per call'] else 'missed'}); {r['rate'] / direct:.0%} of "
+                    f"direct{times}"
+                )
+    for name, r in results["burst"].items():
+        out.append(
+            f"- burst on {name}: {r['failed']} failed of {r['calls']} ({'met' if not r['failed'] else 'missed'})"
+        )
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot is optional in the harness check; `make bench` installs matplotlib
+        return
+    upstreams = list(results["throughput"])
+    fig, axes = plt.subplots(1, len(upstreams) + 1, figsize=(5 * (len(upstreams) + 1), 4))
+    for ax, upstream in zip(axes, upstreams, strict=False):
+        for name, by_callers in results["throughput"][upstream].items():
+            points = sorted((int(c), r["rate"]) for c, r in by_callers.items())
+            ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent callers")
+        ax.set_ylabel("calls/s")
+        ax.set_title(f"throughput, upstream {upstream}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    names = list(next(iter(results["sequential"].values())))
+    width = 0.8 / max(1, len(upstreams))
+    for n, upstream in enumerate(upstreams):
+        values = [results["sequential"][upstream][t]["p50"] for t in names]
+        ax.bar([i + n * width for i in range(len(names))], values, width=width, label=upstream)
+    ax.set_xticks([i + width * (len(upstreams) - 1) / 2 for i in range(len(names))], names, rotation=20, fontsize=8)
+    ax.set_ylabel("p50 ms, one caller")
+    ax.set_yscale("log")
+    ax.set_title("sequential latency")
+    ax.legend(fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"muster {m['commit']} · {m['date']} · {m['cores']} cores {m['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

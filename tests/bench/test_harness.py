@@ -1,0 +1,31 @@
+"""The benchmark harness runs end to end on a tiny workload. It measures nothing: benchmarks are not timed tests."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--no-peer", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for upstream in ("k8s", "everything"):
+        targets = results["throughput"][upstream]
+        assert set(targets) == {"direct", "muster 1 worker", "muster 2 workers"}
+        for by_callers in targets.values():
+            for run in by_callers.values():
+                assert run["calls"] > 0 and run["failed"] == 0
+        assert results["sequential"][upstream]["muster 1 worker"]["p50"] > 0
+    muster = results["throughput"]["k8s"]["muster 1 worker"]["4"]["cpu_ms_per_call"]
+    assert muster["ingress"] > 0 and muster["worker"] > 0 and muster["valkey"] >= 0
+    assert all(run["failed"] == 0 for run in results["burst"].values())
+    page = (tmp_path / "README.md").read_text()
+    assert results["machine"]["commit"] in page and "## Burst" in page
