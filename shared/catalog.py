@@ -22,7 +22,6 @@ class Route:
     server: str
     name: str  # the upstream's own name
     safe: bool  # may run twice: read-only or idempotent, or declared so for the server
-    timeout: float
 
 
 def _is_safe(tool: dict[str, Any], entry: ServerCatalog) -> bool:
@@ -58,13 +57,13 @@ class CatalogView:
                 name = expose(entry.prefix, tool["name"])
                 if name in self.tools:
                     continue
-                self.tools[name] = Route(entry.name, tool["name"], _is_safe(tool, entry), entry.timeout)
+                self.tools[name] = Route(entry.name, tool["name"], _is_safe(tool, entry))
                 tools.append({**tool, "name": name} if name != tool["name"] else tool)
             for prompt in entry.prompts:
                 name = expose(entry.prefix, prompt["name"])
                 if name in self.prompts:
                     continue
-                self.prompts[name] = Route(entry.name, prompt["name"], True, entry.timeout)
+                self.prompts[name] = Route(entry.name, prompt["name"], True)
                 prompts.append({**prompt, "name": name} if name != prompt["name"] else prompt)
             for resource in entry.resources:
                 if resource["uri"] not in self.resources:

@@ -32,15 +32,15 @@ class ConnectFailed(HttpError):
 class ConnectionLost(HttpError):
     """The connection broke before the response was complete.
 
-    `received` tells whether any response byte arrived; `reused` whether the connection had served a request
-    before. A reused connection that breaks before any byte usually means the server closed it while idle,
-    and the request did not reach the server's application.
+    `sent` tells whether the request was written at all (if not, it certainly did not reach the server);
+    `received` whether any response byte arrived; `reused` whether the connection had served a request before.
     """
 
-    def __init__(self, message: str, *, reused: bool, received: bool) -> None:
+    def __init__(self, message: str, *, reused: bool, received: bool, sent: bool = True) -> None:
         super().__init__(message)
         self.reused = reused
         self.received = received
+        self.sent = sent
 
 
 class Timeout(HttpError):
@@ -319,7 +319,9 @@ class Pool:
         assert conn.transport is not None
         if conn.closed or conn.transport.is_closing():
             conn.exchange = None
-            raise ConnectionLost("connection closed before the request was sent", reused=True, received=False)
+            raise ConnectionLost(
+                "connection closed before the request was sent", reused=True, received=False, sent=False
+            )
         conn.transport.write(b"".join(head))
         timer = None
         if deadline is not None:

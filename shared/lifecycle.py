@@ -2,11 +2,19 @@
 
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
+import socket
 from collections.abc import Coroutine
 from typing import Any
 
 import uvloop
+
+
+def instance_id() -> str:
+    """host-pid-random: unique per process start, readable in CLIENT LIST, consumer groups and logs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -99,15 +99,13 @@ def test_a_dropped_connection_during_a_destructive_tool_is_outcome_unknown(muste
     assert result["error"]["code"] == -32005
 
 
-def test_a_killed_worker_s_read_only_call_is_run_again_by_another(muster: Muster, worker: Any) -> None:
-    alpha = muster.standins["alpha"]
-    alpha.fault(action="delay", tool="cluster_health", seconds=2, count=1)
-    before = alpha.stats()["started"].get("cluster_health", 0)
+def call_and_kill_its_worker(muster: Muster, worker: Any, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Calls a tool, SIGKILLs the worker while the upstream runs it, starts another worker; returns the outcome."""
     session = initialize(muster.url())
     outcome: list[dict[str, Any]] = []
 
     async def caller() -> None:
-        outcome.append(await anyio.to_thread.run_sync(call, muster, session, "x_alpha_cluster_health", {}))
+        outcome.append(await anyio.to_thread.run_sync(call, muster, session, tool, arguments))
 
     async def scenario() -> None:
         async with anyio.create_task_group() as tg:
@@ -117,7 +115,15 @@ def test_a_killed_worker_s_read_only_call_is_run_again_by_another(muster: Muster
             muster.worker(**FAST_RECLAIM)
 
     anyio.run(scenario)
-    assert outcome[0]["result"]["isError"] is False
+    return outcome[0]
+
+
+def test_a_killed_worker_s_read_only_call_is_run_again_by_another(muster: Muster, worker: Any) -> None:
+    alpha = muster.standins["alpha"]
+    alpha.fault(action="delay", tool="cluster_health", seconds=2, count=1)
+    before = alpha.stats()["started"].get("cluster_health", 0)
+    outcome = call_and_kill_its_worker(muster, worker, "x_alpha_cluster_health", {})
+    assert outcome["result"]["isError"] is False
     assert alpha.stats()["started"]["cluster_health"] == before + 2  # ran twice: it is read-only
 
 
@@ -125,23 +131,10 @@ def test_a_killed_worker_s_destructive_call_is_not_run_twice(muster: Muster, wor
     alpha = muster.standins["alpha"]
     alpha.fault(action="delay", tool="delete", seconds=2, count=1)
     before = alpha.stats()["started"].get("delete", 0)
-    session = initialize(muster.url())
-    outcome: list[dict[str, Any]] = []
     args = {"resourceType": "configmaps", "name": "nginx-config", "namespace": "default"}
-
-    async def caller() -> None:
-        outcome.append(await anyio.to_thread.run_sync(call, muster, session, "x_alpha_delete", args))
-
-    async def scenario() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(caller)
-            await anyio.to_thread.run_sync(wait_running, muster)
-            muster.stack.stop_child(worker, signal.SIGKILL)
-            muster.worker(**FAST_RECLAIM)
-
-    anyio.run(scenario)
-    assert outcome[0]["error"]["code"] == -32005
-    assert "not safe to run twice" in outcome[0]["error"]["message"]
+    outcome = call_and_kill_its_worker(muster, worker, "x_alpha_delete", args)
+    assert outcome["error"]["code"] == -32005
+    assert "not safe to run twice" in outcome["error"]["message"]
     assert alpha.stats()["started"]["delete"] == before + 1
 
 

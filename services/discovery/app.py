@@ -8,9 +8,6 @@ collisions, grace for flapping servers), writes the entries that changed, and an
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +21,7 @@ from services.discovery.leader import Lease
 from services.discovery.listener import Listener
 from services.discovery.lister import list_server
 from shared import catalog, streams
+from shared.lifecycle import instance_id
 from shared.mcpserver import MCPServer
 from shared.messages import CapabilityChange, Control, ServerCatalog, ServerState, decode, encode
 from shared.naming import expose, prefix_for
@@ -52,7 +50,7 @@ class Probe:
 class Discovery:
     settings: Settings
     client: Redis
-    holder: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}")
+    holder: str = field(default_factory=instance_id)
     probes: dict[str, Probe] = field(default_factory=dict)
     published: dict[str, ServerCatalog] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)

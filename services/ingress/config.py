@@ -1,10 +1,9 @@
-import os
-import secrets
-import socket
 from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.lifecycle import instance_id
 
 LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
 LOOPBACK_ORIGINS = [
@@ -17,10 +16,6 @@ LOOPBACK_ORIGINS = [
 ]
 
 
-def _default_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_INGRESS_")
 
@@ -29,7 +24,7 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8090, validation_alias=AliasChoices("MUSTER_INGRESS_PORT", "MUSTER_PORT"))
-    replica_id: str = Field(default_factory=_default_id)
+    replica_id: str = Field(default_factory=instance_id)
     path: str = "/mcp"
     expose: Literal["direct", "meta"] = Field(
         "direct", validation_alias=AliasChoices("MUSTER_INGRESS_EXPOSE", "MUSTER_EXPOSE")

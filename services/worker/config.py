@@ -1,13 +1,7 @@
-import os
-import secrets
-import socket
-
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def _default_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+from shared.lifecycle import instance_id
 
 
 class Settings(BaseSettings):
@@ -16,7 +10,7 @@ class Settings(BaseSettings):
     valkey_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("MUSTER_WORKER_VALKEY_URL", "MUSTER_VALKEY_URL")
     )
-    worker_id: str = Field(default_factory=_default_id)
+    worker_id: str = Field(default_factory=instance_id)
     # Calls one worker runs at once against one upstream server; further calls wait in that server's stream,
     # where they delay nobody else.
     server_concurrency: int = 64

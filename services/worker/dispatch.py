@@ -189,7 +189,7 @@ class Dispatcher:
             except SessionLost:
                 continue  # the upstream refused the session, not the call: open a new one and send again
             except ConnectionLost as exc:
-                if call.safe and attempt == 1:
+                if not exc.sent or (call.safe and attempt == 1):  # not sent, or safe to send again: once more
                     continue
                 if call.safe:
                     return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", 5).body()
