@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.harness import UPSTREAMS, Harness, machine
 from bench.report import write
 
@@ -44,7 +46,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=0)
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--report", metavar="RESULTS_JSON", help="only write the page and plot again from saved results")
     args = p.parse_args()
+    if args.report:
+        write(orjson.loads(Path(args.report).read_bytes()), Path(args.out))
+        return
     settings = plan(args.quick)
     rounds = args.rounds or (1 if args.quick else 3)
     out = Path(args.out)

@@ -37,17 +37,18 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Sequential calls (one caller)",
         "",
-        "| upstream | target | p50 ms | p99 ms | added p50 ms | added p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| upstream | target | p50 ms | p99 ms | added p50 ms | added p99 ms | ingress + worker CPU ms per call |",
+        "|---|---|---|---|---|---|---|",
     ]
     for upstream, targets in results["sequential"].items():
         direct = targets.get("direct", {})
         for name, r in targets.items():
             added50 = r["p50"] - direct["p50"] if name != "direct" else None
             added99 = r["p99"] - direct["p99"] if name != "direct" else None
-            lines.append(
-                f"| {upstream} | {name} | {_ms(r['p50'])} | {_ms(r['p99'])} | {_ms(added50)} | {_ms(added99)} |"
-            )
+            cpu = r["cpu_ms_per_call"]
+            both = (cpu.get("ingress") or 0) + (cpu.get("worker") or 0) if "ingress" in cpu else None
+            cells = [upstream, name, _ms(r["p50"]), _ms(r["p99"]), _ms(added50), _ms(added99), _ms(both)]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Throughput",
