@@ -4,9 +4,14 @@ Streams (all bounded with MAXLEN ~):
     calls:<server>      ingress -> workers, one per upstream server, consumer group GROUP_WORKERS
     replies:<replica>   workers -> the ingress replica that holds the caller's HTTP request
     inbox:<worker>      ingress -> the worker running a call (answers to server->client requests)
-    capabilities        discovery -> every ingress replica (catalog changed)
-    control             ingress -> every worker and ingress replica (cancellations, session ends)
-    dead                calls that could not be delivered after MAX_DELIVERIES
+    capabilities        discovery -> every ingress replica and worker (catalog changed)
+    control             ingress -> every worker, ingress replica and discovery (cancellations, ended sessions,
+                        changed subscriptions)
+    dead                calls that failed on too many workers in a row (the dead-letter stream)
+
+Keys: catalog (hash server -> entry), session:<id> (hash), depth:<server> (queue bound counter),
+worker:<id>:alive (heartbeat), started:<server>:<entry> (a non-idempotent call was sent), subs:... (who listens
+to which resource), discovery:leader (lease).
 """
 
 from typing import Final
@@ -19,7 +24,6 @@ CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
 CATALOG: Final = PREFIX + "catalog"
-SERVERS: Final = PREFIX + "servers"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
 
 # Lengths that bound each stream; entries beyond them are trimmed approximately.
