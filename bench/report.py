@@ -98,17 +98,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {r['calls'] - r['failed']} | {r['failed']} | {_ms(r['p50'])} | {_ms(r['p99'])} | "
             f"{r['elapsed']:.2f} |"
         )
-    lines += ["", "## Against the targets", "", *verdicts(results), "", "## Reading them", "",
-              "- Every process shares the same cores, load generator included, so each number is a relative one: "
-              "compare targets within a row, not with other machines.",
-              "- A target cannot go faster than its upstream. The `upstream` column of the CPU table is what one call "
-              "costs the upstream process itself; one process of it caps every target (the stand-in at about "
-              "1 ms per call, so near 1,000 calls/s). Where the peer already reaches a fifth of that, no gateway "
-              "can be five times faster than the peer.",
-              "- In the burst every call of every agent opens its own connection at the same moment. Direct, they "
-              "all land on the upstream at once; through muster they wait in the queue and reach the upstream at "
-              "the workers' pace, which is why muster drains the burst sooner.",
-              ""]  # fmt: skip
+    lines += [
+        "",
+        "## Against the targets",
+        "",
+        *verdicts(results),
+        "",
+        "## Reading them",
+        "",
+        "- Every process shares the same cores, load generator included, so each number is a relative one: "
+        "compare targets within a row, not with other machines.",
+        "- A target cannot go faster than its upstream. The `upstream` column of the CPU table is what one call "
+        "costs the upstream process itself; one process of it caps every target (the stand-in at about "
+        "1 ms per call, so near 1,000 calls/s). Where the peer already reaches a fifth of that, no gateway "
+        "can be five times faster than the peer.",
+        "- In the burst every call of every agent opens its own connection at the same moment. Direct, they "
+        "all land on the upstream at once; through muster they wait in the queue and reach the upstream at "
+        "the workers' pace, which is why muster drains the burst sooner.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -24,8 +24,12 @@ def npm_tools() -> None:
 
 def run_suite(url: str, out: Path) -> dict[str, bool]:
     """Scenario -> passed (no check failed), from the suite's summary."""
-    done = subprocess.run([str(tools.NODE), str(tools.CONFORMANCE), "server", "--url", url, "--suite", "all",
-                           "-o", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(tools.NODE), str(tools.CONFORMANCE), "server", "--url", url, "--suite", "all", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results = {name: mark == "✓" for mark, name, _, _ in SUMMARY.findall(done.stdout)}
     assert len(results) >= 30, done.stdout[-2000:] + done.stderr[-2000:]
     return results
@@ -56,8 +60,10 @@ def test_muster_passes_every_scenario_the_upstream_passes_directly(
     m, url = upstream
     direct = run_suite(url, tmp_path / "direct")
     through = run_suite(m.url(), tmp_path / "muster")
-    table = "\n".join(f"{name:34} direct {'pass' if ok else 'FAIL'}   muster {'pass' if through.get(name) else 'FAIL'}"
-                      for name, ok in sorted(direct.items()))  # fmt: skip
+    table = "\n".join(
+        f"{name:34} direct {'pass' if ok else 'FAIL'}   muster {'pass' if through.get(name) else 'FAIL'}"
+        for name, ok in sorted(direct.items())
+    )
     print(f"\nconformance through muster, upstream {url}\n{table}")
     lost = sorted(name for name, ok in direct.items() if ok and not through.get(name))
     assert lost == [], f"scenarios the upstream passes but muster fails: {lost}"

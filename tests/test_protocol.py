@@ -42,8 +42,9 @@ async def test_an_upstream_asking_for_sampling_mid_call_gets_the_agents_answer(m
 
     async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
         asked.append(params)
-        return types.CreateMessageResult(role="assistant", model="test-model",
-                                         content=types.TextContent(type="text", text="Paris, of course"))  # fmt: skip
+        return types.CreateMessageResult(
+            role="assistant", model="test-model", content=types.TextContent(type="text", text="Paris, of course")
+        )
 
     async with mcp_client(muster.url(0), mode="legacy", sampling_callback=sample) as client:
         result = await client.call_tool("test_sampling", {"prompt": "Capital of France?"})

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from services.discovery.config import Settings
 from services.discovery.folder import Folder
@@ -55,39 +55,59 @@ class Discovery:
     published: dict[str, ServerCatalog] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     groups: set[str] = field(default_factory=set)
+    folder: Folder = field(init=False)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.settings.valkey_url, name="muster-discovery-out")
 
     async def run(self) -> None:
-        folder = Folder(self.settings.servers_dir)
+        self.folder = Folder(self.settings.servers_dir)
         lease = Lease(self.client, self.holder, self.settings.leader_ttl_seconds)
-        renew_at = 0.0
         control = asyncio.create_task(self._watch_control())
+        renew_at = 0.0
         try:
             while True:
-                now = time.monotonic()
-                if now >= renew_at:
-                    renew_at = now + self.settings.leader_ttl_seconds / 3
-                    if not await lease.renew():
-                        if self.probes:  # lost the lead: the next leader owns the servers now
-                            self._stop_probes()
-                            folder, self.published = Folder(self.settings.servers_dir), {}
-                        await asyncio.sleep(self.settings.leader_ttl_seconds / 3)
-                        continue
-                    if not self.published:
-                        self.published = {k: v for k, v in (await catalog.load(self.client)).items() if v is not None}
-                if folder.changed():
-                    self.apply(folder.read())
-                if self.dirty.is_set():
-                    self.dirty.clear()
-                    await self.publish()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.dirty.wait(), self.settings.poll_seconds)
+                try:
+                    if time.monotonic() >= renew_at:
+                        renew_at = time.monotonic() + self.settings.leader_ttl_seconds / 3
+                        if not await self._lead(lease):
+                            await asyncio.sleep(self.settings.leader_ttl_seconds / 3)
+                            continue
+                    if self.folder.changed():
+                        self.apply(self.folder.read())
+                    if self.dirty.is_set():
+                        self.dirty.clear()
+                        await self.publish()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.dirty.wait(), self.settings.poll_seconds)
+                except (RedisError, ConnectionError, OSError) as exc:
+                    logger.warning("valkey unreachable: %s; trying again", exc)
+                    self.dirty.set()  # whatever was to be published still is
+                    renew_at = 0.0
+                    await asyncio.sleep(1.0)
         finally:
             control.cancel()
             self._stop_probes()
-            await lease.release()
+            with contextlib.suppress(RedisError, ConnectionError, OSError):
+                await lease.release()
+
+    async def _lead(self, lease: Lease) -> bool:
+        """Renews the lease; as leader, notices a catalog that Valkey lost. False while another one leads."""
+        if not await lease.renew():
+            if self.probes:  # lost the lead: the next leader owns the servers now
+                self._stop_probes()
+                self.folder, self.published = Folder(self.settings.servers_dir), {}
+            return False
+        if not self.published:
+            self.published = {k: v for k, v in (await catalog.load(self.client)).items() if v is not None}
+        elif await self.client.hlen(streams.CATALOG) < len(self.published):
+            # Valkey lost its data (restarted without persistence): publish everything again, consumer groups
+            # first, and let the listeners subscribe again.
+            logger.warning("the catalog in valkey is gone; publishing it again")
+            self.published, self.groups = {}, set()
+            self.subscriptions_changed()
+            self.dirty.set()
+        return True
 
     async def _watch_control(self) -> None:
         """Subscription changes from the ingress, and a full resubscription now and then to heal a missed one."""

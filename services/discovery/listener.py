@@ -23,8 +23,11 @@ from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
 
-LIST_CHANGED = ("notifications/tools/list_changed", "notifications/resources/list_changed",
-                "notifications/prompts/list_changed")  # fmt: skip
+LIST_CHANGED = (
+    "notifications/tools/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/prompts/list_changed",
+)
 
 
 class Listener:

@@ -9,6 +9,7 @@ from faststream import AckPolicy, FastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from services.worker.config import Settings
 from services.worker.dispatch import Dispatcher, Lane
@@ -21,6 +22,7 @@ from shared.valkey import Outbox
 logger = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
+LANE_CHECK_SECONDS = 2.0
 
 
 async def _raw_batch(message: Any, original: Any) -> Any:
@@ -77,7 +79,10 @@ class Worker:
             task.cancel()
         for sub in self.subscribers.values():
             await sub.stop()
-        await self.dispatcher.drain(5.0)
+        try:
+            await self.dispatcher.drain(5.0)
+        except (ConnectionError, OSError) as exc:  # Valkey may be gone first at shutdown
+            logger.warning("outcomes not written before stopping: %s", exc)
         await self.upstreams.close()
         self.outbox.close()
         try:
@@ -127,13 +132,31 @@ class Worker:
                 await self._add(entry)
 
     async def _resync_forever(self) -> None:
-        # Heals a missed capability event: the catalog in Valkey is the truth.
+        # Heals a missed capability event (the catalog in Valkey is the truth), and a lane whose reader stopped:
+        # FastStream stops a reader for good when its consumer group is gone, as after Valkey lost its data.
+        resync_at = asyncio.get_running_loop().time() + RESYNC_SECONDS
         while True:
-            await asyncio.sleep(RESYNC_SECONDS)
+            await asyncio.sleep(LANE_CHECK_SECONDS)
             try:
-                await self.resync()
+                for name in [n for n, sub in self.subscribers.items() if n in self.lanes and not sub.running]:
+                    await self._restart(name)
+                if asyncio.get_running_loop().time() >= resync_at:
+                    resync_at += RESYNC_SECONDS
+                    await self.resync()
             except Exception as exc:
                 logger.warning("catalog resync failed: %s", exc)
+
+    async def _restart(self, name: str) -> None:
+        logger.warning("the reader of %s stopped; recreating its consumer group and starting it again", name)
+        try:
+            await self.client.xgroup_create(streams.calls(name), streams.GROUP_WORKERS, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        entry = self.upstreams.servers.get(name)
+        await self._remove(name)
+        if entry is not None:
+            await self._add(entry)
 
     async def _add(self, entry: ServerCatalog) -> None:
         self.upstreams.configure(entry)

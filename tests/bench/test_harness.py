@@ -13,8 +13,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--no-peer", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-peer", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     for upstream in ("k8s", "everything"):

@@ -5,17 +5,25 @@ from shared.messages import ServerCatalog
 
 
 def entry(name: str, prefix: str, tools: list[str], prompts: list[str] = (), **kw: Any) -> ServerCatalog:  # type: ignore[assignment]
-    return ServerCatalog(name=name, url=f"http://{name}/mcp", state="Connected", prefix=prefix,
-                         tools=[{"name": t, "inputSchema": {}} for t in tools],
-                         prompts=[{"name": p} for p in prompts], **kw)  # fmt: skip
+    return ServerCatalog(
+        name=name,
+        url=f"http://{name}/mcp",
+        state="Connected",
+        prefix=prefix,
+        tools=[{"name": t, "inputSchema": {}} for t in tools],
+        prompts=[{"name": p} for p in prompts],
+        **kw,
+    )
 
 
 def test_without_prefixes_the_second_server_with_a_clashing_name_is_not_exposed_at_all() -> None:
     result = _resolve_collisions({"a": entry("a", "", ["get", "list"]), "b": entry("b", "", ["list", "logs"])})
     assert result["a"].exposed and result["a"].error is None
     assert not result["b"].exposed
-    assert result["b"].error == ("tool name 'list' collides with server 'a'; the server is not exposed "
-                                 "(set spec.toolPrefix or use prefix mode always)")  # fmt: skip
+    assert result["b"].error == (
+        "tool name 'list' collides with server 'a'; the server is not exposed "
+        "(set spec.toolPrefix or use prefix mode always)"
+    )
 
 
 def test_prefixes_keep_servers_apart_and_a_shared_tool_prefix_does_not() -> None:
