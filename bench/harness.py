@@ -221,7 +221,6 @@ class Harness:
                 raise RuntimeError(f"a load generator failed to start against {target.name}")
         pids = {role: list(p) for role, p in target.roles.items()}
         pids["upstream"] = [self.upstream_pids[upstream.name]]
-        pids["load"] = [loader.pid for loader in loaders]
         before = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
         started = time.perf_counter()
         for loader in loaders:
@@ -232,6 +231,8 @@ class Harness:
         wall = time.perf_counter() - started
         after = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
         results = [orjson.loads(o) for o in outputs]
+        # the load generators say their own CPU: once they have exited, /proc has nothing left to read
+        before["load"], after["load"] = 0.0, sum(r["cpu"] for r in results)
         latencies = sorted(x for r in results for x in r["latencies"])
         count = len(latencies)
         failures: dict[str, int] = {}

@@ -103,7 +103,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     stop_at = started + args.seconds if args.seconds else None
 
     async def loop(caller: Caller) -> None:
@@ -128,6 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "failed": sum(failures.values()),
         "failures": failures,
         "elapsed": elapsed,
+        "cpu": time.process_time() - cpu,
         "latencies": [round(x * 1000, 3) for x in latencies],
     }
 

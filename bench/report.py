@@ -69,22 +69,22 @@ def markdown(results: dict[str, Any]) -> str:
                 )
     lines += [
         "",
-        "## CPU per call (ms, from /proc, all processes of each role)",
+        "## CPU per call (ms, from /proc, all processes of each role; the load generators count their own)",
         "",
-        "| upstream | callers | target | ingress | worker | ingress + worker | valkey | upstream | peer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| upstream | callers | target | ingress | worker | ingress + worker | valkey | upstream | peer | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for upstream, targets in results["throughput"].items():
         for name, by_callers in targets.items():
-            if name == "direct":
-                continue
             for callers, r in sorted(by_callers.items(), key=lambda kv: int(kv[0])):
                 cpu = r["cpu_ms_per_call"]
                 both = (cpu.get("ingress") or 0) + (cpu.get("worker") or 0) if "ingress" in cpu else None
-                lines.append(
-                    f"| {upstream} | {callers} | {name} | {_ms(cpu.get('ingress'))} | {_ms(cpu.get('worker'))} | "
-                    f"{_ms(both)} | {_ms(cpu.get('valkey'))} | {_ms(cpu.get('upstream'))} | {_ms(cpu.get('peer'))} |"
+                roles = (
+                    [cpu.get(k) for k in ("ingress", "worker")]
+                    + [both]
+                    + [cpu.get(k) for k in ("valkey", "upstream", "peer", "load")]
                 )
+                lines.append(f"| {upstream} | {callers} | {name} | " + " | ".join(_ms(v) for v in roles) + " |")
     agents, calls = results["settings"]["burst"]
     lines += [
         "",
