@@ -252,7 +252,7 @@ class Harness:
             "p99": _percentile(latencies, 99),
             "max": latencies[-1] if latencies else None,
             "cpu_ms_per_call": {
-                role: round((after[role] - before[role]) * 1000 / count, 3) if count else None for role in pids
+                role: round((after[role] - before[role]) * 1000 / count, 3) if count else None for role in before
             },
         }
 
