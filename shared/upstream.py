@@ -55,6 +55,12 @@ class Outcome:
     body: bytes  # the result object, or the error object
 
 
+def _retrieve(task: "asyncio.Task[None]") -> None:
+    # every caller may have given up waiting; the failure is theirs to see, not the event loop's to log
+    if not task.cancelled():
+        task.exception()
+
+
 def _retry_after(response: Response) -> float | None:
     value = response.headers.get(b"retry-after")
     try:
@@ -74,7 +80,7 @@ class UpstreamSession:
         self.protocol = PROTOCOL_VERSION.encode()
         self.initialize_result: dict[str, Any] | None = None
         self._ids = itertools.count(1)
-        self._opening: asyncio.Future[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
         self._headers: Headers = []
         self._rebuild_headers()
 
@@ -91,20 +97,12 @@ class UpstreamSession:
     async def ensure_open(self, deadline: float | None = None) -> None:
         if self.initialize_result is not None:
             return
-        if self._opening is None:  # single flight: concurrent callers wait for the same handshake
-            self._opening = asyncio.get_running_loop().create_future()
-            try:
-                await self._open(deadline)
-            except BaseException as exc:
-                self._opening.set_exception(exc)
-                self._opening.exception()  # retrieved here, so an unawaited future does not warn
-                raise
-            else:
-                self._opening.set_result(None)
-            finally:
-                self._opening = None
-        else:
-            await asyncio.shield(self._opening)
+        # Single flight: concurrent callers wait for the same handshake, which runs as a task of its own, so
+        # that a caller who is cancelled (its call was) does not cancel the handshake for the others.
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._open(deadline))
+            self._opening.add_done_callback(_retrieve)
+        await asyncio.shield(self._opening)
 
     async def _open(self, deadline: float | None) -> None:
         self.session_id = None
