@@ -54,6 +54,7 @@ def main() -> None:
     settings = plan(args.quick)
     rounds = args.rounds or (1 if args.quick else 3)
     out = Path(args.out)
+    stamp = machine()  # the commit that is measured: taken before the run, as the code is loaded
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as tmp:
         harness = Harness(Path(tmp), quick=args.quick)
         try:
@@ -61,7 +62,7 @@ def main() -> None:
             results = run(harness, settings, rounds)
         finally:
             harness.stop()
-    results["machine"] = machine()
+    results["machine"] = stamp
     results["settings"] = {**settings, "rounds": rounds}
     write(results, out)
     print(f"bench: wrote {out}/results.json, README.md, throughput.png", file=sys.stderr)
