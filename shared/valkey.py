@@ -7,6 +7,7 @@ that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-co
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from shared.messages import DATA
+from shared import streams
+from shared.messages import DATA, Reply
 from shared.resp import Connection, ConnectionClosed, pack
 from shared.streams import EVENTS_MAXLEN
 
@@ -42,6 +44,7 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> 
 
 
 BLOCK_SECONDS = 5
+REPLY_TTL = 3600
 
 
 # KEYS: stream, depth counter. ARGV: bound, maxlen, then the entry's field/value pairs.
@@ -70,11 +73,26 @@ class Outbox:
         self._backlog: list[tuple[bytes, list[asyncio.Future[Any] | None]]] = []
         self._reconnecting: asyncio.Task[None] | None = None
         self._scripts: dict[bytes, bytes] = {}  # script -> sha
+        self._expiry: dict[bytes, float] = {}  # replica -> when its reply stream's expiry is due to be renewed
 
     def send(self, *command: bytes | str | int | float) -> "asyncio.Future[Any]":
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue(command, future)
         return future
+
+    def reply(self, replica: bytes, reply: Reply) -> None:
+        """Append a reply to the stream of the ingress replica waiting for it, without waiting.
+
+        The stream expires an hour after the last reply any writer here sent to it, so the stream of a replica
+        that is gone does not stay; a live replica's stream may expire while idle and is created again by the
+        next reply, whose id is newer than anything its reader has seen.
+        """
+        stream = streams.replies(replica.decode())
+        self.post(b"XADD", stream, b"MAXLEN", b"~", streams.REPLIES_MAXLEN, b"*", *reply.fields())
+        now = time.monotonic()
+        if self._expiry.get(replica, 0.0) < now:
+            self.post(b"EXPIRE", stream, REPLY_TTL)
+            self._expiry[replica] = now + 60
 
     def post(self, *command: bytes | str | int | float) -> None:
         """Send without waiting for the reply; a failure is logged."""

@@ -95,9 +95,7 @@ class Listener:
             if not exists:  # the session ended without saying so: forget its subscription
                 out.post(b"SREM", members, session)
             elif replica is not None:  # with no GET stream open there is nowhere to deliver, as the protocol allows
-                fields = Reply(session, ReplyKind.SESSION, notification).fields()
-                stream = streams.replies(replica.decode())
-                out.post(b"XADD", stream, b"MAXLEN", b"~", streams.REPLIES_MAXLEN, b"*", *fields)
+                out.reply(replica, Reply(session, ReplyKind.SESSION, notification))
 
     async def _sync_forever(self) -> None:
         while True:

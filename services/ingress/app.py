@@ -45,8 +45,7 @@ class Ingress:
         await self.events.start()
         self.mcp = Mcp(s, self.sessions, Methods(s, self.sessions, self.calls, self.catalog), self.listeners)
         self._tasks = [
-            asyncio.create_task(t)
-            for t in (self.calls.read_replies(), self.calls.sweep(), self.calls.keep_alive(), self.events.run())
+            asyncio.create_task(t) for t in (self.calls.read_replies(), self.calls.sweep(), self.events.run())
         ]
         Gauge("muster_ingress_pending_calls", "Calls this replica waits for", registry=self.registry).set_function(
             lambda: len(self.calls.pending)

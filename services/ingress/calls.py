@@ -129,15 +129,6 @@ class Calls:
                         if reply.final:
                             del self.pending[reply.rid]
 
-    async def keep_alive(self) -> None:
-        # The reply stream expires unless its replica renews it, so a replica that is gone leaves nothing behind.
-        while True:
-            try:
-                await self.client.expire(self.stream, 3600)
-            except Exception as exc:
-                logger.warning("renewing the reply stream failed: %s", exc)
-            await asyncio.sleep(60)
-
     async def sweep(self) -> None:
         while True:
             await asyncio.sleep(0.25)

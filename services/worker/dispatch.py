@@ -71,7 +71,7 @@ class Dispatcher:
         self.cancelled: dict[bytes, float] = {}
         self.relays: dict[bytes, Relay] = {}
         self._relay_ids = itertools.count(1)
-        self._expired_replicas: dict[bytes, float] = {}
+        self.refs: dict[bytes, list[bytes]] = {}  # call key -> its relays still waiting for an answer
         self._tasks: set[asyncio.Task[None]] = set()
 
     # entry points
@@ -221,6 +221,7 @@ class Dispatcher:
                 return
             ref = self.worker_id + b"/%d" % next(self._relay_ids)
             self.relays[ref] = Relay(session, message["id"], call.session, call.key)
+            self.refs.setdefault(call.key, []).append(ref)
             body = orjson.dumps({"method": message["method"], "params": message.get("params", {})})
             self._reply(call, ReplyKind.REQUEST, body, ref)
 
@@ -241,15 +242,7 @@ class Dispatcher:
 
     # outcomes
     def _reply(self, call: Call, kind: ReplyKind, body: bytes, ref: bytes = b"") -> None:
-        stream = streams.replies(call.replica.decode()).encode()
-        self.outbox.post(
-            b"XADD", stream, b"MAXLEN", b"~", streams.REPLIES_MAXLEN, b"*", *Reply(call.rid, kind, body, ref).fields()
-        )
-        now = time.monotonic()
-        if self._expired_replicas.get(call.replica, 0.0) < now:
-            # the stream of a replica that is gone must not outlive it for long
-            self.outbox.post(b"EXPIRE", stream, 3600)
-            self._expired_replicas[call.replica] = now + 60
+        self.outbox.reply(call.replica, Reply(call.rid, kind, body, ref))
 
     def _finish(
         self, lane: Lane, entry_id: bytes, call: Call, kind: ReplyKind, body: bytes, marker: bytes | None
@@ -258,8 +251,8 @@ class Dispatcher:
         self._ack(lane, entry_id)
         if marker is not None:
             self.outbox.post(b"DEL", marker)
-        for ref in [r for r, relay in self.relays.items() if relay.call_key == call.key]:
-            del self.relays[ref]
+        for ref in self.refs.pop(call.key, ()):
+            self.relays.pop(ref, None)
 
     def _ack(self, lane: Lane, entry_id: bytes) -> None:
         self.outbox.post(b"XACK", lane.stream, streams.GROUP_WORKERS, entry_id)

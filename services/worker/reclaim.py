@@ -132,14 +132,6 @@ class Reclaimer:
             call = None
         if call is not None:
             body = errors.OutcomeUnknown(f"the call failed on {deliveries} workers in a row and was set aside").body()
-            out.post(
-                b"XADD",
-                streams.replies(call.replica.decode()),
-                b"MAXLEN",
-                b"~",
-                streams.REPLIES_MAXLEN,
-                b"*",
-                *Reply(call.rid, ReplyKind.ERROR, body).fields(),
-            )
+            out.reply(call.replica, Reply(call.rid, ReplyKind.ERROR, body))
         out.post(b"XACK", lane.stream, streams.GROUP_WORKERS, entry_id)
         out.post(b"DECR", lane.depth)
