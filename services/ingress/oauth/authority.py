@@ -94,7 +94,7 @@ async def build(settings: OAuthSettings, valkey: Redis | None = None) -> Authori
     )
     tokens = TokenStore(sealed)
     refresher = Refresher(valkey, sealed, margin=settings.oauth_upstream_refresh_margin)
-    servers = ServerOAuth(http, tokens, refresher, public_url=settings.issuer)
+    servers = ServerOAuth(http, tokens, refresher, public_url=settings.issuer, client_id=settings.oauth_proxy_client_id)
     return Authority(
         settings,
         keyring,

@@ -45,6 +45,8 @@ class OAuthSettings(BaseSettings):
     oauth_metadata_max_bytes: int = 5120
     oauth_metadata_timeout: float = 5.0
     oauth_metadata_allow_private: bool = False
+    # Per-server OAuth: muster's client at remote authorization servers; unset, its client ID metadata document.
+    oauth_proxy_client_id: str | None = None
     # The upstream provider on a private address is normal (an in-cluster Dex); this only names the CA bundle.
     oidc_ca_file: Path | None = None
 
