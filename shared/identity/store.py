@@ -1,5 +1,6 @@
 """Sealed values in Valkey with TTLs: what the identity code keeps, encrypted under the keyring."""
 
+import logging
 import time
 from typing import TypeVar
 
@@ -8,9 +9,12 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from shared.identity import keys
+from shared.identity.errors import Unsealable
 from shared.identity.sealing import Keyring
 
 M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
 
 
 class Tokens(BaseModel):
@@ -52,10 +56,16 @@ class SealedStore:
     def seal(self, key: str, value: BaseModel) -> bytes:
         return self.keyring.seal(orjson.dumps(value.model_dump(mode="json")), key.encode())
 
-    def unseal(self, key: str, sealed: bytes | str, model: type[M]) -> M:
+    def unseal(self, key: str, sealed: bytes | str, model: type[M]) -> M | None:
+        """The value, or None when it does not open (its key was retired, or it was tampered with or moved): to
+        the caller that is a value that is not there, and the user signs in again."""
         if isinstance(sealed, str):
             raise TypeError("the Valkey client must return bytes (decode_responses=False)")
-        return model.model_validate_json(self.keyring.open(sealed, key.encode()))
+        try:
+            return model.model_validate_json(self.keyring.open(sealed, key.encode()))
+        except Unsealable as exc:
+            logger.warning("a stored %s value does not open: %s", model.__name__, exc)
+            return None
 
     async def put(self, key: str, value: BaseModel, ttl: float) -> None:
         await self.valkey.set(key, self.seal(key, value), px=max(1, int(ttl * 1000)))

@@ -176,7 +176,9 @@ class Grants:
         if sealed is None or not alive:
             return None
         record = self.sealed.unseal(keys.access(token), sealed, AccessRecord)
-        return record if record.family == family_id and record.expires_at > time.time() else None
+        if record is None or record.family != family_id or record.expires_at <= time.time():
+            return None
+        return record
 
     async def revoke_token(self, token: str, client_id: str) -> str | None:
         """RFC 7009: a refresh token revokes its family; an access token itself. Returns a revoked family id."""
