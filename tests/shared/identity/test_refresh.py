@@ -57,12 +57,7 @@ async def test_twenty_concurrent_refreshes_from_two_processes_make_one_refresh_a
     name = "muster:oauth:upstream:storm"
     old = await store_expired_login(valkey_url, key, provider, base, name)
     before = provider.stats()["refreshes"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.shared.identity.upstream", valkey_url, key, provider.issuer, name, "10"],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    child = second_process(valkey_url, key, provider.issuer, name)
     valkey = Redis.from_url(valkey_url)
     try:
         mine = asyncio.create_task(refresh_many(valkey_url, key, provider.issuer, name, 10))
@@ -82,16 +77,29 @@ async def test_twenty_concurrent_refreshes_from_two_processes_make_one_refresh_a
     assert provider.stats()["refreshes"] - before == 1
 
 
+def second_process(valkey_url: str, key: str, issuer: str, name: str) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.shared.identity.upstream", valkey_url, key, issuer, name, "10"],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def revoke_at_provider(issuer: str, token: str | None) -> None:
+    httpx.post(
+        f"{issuer}/token/revocation",
+        auth=(MUSTER_CLIENT, MUSTER_SECRET),
+        data={"token": token, "token_type_hint": "refresh_token"},
+    ).raise_for_status()
+
+
 async def test_a_revoked_refresh_token_is_a_clear_sign_in_again(world: tuple[str, OidcProvider, str]) -> None:
     base, provider, valkey_url = world
     key = base64.b64encode(os.urandom(32)).decode()
     name = "muster:oauth:upstream:revoked"
     tokens = await store_expired_login(valkey_url, key, provider, base, name)
-    httpx.post(
-        f"{provider.issuer}/token/revocation",
-        auth=(MUSTER_CLIENT, MUSTER_SECRET),
-        data={"token": tokens.refresh_token, "token_type_hint": "refresh_token"},
-    ).raise_for_status()
+    await asyncio.to_thread(revoke_at_provider, provider.issuer, tokens.refresh_token)
     valkey, sealed, upstream, refresher, http = await parts(valkey_url, key, provider.issuer)
     try:
         with pytest.raises(ReauthRequired):

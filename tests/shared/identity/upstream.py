@@ -62,7 +62,7 @@ async def parts(
 
 async def refresh_many(valkey_url: str, key: str, issuer: str, store_key: str, count: int) -> list[str]:
     """`count` concurrent callers asking for fresh tokens at once, after the barrier key `go` appears."""
-    valkey, sealed, upstream, refresher, http = await parts(valkey_url, key, issuer)
+    valkey, _sealed, upstream, refresher, http = await parts(valkey_url, key, issuer)
     try:
         await valkey.set(f"ready:{store_key}:{time.monotonic_ns()}", 1)
         while not await valkey.exists("go"):
