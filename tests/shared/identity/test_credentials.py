@@ -196,7 +196,7 @@ async def test_token_exchange_gets_an_id_token_of_the_remote_dex_for_its_audienc
 async def test_token_exchange_checks_the_issuer_and_the_connector(
     world: World, user: tuple[UserTokens, Principal, Any]
 ) -> None:
-    tokens, principal, (_, http) = user
+    tokens, _, (_, http) = user
     common: dict[str, Any] = {
         "endpoint": f"{world.remote.issuer}/token",
         "client_id": K8S_CLIENT,
@@ -206,16 +206,16 @@ async def test_token_exchange_checks_the_issuer_and_the_connector(
         http, tokens, connector_id="management-dex", expected_issuer="https://dex.other.example", **common
     )
     with pytest.raises(ProviderRejected, match="issuer"):
-        await impostor.authorization(principal)
+        await impostor.authorization(user[1])
     unknown = TokenExchange(http, tokens, connector_id="nope", expected_issuer=world.remote.issuer, **common)
     with pytest.raises(ProviderRejected):
-        await unknown.authorization(principal)
+        await unknown.authorization(user[1])
 
 
 async def test_a_caller_without_an_upstream_login_is_told_to_sign_in(
     world: World, user: tuple[UserTokens, Principal, Any]
 ) -> None:
-    tokens, principal, _ = user
+    tokens, _, _ = user
     stranger = Principal(
         subject="x", client_id="c", scopes=frozenset(), expires_at=time.time() + 60, source="muster", family="none"
     )
