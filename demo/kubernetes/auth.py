@@ -41,6 +41,7 @@ class BearerCheck:
         return {
             "resource": f"{self.base_url}/mcp",
             "authorization_servers": [self.issuer],
+            "scopes_supported": ["mcp"],
             "bearer_methods_supported": ["header"],
         }
 

@@ -25,6 +25,7 @@ from shared.identity.refresh import Refresher
 from shared.identity.store import Tokens, TokenStore
 
 RESOURCE_METADATA = re.compile(r'resource_metadata="([^"]+)"')
+SCOPE = re.compile(r'scope="([^"]+)"')
 DISCOVERY_SECONDS = 1800.0
 
 
@@ -106,7 +107,9 @@ class ServerOAuth:
         metadata = await discover(self.http, prm.authorization_servers[0])
         if "S256" not in metadata.code_challenge_methods_supported:
             raise ProviderRejected(f"{metadata.issuer} does not support PKCE S256")
-        scopes = " ".join(prm.scopes_supported) if prm.scopes_supported else None
+        # The MCP spec's order: the challenge's scope, else what the resource says it supports, else none.
+        challenged = SCOPE.search(www_authenticate or "")
+        scopes = challenged.group(1) if challenged else " ".join(prm.scopes_supported or ()) or None
         remote = Remote(resource=prm.resource, metadata=metadata, scopes=scopes)
         self.remotes[server_url] = (remote, time.monotonic() + DISCOVERY_SECONDS)
         return remote

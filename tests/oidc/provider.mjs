@@ -79,6 +79,10 @@ const provider = new Provider(issuer, {
       },
     },
   },
+  // JWT access tokens (for a resource server) carry who the user is, as a real authorization server's would
+  extraTokenClaims: async (_ctx, token) => (token.accountId
+    ? { email: `${token.accountId}@example.com`, groups: groups[token.accountId] || ['developers'] }
+    : undefined),
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: () => true,
   ttl: {
@@ -153,7 +157,7 @@ async function interaction(req, res, uid) {
   }
   const { params } = details;
   const grant = new provider.Grant({ accountId: login, clientId: params.client_id });
-  grant.addOIDCScope(params.scope);
+  if (params.scope) grant.addOIDCScope(params.scope);
   if (params.resource) grant.addResourceScope(params.resource, resources[params.resource] || '');
   const grantId = await grant.save();
   stats.logins += 1;

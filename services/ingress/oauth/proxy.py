@@ -37,7 +37,8 @@ async def callback(a: Authority, request: Request) -> Response:
         params = parse(request.url.query)
         need(params, "state")
         if "error" in params or "code" not in params:
-            return _page(400, "Login not completed", "the server's authorization server refused or was cancelled")
+            said = params.get("error", "no code")[:64]  # an RFC 6749 error code, not a secret
+            return _page(400, "Login not completed", f"the server's authorization server answered: {said}")
         login = await a.servers.finish(params["state"], params["code"], params.get("iss"))
     except (OAuthError, IdentityError) as exc:
         return _page(400, "Login failed", str(exc))
