@@ -114,31 +114,37 @@ async def test_a_user_logs_in_to_a_remote_server_through_muster_and_calls_it_as_
     header = await oauth.authorization(principal("quinn"), "remote", f"{world.standin}/mcp")
     answer = await asyncio.to_thread(call, world.standin, header)
     assert answer.status_code == 200 and result(answer)["result"]["isError"] is False, answer.text
-    stats = httpx.get(f"{world.standin}/_standin/stats").json()
+    stats = await asyncio.to_thread(lambda: httpx.get(f"{world.standin}/_standin/stats").json())
     assert stats["callers"]["quinn@example.com"] >= 1
     # another user has no login there: their own login link, not quinn's token
     with pytest.raises(LoginRequired):
         await oauth.authorization(principal("rita"), "remote", f"{world.standin}/mcp")
 
 
-async def test_a_login_link_works_once(world: World, oauth: ServerOAuth) -> None:
-    url = await oauth.login_url("sam", "remote", f"{world.standin}/mcp")
+def replay(url: str, user: str) -> list[int]:
+    """Logs in, then opens the callback again and the login link again: the statuses of the three."""
     with httpx.Client(timeout=10) as browser:
         start = browser.get(url)
-        back = sign_in(browser, start.headers["location"], "sam")
-        callback = back.headers["location"]
-        assert browser.get(callback).status_code == 200
-        assert browser.get(callback).status_code == 400  # the state was taken: a replay does nothing
-        assert browser.get(url).status_code == 400
+        callback = sign_in(browser, start.headers["location"], user).headers["location"]
+        return [browser.get(callback).status_code, browser.get(callback).status_code, browser.get(url).status_code]
+
+
+def forge_issuer(url: str, user: str) -> httpx.Response:
+    with httpx.Client(timeout=10) as browser:
+        start = browser.get(url)
+        back = sign_in(browser, start.headers["location"], user)
+        return browser.get(back.headers["location"].replace("iss=", "iss=https%3A%2F%2Fevil.example&was="))
+
+
+async def test_a_login_link_works_once(world: World, oauth: ServerOAuth) -> None:
+    url = await oauth.login_url("sam", "remote", f"{world.standin}/mcp")
+    # the state is taken by the first callback: a replayed callback or link does nothing
+    assert await asyncio.to_thread(replay, url, "sam") == [200, 400, 400]
 
 
 async def test_an_answer_from_another_issuer_is_refused(world: World, oauth: ServerOAuth) -> None:
     url = await oauth.login_url("tom", "remote", f"{world.standin}/mcp")
-    with httpx.Client(timeout=10) as browser:
-        start = browser.get(url)
-        back = sign_in(browser, start.headers["location"], "tom")
-        forged = back.headers["location"].replace("iss=", "iss=https%3A%2F%2Fevil.example&was=")
-        response = browser.get(forged)
+    response = await asyncio.to_thread(forge_issuer, url, "tom")
     assert response.status_code == 400 and "another issuer" in response.text
     assert await oauth.store.server("tom", "remote") is None
 
@@ -157,6 +163,6 @@ async def test_an_expiring_server_token_is_refreshed_with_the_resource(world: Wo
 
 
 async def test_muster_publishes_its_client_id_metadata_document(world: World) -> None:
-    doc = httpx.get(f"{world.base}/.well-known/oauth-client.json").json()
+    doc = await asyncio.to_thread(lambda: httpx.get(f"{world.base}/.well-known/oauth-client.json").json())
     assert doc["redirect_uris"] == [f"{world.base}/oauth/proxy/callback"]
     assert doc["token_endpoint_auth_method"] == "none" and doc["grant_types"] == ["authorization_code", "refresh_token"]
