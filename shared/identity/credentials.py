@@ -6,7 +6,6 @@ a miss goes to Valkey (and, for an expiring token, to the single-flight refresh)
 principal's login, never shared between users.
 """
 
-import asyncio
 import time
 from collections.abc import Hashable
 from typing import Protocol
@@ -14,6 +13,7 @@ from typing import Protocol
 import httpx
 
 from shared.identity import keys
+from shared.identity.cache import Expiring
 from shared.identity.errors import InvalidToken, ProviderRejected, ReauthRequired
 from shared.identity.oidc import AuthServer, Metadata, unverified_claims
 from shared.identity.principal import Principal
@@ -27,35 +27,6 @@ class Credential(Protocol):
     async def authorization(self, principal: Principal) -> str: ...
 
 
-class _Cache:
-    """Values until a deadline, bounded in size (the oldest entry goes first)."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self.entries: dict[Hashable, tuple[str, float]] = {}
-        self.limit = limit
-        self.locks: dict[Hashable, asyncio.Lock] = {}
-
-    def get(self, key: Hashable) -> str | None:
-        entry = self.entries.get(key)
-        if entry is not None and entry[1] > time.monotonic():
-            return entry[0]
-        return None
-
-    def put(self, key: Hashable, value: str, seconds: float) -> None:
-        if len(self.entries) >= self.limit:
-            del self.entries[next(iter(self.entries))]
-        self.entries[key] = (value, time.monotonic() + seconds)
-
-    def lock(self, key: Hashable) -> asyncio.Lock:
-        """One in-process flight per key; the cross-process one is the Refresher's."""
-        lock = self.locks.get(key)
-        if lock is None:
-            if len(self.locks) >= self.limit:
-                self.locks.clear()
-            lock = self.locks[key] = asyncio.Lock()
-        return lock
-
-
 class UserTokens:
     """A user's upstream (Dex) ID token, refreshed before it expires, single-flight across processes."""
 
@@ -63,7 +34,7 @@ class UserTokens:
         self.upstream = upstream
         self.refresher = refresher
         self.keep_seconds = keep_seconds
-        self.cache = _Cache()
+        self.cache = Expiring()
 
     async def id_token(self, principal: Principal) -> str:
         if principal.id_token is not None:
@@ -131,7 +102,7 @@ class TokenExchange:
         self.scopes = scopes
         self.audience = audience
         self.margin = margin
-        self.cache = _Cache()
+        self.cache = Expiring()
 
     async def authorization(self, principal: Principal) -> str:
         key = (principal.family or principal.id_token, principal.subject)

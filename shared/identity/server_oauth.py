@@ -17,7 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.identity import keys
-from shared.identity.credentials import _Cache
+from shared.identity.cache import Expiring
 from shared.identity.errors import LoginRequired, ProviderRejected, ProviderUnavailable, ReauthRequired
 from shared.identity.oidc import AuthServer, Metadata, Pkce, discover
 from shared.identity.principal import Principal
@@ -83,7 +83,7 @@ class ServerOAuth:
         self.keep_seconds = keep_seconds
         self.redirect_uri = f"{self.public_url}/oauth/proxy/callback"
         self.remotes: dict[str, tuple[Remote, float]] = {}
-        self.cache = _Cache()
+        self.cache = Expiring()
 
     def client_metadata(self) -> dict[str, object]:
         """muster's client ID metadata document, served at /.well-known/oauth-client.json."""
