@@ -13,6 +13,7 @@ Refresh tokens rotate: each use returns a new one, and the family's current-toke
 An older refresh token of the family presented again is reuse (OAuth 2.1 §4.3.1): the whole family is revoked.
 """
 
+import logging
 import secrets
 import time
 
@@ -24,6 +25,8 @@ from shared.identity import keys
 from shared.identity.store import SealedStore
 
 # KEYS: family-current marker. ARGV: presented digest, new digest, ttl ms. 1 = rotated, 0 = not current.
+logger = logging.getLogger(__name__)
+
 ROTATE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -111,6 +114,7 @@ class Grants:
             family = await self.valkey.get(keys.used_code(code))
             if family is not None:
                 await self.revoke_family(family.decode() if isinstance(family, bytes) else family)
+                logger.warning("an authorization code was used twice: the login it gave is revoked")
             raise invalid_grant("the authorization code is invalid, expired or already used")
         await self.valkey.set(keys.used_code(code), grant.family, ex=max(self.code_seconds, 600))
         return grant
@@ -161,6 +165,9 @@ class Grants:
         )
         if not rotated:
             await self.revoke_family(record.family)
+            logger.warning(
+                "a refresh token was used twice: the login of %s at client %s is revoked", family.subject, client_id
+            )
             raise invalid_grant("the refresh token was already used; the login is revoked")
         return record.family, family, successor
 

@@ -310,3 +310,36 @@ def test_a_token_for_another_resource_or_audience_is_refused_with_401(
         assert me.status_code == status, (client_id, me.text)
         if status == 200:
             assert me.json()["subject"] == "hank" and me.json()["source"] == "sso"
+
+
+def test_bad_input_at_every_endpoint_leaves_valkey_as_it_was(world: World) -> None:
+    client = redis.Redis.from_url(world.valkey_url)
+    try:
+        before = set(client.keys("*"))
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        bad = [
+            httpx.post(f"{world.base}/oauth/register", json={"redirect_uris": [REDIRECT]}),
+            httpx.post(f"{world.base}/oauth/register", content=b"{", headers={"Authorization": "Bearer x"}),
+            httpx.post(f"{world.base}/oauth/token", content=b"grant_type=x&grant_type=y", headers=form),
+            httpx.post(f"{world.base}/oauth/token", json={"grant_type": "authorization_code"}),
+            httpx.post(
+                f"{world.base}/oauth/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": "nope",
+                    "redirect_uri": REDIRECT,
+                    "client_id": world.client_id,
+                    "code_verifier": "v",
+                },
+            ),
+            httpx.post(f"{world.base}/oauth/revoke", data={"token": "x"}),
+            httpx.get(f"{world.base}/oauth/authorize", params={"client_id": world.client_id}),
+            httpx.get(f"{world.base}/oauth/callback", params={"state": "unknown", "code": "c"}),
+            httpx.post(f"{world.base}/oauth/consent", data={"request": "unknown", "decision": "approve"}),
+            httpx.get(f"{world.base}/oauth/proxy/start", params={"state": "unknown"}),
+            httpx.get(f"{world.base}/oauth/proxy/callback", params={"state": "unknown", "code": "c"}),
+        ]
+        assert [r.status_code for r in bad] == [401, 400, 400, 400, 400, 401, 400, 400, 400, 400, 400]
+        assert set(client.keys("*")) == before
+    finally:
+        client.close()
