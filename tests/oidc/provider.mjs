@@ -29,7 +29,7 @@ const connector = env.OIDC_CONNECTOR || 'local';
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
 
-const stats = { grants: {}, refreshes: 0, refreshErrors: 0, exchanges: 0, revocations: 0, logins: 0 };
+const stats = { grants: {}, refreshes: 0, refreshErrors: 0, exchanges: 0, revocations: 0, grantsRevoked: 0, logins: 0 };
 const count = (type) => { stats.grants[type] = (stats.grants[type] || 0) + 1; };
 
 const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
@@ -104,7 +104,12 @@ provider.on('grant.success', (ctx) => {
   if (type === 'refresh_token') stats.refreshes += 1;
 });
 provider.on('grant.error', (ctx) => { if (ctx.oidc.params?.grant_type === 'refresh_token') stats.refreshErrors += 1; });
-provider.on('revocation.success', () => { stats.revocations += 1; });
+// a revocation request that found its token (RFC 7009 answers 200 either way); reuse detection also revokes grants
+provider.on('grant.revoked', () => { stats.grantsRevoked += 1; });
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/token/revocation' && ctx.status === 200 && ctx.oidc?.entities?.RefreshToken) stats.revocations += 1;
+});
 
 // RFC 8693 as Dex serves it: the subject is an ID token of the trusted (upstream) issuer, checked against its
 // JWKS; connector_id names the connector that trusts it; the result is an ID token of this issuer for `audience`.

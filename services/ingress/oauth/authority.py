@@ -58,12 +58,21 @@ async def build(settings: OAuthSettings, valkey: Redis | None = None) -> Authori
     meta = await discover(http, settings.oidc_issuer)
     secret = settings.oidc_client_secret.get_secret_value() if settings.oidc_client_secret else None
     upstream = AuthServer(http, meta, settings.oidc_client_id, secret)
+    tokens = TokenStore(sealed)
+
+    async def end_upstream_login(family_id: str) -> None:
+        """A revoked login also ends at the provider: its refresh token there is revoked (RFC 7009)."""
+        stored = await tokens.upstream(family_id)
+        if stored is not None and stored.refresh_token is not None:
+            await upstream.revoke(stored.refresh_token)
+
     grants = Grants(
         valkey,
         sealed,
         access_seconds=settings.oauth_access_seconds,
         refresh_seconds=settings.oauth_refresh_seconds,
         code_seconds=settings.oauth_code_seconds,
+        on_revoke=end_upstream_login,
     )
     token = settings.registration_token.get_secret_value() if settings.registration_token else None
     clients = Clients(
@@ -92,7 +101,6 @@ async def build(settings: OAuthSettings, valkey: Redis | None = None) -> Authori
         sso=sso,
         cache_seconds=settings.oauth_cache_seconds,
     )
-    tokens = TokenStore(sealed)
     refresher = Refresher(valkey, sealed, margin=settings.oauth_upstream_refresh_margin)
     servers = ServerOAuth(http, tokens, refresher, public_url=settings.issuer, client_id=settings.oauth_proxy_client_id)
     return Authority(

@@ -16,6 +16,7 @@ An older refresh token of the family presented again is reuse (OAuth 2.1 §4.3.1
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -85,8 +86,16 @@ def family_of(token: str) -> str | None:
 
 class Grants:
     def __init__(
-        self, valkey: Redis, sealed: SealedStore, *, access_seconds: int, refresh_seconds: int, code_seconds: int
+        self,
+        valkey: Redis,
+        sealed: SealedStore,
+        *,
+        access_seconds: int,
+        refresh_seconds: int,
+        code_seconds: int,
+        on_revoke: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_revoke = on_revoke  # told the family id before a family's records go (to end the upstream login)
         self.valkey = valkey
         self.sealed = sealed
         self.access_seconds = access_seconds
@@ -199,4 +208,9 @@ class Grants:
         return None
 
     async def revoke_family(self, family_id: str) -> None:
+        if self.on_revoke is not None:
+            try:
+                await self.on_revoke(family_id)
+            except Exception:  # the local revocation must happen whatever the upstream says
+                logger.exception("ending the upstream login of a revoked family failed")
         await self.sealed.delete(keys.family(family_id), keys.family_current(family_id), keys.upstream(family_id))

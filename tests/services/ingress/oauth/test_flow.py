@@ -243,8 +243,10 @@ def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_family(wor
     assert second["refresh_token"] != first["refresh_token"]
     third = refresh(world, second["refresh_token"]).json()
     assert whoami(world, third["access_token"]).status_code == 200
+    revoked_upstream = world.provider.stats()["revocations"]
     reuse = refresh(world, first["refresh_token"])
     assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert world.provider.stats()["revocations"] == revoked_upstream + 1  # the login ends at Dex too
     assert refresh(world, third["refresh_token"]).json()["error"] == "invalid_grant"
     # Its access tokens are dead in Valkey: a replica that has not cached them refuses them, one that has lets go
     # within oauth_cache_seconds.
