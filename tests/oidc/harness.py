@@ -28,6 +28,7 @@ from services.ingress.oauth.app import PATHS, attach, create_app
 from services.ingress.oauth.authority import Authority, build
 from services.ingress.oauth.config import OAuthSettings
 from services.ingress.oauth.resource import Denial
+from shared.identity.oidc import Pkce
 from shared.identity.principal import Principal
 from tests.oidc import (
     EXCHANGE,
@@ -206,17 +207,6 @@ class Browser:
         assert to_provider.status_code == 302, to_provider.text[:300]
         back = sign_in(self.http, to_provider.headers["location"], login)
         return self.http.get(back.headers["location"])
-
-
-@dataclass
-class Pkce:
-    verifier: str = field(default_factory=lambda: secrets.token_urlsafe(48))
-
-    @property
-    def challenge(self) -> str:
-        from shared.identity.oidc import challenge_of
-
-        return challenge_of(self.verifier)
 
 
 def register(base: str, redirect_uri: str, token: str | None = REGISTRATION_TOKEN, **meta: Any) -> httpx.Response:
