@@ -23,7 +23,7 @@ from tests.oidc import EXCHANGE, K8S_CLIENT, K8S_SECRET, OidcProvider, client
 from tests.oidc.harness import provider_for, start_valkey
 from tests.shared.identity.upstream import expired, parts, upstream_login
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # slow: runs oidc-provider
 
 
 @dataclass

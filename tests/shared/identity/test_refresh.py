@@ -21,7 +21,7 @@ from tests.oidc import MUSTER_CLIENT, MUSTER_SECRET, OidcProvider
 from tests.oidc.harness import provider_for, start_valkey
 from tests.shared.identity.upstream import expired, parts, refresh_many, upstream_login
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # slow: runs oidc-provider
 ROOT = Path(__file__).resolve().parents[3]
 
 

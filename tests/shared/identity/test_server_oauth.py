@@ -26,7 +26,7 @@ from tests.oidc import OidcProvider, client, sign_in
 from tests.oidc.harness import new_key, provider_for, serve, settings_for, start_valkey
 from tests.shared.identity.test_credentials import call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # slow: runs oidc-provider
 PROXY_CLIENT = "muster-proxy"
 
 

@@ -17,6 +17,7 @@ from services.ingress.oauth.errors import OAuthError
 from tests.oidc import OidcProvider
 from tests.oidc.harness import Pkce, login, provider_for, register, serve, settings_for, start_valkey
 
+pytestmark = pytest.mark.slow  # runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"
 TRUSTED = "http://127.0.0.1:8888/trusted-callback"
 

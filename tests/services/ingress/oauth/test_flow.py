@@ -13,6 +13,7 @@ from shared.identity import keys
 from tests.oidc import K8S_CLIENT, K8S_SECRET, MUSTER_CLIENT, MUSTER_SECRET, OidcProvider, code_of, sign_in
 from tests.oidc.harness import Browser, Pkce, login, provider_for, register, serve, settings_for, start_valkey
 
+pytestmark = pytest.mark.slow  # runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"
 
 

@@ -19,7 +19,7 @@ from muster.stack import free_port
 from tests.oidc import code_of
 from tests.oidc.harness import Browser, provider_for, register, serve, settings_for, start_valkey
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # slow: runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"
 
 

@@ -15,6 +15,7 @@ from shared.identity.store import Tokens
 from tests.oidc import OidcProvider
 from tests.oidc.harness import login, new_key, provider_for, register, serve, settings_for, start_valkey
 
+pytestmark = pytest.mark.slow  # runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"
 
 
