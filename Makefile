@@ -22,6 +22,7 @@ check: $(STAMP)
 
 npm-tools: $(STAMP)
 	$(BIN)/python -m tests.conformance.tools
+	$(BIN)/python -m tests.oidc
 
 test: check npm-tools
 	$(BIN)/python -m pytest

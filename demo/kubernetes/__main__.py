@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from demo.kubernetes.app import StandIn
+from demo.kubernetes.auth import BearerCheck
 
 
 def main() -> None:
@@ -18,7 +19,18 @@ def main() -> None:
     parser.add_argument("--destructive", action="store_true", help="register delete and scale")
     parser.add_argument("--policy", help="JSON file: subject or group -> RBAC rules")
     parser.add_argument("--workload-clusters", default="", help="comma-separated workload cluster names")
+    parser.add_argument("--oidc-issuer", help="validate bearer tokens: JWTs of this issuer (off by default)")
+    parser.add_argument("--oidc-audience", action="append", default=[], help="an accepted audience (repeatable)")
+    parser.add_argument(
+        "--oauth-server", help="an OAuth-protected server of this authorization server: 401 with PRM, tokens for /mcp"
+    )
     args = parser.parse_args()
+    base = f"http://{args.host}:{args.port}"
+    auth = None
+    if args.oauth_server:
+        auth = BearerCheck(args.oauth_server, [f"{base}/mcp"], base, protected=True)
+    elif args.oidc_issuer:
+        auth = BearerCheck(args.oidc_issuer, args.oidc_audience, base, protected=False)
     policy = json.load(open(args.policy)) if args.policy else None  # noqa: SIM115
     app = StandIn(
         args.cluster,
@@ -26,6 +38,7 @@ def main() -> None:
         destructive=args.destructive,
         policy=policy,
         workload_clusters=[w for w in args.workload_clusters.split(",") if w],
+        auth=auth,
     )
     logging.basicConfig(level=logging.WARNING)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")

@@ -5,6 +5,7 @@ plus fault injection and counters that tests read over HTTP at /_standin/.
 """
 
 import asyncio
+import contextvars
 import json
 import random
 import re
@@ -24,12 +25,15 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.types import Message, Receive, Scope, Send
 
+from demo.kubernetes.auth import BearerCheck, Refusal
 from demo.kubernetes.objects import build
 from demo.kubernetes.tools import DEMO_POLICY, Handlers, Identity, Policy, ToolError, definitions, validation_error
 
 VERSION = "0.1.113-standin"
 SESSION_ID = re.compile(rb"^mcp-session-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_TEXT = 128 * 1024
+ANONYMOUS = Identity()
+CALLER: contextvars.ContextVar[Identity] = contextvars.ContextVar("caller", default=ANONYMOUS)
 
 
 class _Server(Server[Any]):
@@ -82,6 +86,8 @@ class Stats:
     cancelled: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
     running: int = 0
+    callers: Counter[str] = field(default_factory=Counter)  # who called tools: email (or anonymous)
+    refused: Counter[str] = field(default_factory=Counter)  # 401s by reason
 
 
 class StandIn:
@@ -94,7 +100,9 @@ class StandIn:
         policy: dict[str, Any] | None = None,
         workload_clusters: list[str] | None = None,
         seed: int = 7,
+        auth: BearerCheck | None = None,
     ) -> None:
+        self.auth = auth
         self.cluster_name = cluster
         self.handlers = Handlers(build(cluster, workload_clusters), Policy(policy or DEMO_POLICY), capi_mode)
         self.tools = definitions(capi_mode, destructive)
@@ -133,7 +141,9 @@ class StandIn:
         self.stats.running += 1
         try:
             await self._tool_faults(name)
-            text = self.handlers.call(name, arguments, Identity())
+            caller = CALLER.get()
+            self.stats.callers[caller.email] += 1
+            text = self.handlers.call(name, arguments, caller)
         except ToolError as exc:
             return _text(str(exc), error=True)
         except asyncio.CancelledError:
@@ -167,8 +177,14 @@ class StandIn:
     # ASGI
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        async with self.manager.run():
-            yield
+        if self.auth is not None:
+            await self.auth.start()
+        try:
+            async with self.manager.run():
+                yield
+        finally:
+            if self.auth is not None:
+                await self.auth.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -185,6 +201,8 @@ class StandIn:
             await _respond(
                 send, 200, {"status": "ok", "checks": {"ready": True, "shutdown": False, "instrumentation": True}}
             )
+        elif self.auth is not None and self.auth.protected and path.startswith("/.well-known/oauth-protected-resource"):
+            await _respond(send, 200, self.auth.resource_metadata())
         elif path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server"):
             await _respond(send, 404, {"error": "not_found", "error_description": "OAuth is not enabled"})
         else:
@@ -201,6 +219,14 @@ class StandIn:
     async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         headers = dict(scope["headers"])
+        if self.auth is not None:
+            who = await self.auth.check(headers.get(b"authorization"))
+            if isinstance(who, Refusal):
+                self.stats.refused[who.body.decode()[:80]] += 1
+                self.stats.requests[f"{method} 401"] += 1
+                await _respond(send, who.status, who.body.decode(), who.headers)
+                return
+            CALLER.set(who)
         if method in ("DELETE", "HEAD"):
             self.stats.requests[f"{method} 200"] += 1
             await _respond(send, 200, "")
@@ -299,6 +325,8 @@ class StandIn:
                     "cancelled": s.cancelled,
                     "sessions": s.sessions,
                     "running": s.running,
+                    "callers": s.callers,
+                    "refused": s.refused,
                 },
             )
         else:

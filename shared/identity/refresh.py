@@ -1,0 +1,91 @@
+"""Single-flight refresh across every process: one refresh per token set at the provider, however many callers.
+
+A caller that finds its tokens expiring takes a Valkey lock (SET NX PX with a random holder id). The holder reads
+the tokens again (another holder may just have refreshed them), asks the provider, stores what it answered, and
+only then lets go: the old refresh token is replaced after the provider has answered, never before, so a crash
+or a timeout in between leaves the old one usable. The others wait for the lock to go and read the stored result.
+A refresh token the provider refuses (invalid_grant) drops the stored tokens: every waiter then gets
+ReauthRequired, a clear "sign in again", instead of trying the dead token once more.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from shared.identity import keys
+from shared.identity.errors import ProviderUnavailable, ReauthRequired
+from shared.identity.store import SealedStore, Tokens
+
+logger = logging.getLogger(__name__)
+
+Renew = Callable[[Tokens], Awaitable[Tokens]]
+
+# KEYS: lock. ARGV: holder id. Deletes the lock only if this holder still has it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Refresher:
+    """Keeps the tokens at a key fresh; `margin` seconds before expiry counts as expired."""
+
+    def __init__(
+        self,
+        valkey: Redis,
+        store: SealedStore,
+        *,
+        margin: float = 60.0,
+        lock_seconds: float = 30.0,
+        poll_seconds: float = 0.02,
+    ) -> None:
+        self.valkey = valkey
+        self.store = store
+        self.margin = margin
+        self.lock_seconds = lock_seconds
+        self.poll_seconds = poll_seconds
+        self._release = valkey.register_script(RELEASE)
+
+    async def fresh(self, key: str, renew: Renew, ttl: Callable[[Tokens], float]) -> Tokens:
+        """The tokens at `key`, refreshed with `renew` first if they expire within the margin.
+
+        ReauthRequired when there are none or the provider refused the refresh token; ProviderUnavailable when the
+        provider cannot be asked now (the stored tokens stay as they are).
+        """
+        deadline = time.monotonic() + self.lock_seconds * 2
+        while True:
+            tokens = await self.store.get(key, Tokens)
+            if tokens is None:
+                raise ReauthRequired("no tokens stored; sign in again")
+            if not tokens.expiring(self.margin):
+                return tokens
+            holder = secrets.token_hex(16)
+            lock = keys.lock(key)
+            if await self.valkey.set(lock, holder, px=int(self.lock_seconds * 1000), nx=True):
+                try:
+                    return await self._refresh(key, renew, ttl)
+                finally:
+                    await self._release(keys=[lock], args=[holder])
+            while await self.valkey.exists(lock):
+                if time.monotonic() > deadline:
+                    raise ProviderUnavailable("a refresh in another process did not finish in time")
+                await asyncio.sleep(self.poll_seconds)
+
+    async def _refresh(self, key: str, renew: Renew, ttl: Callable[[Tokens], float]) -> Tokens:
+        tokens = await self.store.get(key, Tokens)
+        if tokens is None:
+            raise ReauthRequired("no tokens stored; sign in again")
+        if not tokens.expiring(self.margin):
+            return tokens  # another holder refreshed them between our read and our lock
+        try:
+            fresh = await renew(tokens)
+        except ReauthRequired:
+            await self.store.delete(key)
+            logger.info("a refresh token was refused; the user must sign in again")
+            raise
+        await self.store.put(key, fresh, ttl(fresh))
+        return fresh
