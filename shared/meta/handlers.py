@@ -120,8 +120,8 @@ def wrap_call_result(inner: Mapping[str, Any]) -> Result:
     """call_tool's answer: the Go envelope `{"isError","content","structuredContent"?}` as compact JSON text (here
     with the upstream's `_meta` too), followed by the binary items natively; isError, structuredContent and
     _meta mirrored on the outer result."""
-    items = inner.get("content")
-    items = items if isinstance(items, list) else []
+    raw = inner.get("content")
+    items = [i for i in raw if isinstance(i, Mapping)] if isinstance(raw, list) else []
     is_error = inner.get("isError") is True
     envelope: dict[str, Any] = {"isError": is_error, "content": [content.describe(i) for i in items]}
     if inner.get("structuredContent") is not None:
@@ -226,9 +226,9 @@ async def _get_prompt(args: Mapping[str, Any], catalog: MetaCatalog, backend: Ba
         result = await backend.get_prompt(name, {str(k): format_v(v) for k, v in (raw or {}).items()})
     except MetaError as exc:
         return text_result(f"Prompt retrieval failed: {exc.message}", True)
-    messages = result.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    items = [m.get("content") if isinstance(m.get("content"), Mapping) else {} for m in messages]
+    listed = result.get("messages")
+    messages = [m for m in listed if isinstance(m, Mapping)] if isinstance(listed, list) else []
+    items: list[Mapping[str, Any]] = [m["content"] if isinstance(m.get("content"), Mapping) else {} for m in messages]
     shown = [
         {"role": m.get("role", ""), "content": content.describe_prompt_content(item)}
         for m, item in zip(messages, items, strict=True)

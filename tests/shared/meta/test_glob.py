@@ -1,4 +1,5 @@
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,20 @@ def test_a_malformed_rest_of_the_pattern_is_an_error_even_after_a_mismatch() -> 
     with pytest.raises(glob.BadPattern):
         glob.validate("core_[")
     glob.validate("core_*")
+
+
+def test_ascii_names_take_a_compiled_expression_that_answers_as_the_byte_walk() -> None:
+    rng = random.Random(5)
+    alphabet = [*"ab*?[]^-\\/_x", "é", "ζ"]
+    for _ in range(8000):
+        pattern = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        name = "".join(rng.choice("ab-]/\\^_x*?[") for _ in range(rng.randint(0, 7)))
+        try:
+            compiled: object = glob._compiled(pattern).fullmatch(name) is not None
+        except glob.BadPattern:
+            compiled = "err"
+        try:
+            walked: object = glob._match(pattern.encode(), name.encode())
+        except glob.BadPattern:
+            walked = "err"
+        assert compiled == walked, (pattern, name)
