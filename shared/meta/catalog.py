@@ -40,10 +40,6 @@ class ToolCatalog:
     def __len__(self) -> int:
         return len(self.tools)
 
-    def find(self, name: str) -> Mapping[str, Any] | None:
-        position = self.positions.get(name)
-        return None if position is None else self.tools[position]
-
 
 class MetaCatalog:
     """Everything a meta-tool call reads. `visible` restricts the tools to the positions a session may see (None:
