@@ -165,13 +165,10 @@ def login_precheck(
     args: Mapping[str, Any], session: bool, target: AuthTarget | None, oauth_enabled: bool
 ) -> dict[str, Any] | None:
     """core_auth_login's answer when no sign-in is needed or possible; None when a sign-in should start."""
-    server = args.get("server")
-    if not isinstance(server, str) or not server:
-        return text_result(MISSING_SERVER, True)
-    if not session:
-        return text_result(MISSING_SESSION, True)
-    if target is None:
-        return text_result(f"Server '{server}' not found. Use list_tools to see available servers.", True)
+    refused = _refused(args, session, target, "Use list_tools to see available servers.")
+    if refused is not None or target is None:
+        return refused
+    server = target.name
     if not target.requires_auth:
         if target.connected:
             return text_result(f"Server '{server}' is already authenticated and connected.")
@@ -195,6 +192,18 @@ def login_precheck(
     return None
 
 
+def _refused(args: Mapping[str, Any], session: bool, target: AuthTarget | None, hint: str) -> dict[str, Any] | None:
+    """What login and logout both refuse first: no server named, no session, a server nobody knows."""
+    server = args.get("server")
+    if not isinstance(server, str) or not server:
+        return text_result(MISSING_SERVER, True)
+    if not session:
+        return text_result(MISSING_SESSION, True)
+    if target is None:
+        return text_result(f"Server '{server}' not found. {hint}".rstrip(), True)
+    return None
+
+
 def login_challenge(server: str, status: str, auth_url: str) -> dict[str, Any]:
     """The sign-in link, as text for the agent and as structuredContent.authUrl for clients that open it."""
     result = text_result(
@@ -215,13 +224,10 @@ def login_connected(server: str, tools: int, resources: int, prompts: int) -> di
 
 def logout_precheck(args: Mapping[str, Any], session: bool, target: AuthTarget | None) -> dict[str, Any] | None:
     """core_auth_logout's answer when there is nothing to do; None when the session's token should go."""
-    server = args.get("server")
-    if not isinstance(server, str) or not server:
-        return text_result(MISSING_SERVER, True)
-    if not session:
-        return text_result(MISSING_SESSION, True)
-    if target is None:
-        return text_result(f"Server '{server}' not found.", True)
+    refused = _refused(args, session, target, "")
+    if refused is not None or target is None:
+        return refused
+    server = target.name
     if target.sso:
         return text_result(
             f"Server '{server}' uses SSO and is managed automatically.\n\n"

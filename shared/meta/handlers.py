@@ -56,7 +56,39 @@ async def run(
     if handler is None:
         raise ToolNotFound(name)
     args = arguments if isinstance(arguments, Mapping) else {}
-    return await handler(args, catalog, backend, meta)
+    try:
+        return await handler(args, catalog, backend, meta)
+    except _Refused as refused:
+        return text_result(refused.text, True)
+
+
+class _Refused(Exception):
+    """An argument the Go handler refuses before doing anything; `text` is the isError text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _required(args: Mapping[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise _Refused(f"{key} argument is required")
+    return value
+
+
+def _found(item: Mapping[str, Any] | None, missing: str) -> Mapping[str, Any]:
+    if item is None:
+        raise _Refused(missing)
+    return item
+
+
+def _object(args: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The optional `arguments` object of call_tool and get_prompt."""
+    value = args.get("arguments")
+    if value is not None and not isinstance(value, Mapping):
+        raise _Refused("arguments must be a JSON object")
+    return value or {}
 
 
 Handler = Callable[[Mapping[str, Any], MetaCatalog, Backend, Mapping[str, Any] | None], Awaitable[Result]]
@@ -79,11 +111,7 @@ async def _list_tools(args: Mapping[str, Any], catalog: MetaCatalog, backend: Ba
 
 async def _describe_tool(args: Mapping[str, Any], catalog: MetaCatalog, backend: Backend, meta: Any) -> Result:
     name = _required(args, "name")
-    if name is None:
-        return text_result("name argument is required", True)
-    tool = catalog.find_tool(name)
-    if tool is None:
-        return text_result(f"Tool not found: {name}", True)
+    tool = _found(catalog.find_tool(name), f"Tool not found: {name}")
     detail = {"description": str(tool.get("description") or ""), "inputSchema": tool.get("inputSchema"), "name": name}
     return text_result(marshal_indent(detail))
 
@@ -104,13 +132,9 @@ async def _call_tool(
     args: Mapping[str, Any], catalog: MetaCatalog, backend: Backend, meta: Mapping[str, Any] | None
 ) -> Result:
     name = _required(args, "name")
-    if name is None:
-        return text_result("name argument is required", True)
-    raw = args.get("arguments")
-    if raw is not None and not isinstance(raw, Mapping):
-        return text_result("arguments must be a JSON object", True)
+    arguments = _object(args)
     try:
-        inner = await backend.call_tool(name, dict(raw or {}), meta)
+        inner = await backend.call_tool(name, dict(arguments), meta)
     except MetaError as exc:
         inner = text_result(f"Tool execution failed: {exc.message}", True)
     return wrap_call_result(inner)
@@ -154,11 +178,7 @@ async def _list_resources(args: Mapping[str, Any], catalog: MetaCatalog, backend
 
 async def _describe_resource(args: Mapping[str, Any], catalog: MetaCatalog, backend: Backend, meta: Any) -> Result:
     uri = _required(args, "uri")
-    if uri is None:
-        return text_result("uri argument is required", True)
-    resource = catalog.find_resource(uri)
-    if resource is None:
-        return text_result(f"Resource not found: {uri}", True)
+    resource = _found(catalog.find_resource(uri), f"Resource not found: {uri}")
     detail = {
         "description": str(resource.get("description") or ""),
         "mimeType": str(resource.get("mimeType") or ""),
@@ -170,8 +190,6 @@ async def _describe_resource(args: Mapping[str, Any], catalog: MetaCatalog, back
 
 async def _get_resource(args: Mapping[str, Any], catalog: MetaCatalog, backend: Backend, meta: Any) -> Result:
     uri = _required(args, "uri")
-    if uri is None:
-        return text_result("uri argument is required", True)
     try:
         result = await backend.read_resource(uri)
     except MetaError as exc:
@@ -194,11 +212,7 @@ async def _list_prompts(args: Mapping[str, Any], catalog: MetaCatalog, backend: 
 
 async def _describe_prompt(args: Mapping[str, Any], catalog: MetaCatalog, backend: Backend, meta: Any) -> Result:
     name = _required(args, "name")
-    if name is None:
-        return text_result("name argument is required", True)
-    prompt = catalog.find_prompt(name)
-    if prompt is None:
-        return text_result(f"Prompt not found: {name}", True)
+    prompt = _found(catalog.find_prompt(name), f"Prompt not found: {name}")
     detail: dict[str, Any] = {}
     arguments = prompt.get("arguments")
     if isinstance(arguments, list) and arguments:
@@ -217,13 +231,9 @@ async def _describe_prompt(args: Mapping[str, Any], catalog: MetaCatalog, backen
 
 async def _get_prompt(args: Mapping[str, Any], catalog: MetaCatalog, backend: Backend, meta: Any) -> Result:
     name = _required(args, "name")
-    if name is None:
-        return text_result("name argument is required", True)
-    raw = args.get("arguments")
-    if raw is not None and not isinstance(raw, Mapping):
-        return text_result("arguments must be a JSON object", True)
+    arguments = {str(k): format_v(v) for k, v in _object(args).items()}
     try:
-        result = await backend.get_prompt(name, {str(k): format_v(v) for k, v in (raw or {}).items()})
+        result = await backend.get_prompt(name, arguments)
     except MetaError as exc:
         return text_result(f"Prompt retrieval failed: {exc.message}", True)
     listed = result.get("messages")
@@ -236,11 +246,6 @@ async def _get_prompt(args: Mapping[str, Any], catalog: MetaCatalog, backend: Ba
     answer = text_result(marshal_indent(shown))
     answer["content"].extend(content.binary_items(items))
     return answer
-
-
-def _required(args: Mapping[str, Any], key: str) -> str | None:
-    value = args.get(key)
-    return value if isinstance(value, str) and value else None
 
 
 _HANDLERS: dict[str, Handler] = {
