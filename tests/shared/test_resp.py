@@ -7,7 +7,7 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from muster.stack import Stack, free_port, valkey_binary
 from shared.resp import CommandTimeout, Connection, ConnectionClosed, Unreachable, Waiter, _Protocol, pack
 from shared.valkey import Outbox
+from tests.shared.rawserver import Script, raw_server, read_all
 
 pytestmark = pytest.mark.anyio
 
@@ -133,37 +134,15 @@ async def test_the_outbox_writes_the_commands_of_one_loop_turn_in_one_piece(valk
 
 # --- raw servers that speak broken RESP -----------------------------------------------------------------------------
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
 
 @asynccontextmanager
-async def raw_server(script: Script) -> AsyncIterator[str]:
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks.add(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            await script(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while await reader.read(65536):
-        pass
+async def resp_server(script: Script) -> AsyncIterator[str]:
+    async with raw_server(script) as port:
+        yield f"redis://127.0.0.1:{port}"
 
 
 async def test_a_server_that_never_answers_the_setup_is_unreachable_within_the_connect_timeout() -> None:
-    async with raw_server(silent) as url:
+    async with resp_server(read_all) as url:
         connection = Connection(url, name="x", connect_timeout=0.3)
         started = time.monotonic()
         with anyio.fail_after(3), pytest.raises(Unreachable, match=r"connect_timeout=0\.3s"):
@@ -172,7 +151,7 @@ async def test_a_server_that_never_answers_the_setup_is_unreachable_within_the_c
 
 
 async def test_commands_sent_while_connecting_are_bounded_and_the_excess_fails_at_once() -> None:
-    async with raw_server(silent) as url:
+    async with resp_server(read_all) as url:
         connection = Connection(url, name="x", connect_timeout=0.5, backlog_commands=3, backlog_bytes=1 << 20)
         loop = asyncio.get_running_loop()
         queued = [loop.create_future() for _ in range(3)]
@@ -208,9 +187,9 @@ async def test_a_malformed_reply_fails_the_waiting_commands_and_the_next_command
         await reader.readuntil(b"PING\r\n")
         writer.write(b"+PONG\r\n" if connections > 1 else b"?not resp\r\n")
         await writer.drain()
-        await silent(reader, writer)
+        await read_all(reader, writer)
 
-    async with raw_server(script) as url:
+    async with resp_server(script) as url:
         connection = Connection(url)
         with anyio.fail_after(3), pytest.raises(ConnectionClosed, match="malformed reply"):
             await command(connection, "PING")
@@ -225,9 +204,9 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
         await reader.readuntil(b"PING\r\n")
         writer.write(b"+PONG\r\n+EXTRA\r\n")
         await writer.drain()
-        await silent(reader, writer)
+        await read_all(reader, writer)
 
-    async with raw_server(script) as url:
+    async with resp_server(script) as url:
         connection = Connection(url)
         with anyio.fail_after(3):
             assert await command(connection, "PING") == b"PONG"
@@ -242,9 +221,9 @@ async def test_a_setup_reply_other_than_ok_is_refused() -> None:
         await reader.readuntil(b"SETNAME\r\n")
         writer.write(b"+MAYBE\r\n")
         await writer.drain()
-        await silent(reader, writer)
+        await read_all(reader, writer)
 
-    async with raw_server(script) as url:
+    async with resp_server(script) as url:
         connection = Connection(url, name="x")
         with anyio.fail_after(3), pytest.raises(Unreachable, match=r"refused CLIENT: b'MAYBE'"):
             await command(connection, "PING")
@@ -256,7 +235,7 @@ async def test_a_server_that_closes_mid_reply_fails_the_waiting_commands() -> No
         writer.write(b"$10\r\nhalf")
         await writer.drain()
 
-    async with raw_server(script) as url:
+    async with resp_server(script) as url:
         connection = Connection(url)
         with anyio.fail_after(3), pytest.raises(ConnectionClosed, match="lost"):
             await command(connection, "GET", "k")
