@@ -102,13 +102,13 @@ async def test_a_frozen_valkey_fails_every_waiting_command_within_the_timeout_an
             elapsed = loop.time() - started
             assert all(isinstance(o, CommandTimeout) for o in outcomes), outcomes
             assert "did not answer within 0.5s" in str(outcomes[0])
-            assert timeout <= elapsed < timeout + 0.3, elapsed  # the oldest sets the clock; the rest go with it
+            assert timeout <= elapsed < timeout + 0.4, elapsed  # the oldest sets the clock; the rest go with it
             print(f"\ncommands against a SIGSTOPped valkey failed after {elapsed * 1000:.0f} ms (timeout {timeout} s)")
             # Frozen, a new connection cannot finish its set-up (AUTH) either: it fails within connect_timeout.
             started = loop.time()
             with anyio.fail_after(3), pytest.raises(Unreachable, match=r"connect_timeout=0\.5s"):
                 await command(connection, "PING")
-            assert loop.time() - started < timeout + 0.3
+            assert loop.time() - started < timeout + 0.4
         with anyio.fail_after(5):
             assert await command(connection, "PING") == b"PONG"  # reconnected
     finally:
@@ -274,7 +274,7 @@ class _Sink:
         pass
 
 
-@settings(max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(replies=replies, cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=20), posted=st.integers())
 async def test_every_future_gets_its_own_reply_however_the_bytes_are_split(
     replies: list[tuple[bytes, Any, bool]], cuts: list[int], posted: int

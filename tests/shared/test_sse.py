@@ -63,7 +63,7 @@ def split(wire: bytes, cuts: list[int]) -> list[bytes]:
     return [wire[a:b] for a, b in itertools.pairwise(points) if a < b]
 
 
-@settings(max_examples=500, deadline=500)
+@settings(max_examples=400, deadline=2000)
 @given(stream=streams(), cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=30))
 def test_any_split_of_a_valid_stream_yields_its_events(
     stream: tuple[bytes, list[bytes], bytes | None, int | None], cuts: list[int]
@@ -75,7 +75,7 @@ def test_any_split_of_a_valid_stream_yields_its_events(
     assert decoder.count == len(expected) and decoder.last_id == last_id and decoder.retry == retry
 
 
-@settings(max_examples=200, deadline=500)
+@settings(max_examples=150, deadline=2000)
 @given(stream=streams())
 def test_byte_by_byte_reads_yield_the_same_events(stream: tuple[bytes, list[bytes], bytes | None, int | None]) -> None:
     wire, expected, _, _ = stream
