@@ -40,7 +40,7 @@ class Caller:
 
     def __init__(self, url: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.url = url
-        self.pool = Pool(url, max_idle=1, idle_timeout=3600)
+        self.pool = Pool(url, max_idle=1, keepalive_expiry=3600)
         self.headers = headers if headers is not None else list(HEADERS)
         self.ids = itertools.count(1)
 

@@ -1,24 +1,58 @@
 """A lean HTTP/1.1 keep-alive client for calls to upstream MCP servers.
 
 httpx costs 1.7-4 ms of CPU per request, which is more than the whole budget of a proxied call
-(../shared/reference/python-hot-path-costs.md); this client is an asyncio.Protocol around httptools'
-parser and costs about 0.05 ms. It does what an MCP upstream needs and no more: one request per
-connection at a time, Content-Length request bodies, Content-Length, chunked or close-delimited responses,
-server-sent events delivered as they arrive, TLS, and a deadline per request.
+(../shared/reference/python-hot-path-costs.md); this client is an asyncio.Protocol around httptools' parser
+and costs about 0.05 ms. It does what an MCP upstream needs and no more: one request per connection at a time,
+Content-Length request bodies, Content-Length, chunked (with trailers) or close-delimited responses, 1xx interim
+responses skipped, server-sent events delivered as they arrive, TLS, and a library's bounds: limits on every part
+of a response, checked as its bytes arrive so nothing is buffered past them, and timeouts for connecting, for the
+first byte, for silence while reading, and a deadline per request.
+
+Errors, split by what the caller can conclude:
+
+    HttpError                   the exchange failed below HTTP
+    ├── ConnectFailed           no connection was made: the request was never sent
+    │   └── ConnectTimeout      ... within connect_timeout (also a Timeout)
+    ├── ConnectionLost          the connection broke before the response was complete
+    ├── MalformedResponse       the bytes that came back are not an HTTP/1.1 response
+    ├── ResponseTooLarge        the response passed a limit (`limit` names it, `value` is its bound)
+    └── Timeout                 time ran out before the response was complete
+        ├── ConnectTimeout
+        ├── FirstByteTimeout    no response byte within first_byte_timeout of the request being written
+        ├── IdleTimeout         no byte for idle_timeout while the response was being read
+        └── DeadlineTimeout     the request's deadline passed
 """
 
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
 
+from shared._sse import EventTooLarge, OnEvent, SSEDecoder
+
+__all__ = [
+    "ConnectFailed",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "DeadlineTimeout",
+    "FirstByteTimeout",
+    "Headers",
+    "HttpError",
+    "IdleTimeout",
+    "MalformedResponse",
+    "OnEvent",
+    "Pool",
+    "Response",
+    "ResponseTooLarge",
+    "Timeout",
+]
+
 Headers = list[tuple[bytes, bytes]]
-OnEvent = Callable[[bytes], bool | None]  # True: that was the last event wanted; end the exchange
 LINGER = 5.0  # seconds a POST stream may stay open after its answer before the connection is given up
+_SLACK = 0.002  # uvloop's timers have millisecond resolution and may fire that much early
 
 
 class HttpError(Exception):
@@ -43,8 +77,37 @@ class ConnectionLost(HttpError):
         self.sent = sent
 
 
+class MalformedResponse(HttpError):
+    """What came back does not parse as an HTTP/1.1 response."""
+
+
+class ResponseTooLarge(HttpError):
+    """A part of the response passed one of the pool's limits; the connection was dropped at that point."""
+
+    def __init__(self, limit: str, value: int, what: str) -> None:
+        super().__init__(f"response {what} exceeds {limit}={value}")
+        self.limit = limit  # the Pool argument that bounds it
+        self.value = value
+
+
 class Timeout(HttpError):
-    """The deadline passed before the response was complete."""
+    """Time ran out before the response was complete; the subclass says which timeout."""
+
+
+class ConnectTimeout(ConnectFailed, Timeout):
+    pass
+
+
+class FirstByteTimeout(Timeout):
+    pass
+
+
+class IdleTimeout(Timeout):
+    pass
+
+
+class DeadlineTimeout(Timeout):
+    pass
 
 
 @dataclass(slots=True)
@@ -55,6 +118,7 @@ class Response:
     events: int = 0  # server-sent events delivered
     last_event_id: bytes | None = None  # for resuming the stream (SEP-1699)
     retry_ms: int | None = None  # how long the server asks a client to wait before resuming
+    trailers: dict[bytes, bytes] | None = None  # the trailer fields of a chunked body, lower-case names
 
     @property
     def content_type(self) -> bytes:
@@ -65,50 +129,28 @@ class Response:
 class _Exchange:
     future: asyncio.Future[Response]
     on_event: OnEvent | None
-    streaming: bool = False  # a GET event stream, which may never end by itself
+    streaming: bool  # a GET event stream, which may never end by itself
+    deadline: float | None
     status: int = 0
     headers: dict[bytes, bytes] = field(default_factory=dict)
+    trailers: dict[bytes, bytes] | None = None
     chunks: list[bytes] = field(default_factory=list)
-    sse: "_SSEDecoder | None" = None
+    sse: SSEDecoder | None = None
     received: bool = False
-    headers_done: bool = False
-
-
-class _SSEDecoder:
-    __slots__ = ("buffer", "count", "done", "last_id", "on_event", "retry")
-
-    def __init__(self, on_event: OnEvent) -> None:
-        self.buffer = b""
-        self.on_event = on_event
-        self.count = 0
-        self.done = False
-        self.last_id: bytes | None = None
-        self.retry: int | None = None
-
-    def feed(self, data: bytes) -> None:
-        buffer = self.buffer + data
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *events, self.buffer = buffer.split(b"\n\n")
-        for event in events:
-            payload = []
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:"):
-                    payload.append(line[5:].removeprefix(b" "))
-                elif line.startswith(b"id:"):
-                    self.last_id = line[3:].strip()
-                elif line.startswith(b"retry:") and line[6:].strip().isdigit():
-                    self.retry = int(line[6:].strip())
-            if payload and any(payload):  # an event with empty data only primes the stream for resumption
-                self.count += 1
-                if self.on_event(b"\n".join(payload)):
-                    self.done = True
-                    return
+    headers_done: bool = False  # of the final response, after any 1xx
+    head_bytes: int = 0  # bytes fed before the final response's head was complete
+    status_bytes: int = 0
+    header_count: int = 0
+    size: int = 0  # body bytes so far
+    gap: int = 0  # bytes read since the last body byte: chunk framing and trailers
+    last_read: float = 0.0  # when the last byte came, or the request was written if none has
+    timer: asyncio.TimerHandle | None = None
 
 
 class _Connection(asyncio.Protocol):
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: _Exchange | None = None
@@ -126,11 +168,45 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         exchange.received = True
+        exchange.last_read = self.loop.time()
         try:
+            if exchange.headers_done:
+                exchange.gap += len(data)
+                self.parser.feed_data(data)
+                if exchange.gap > self.pool.max_head_bytes and self.exchange is exchange:
+                    raise ResponseTooLarge("max_head_bytes", self.pool.max_head_bytes, "trailer section")
+            else:
+                self._feed_head(exchange, data)
+        except httptools.HttpParserCallbackError as exc:  # one of the callbacks below raised
+            error = exc.__context__
+            self._fail(error if isinstance(error, Exception) else MalformedResponse(f"malformed response: {exc}"))
+            self.abort()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(MalformedResponse(f"malformed response: {exc or type(exc).__name__}"))
+            self.abort()
+        except ResponseTooLarge as exc:
+            self._fail(exc)
+            self.abort()
+
+    def _feed_head(self, exchange: _Exchange, data: bytes) -> None:
+        # httptools gathers a header's name and value before it calls back: it is never fed more than the head
+        # limit allows, so that a 64 MB header costs 64 KiB, not 64 MB.
+        limit = self.pool.max_head_bytes
+        room = limit - exchange.head_bytes
+        if len(data) <= room:
+            exchange.head_bytes += len(data)
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(HttpError(f"malformed response: {exc}"))
-            self.close()
+            if exchange.head_bytes >= limit and not exchange.headers_done and self.exchange is exchange:
+                raise ResponseTooLarge("max_head_bytes", limit, "head")
+            return
+        view = memoryview(data)
+        exchange.head_bytes = limit
+        self.parser.feed_data(view[:room])
+        if self.exchange is not exchange:  # it ended within the head's bytes
+            return
+        if not exchange.headers_done:
+            raise ResponseTooLarge("max_head_bytes", limit, "head")
+        self.parser.feed_data(view[room:])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -151,32 +227,68 @@ class _Connection(asyncio.Protocol):
             )
         )
 
-    # httptools callbacks
+    # httptools callbacks; an exception raised here stops the parser and reaches data_received
+    def on_status(self, status: bytes) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.status_bytes += len(status)
+        if exchange.status_bytes + 13 > self.pool.max_status_line:  # 13: "HTTP/1.1 200 "
+            raise ResponseTooLarge("max_status_line", self.pool.max_status_line, "status line")
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.headers[name.lower()] = value
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.header_count += 1
+        if exchange.header_count > self.pool.max_headers:
+            what = "trailer fields" if exchange.headers_done else "header fields"
+            raise ResponseTooLarge("max_headers", self.pool.max_headers, what)
+        if exchange.headers_done:  # a trailer field, after the last chunk
+            if exchange.trailers is None:
+                exchange.trailers = {}
+            exchange.trailers[name.lower()] = value
+        else:
+            exchange.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         assert exchange is not None
-        exchange.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        exchange.header_count = 0
+        if status < 200:  # 100 Continue, 103 Early Hints: interim, the response itself follows
+            exchange.headers.clear()
+            exchange.status_bytes = 0
+            return
+        exchange.status = status
         exchange.headers_done = True
-        if exchange.on_event is not None and exchange.status == 200:
+        pool = self.pool
+        if exchange.on_event is not None and status == 200:
             ctype = exchange.headers.get(b"content-type", b"")
             if ctype.startswith(b"text/event-stream"):
-                exchange.sse = _SSEDecoder(exchange.on_event)
+                exchange.sse = SSEDecoder(exchange.on_event, pool.max_event_bytes)
+                return
+        length = exchange.headers.get(b"content-length")
+        if length is not None and int(length) > pool.max_body_bytes:
+            raise ResponseTooLarge("max_body_bytes", pool.max_body_bytes, "body")
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         if exchange is None:  # the rest of a stream ended early on purpose
             return
-        if exchange.sse is None:
+        exchange.gap = 0
+        sse = exchange.sse
+        if sse is None:
+            exchange.size += len(body)
+            if exchange.size > self.pool.max_body_bytes:
+                raise ResponseTooLarge("max_body_bytes", self.pool.max_body_bytes, "body")
             exchange.chunks.append(body)
             return
         if exchange.future.done():  # answered already; the rest of the stream is only read to its end
             return
-        exchange.sse.feed(body)
-        if exchange.sse.done:
+        try:
+            sse.feed(body)
+        except EventTooLarge:
+            raise ResponseTooLarge("max_event_bytes", self.pool.max_event_bytes, "event") from None
+        if sse.done:
             # The awaited event came: answer now rather than when the server ends the stream. A POST stream
             # ends right after (and the connection is reused); a GET stream may not end at all, so it is closed.
             exchange.future.set_result(self._response(exchange))
@@ -184,7 +296,7 @@ class _Connection(asyncio.Protocol):
                 self.exchange = None
                 self.close()
             else:
-                asyncio.get_running_loop().call_later(LINGER, self._linger, exchange)
+                self.loop.call_later(LINGER, self._linger, exchange)
 
     def _linger(self, exchange: _Exchange) -> None:
         if self.exchange is exchange:  # the server never ended the stream it had answered on
@@ -194,6 +306,7 @@ class _Connection(asyncio.Protocol):
     @staticmethod
     def _response(exchange: _Exchange) -> Response:
         response = Response(exchange.status, exchange.headers, b"".join(exchange.chunks))
+        response.trailers = exchange.trailers
         sse = exchange.sse
         if sse is not None:
             response.events, response.last_event_id, response.retry_ms = sse.count, sse.last_id, sse.retry
@@ -201,7 +314,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
-        if exchange is None:
+        if exchange is None or not exchange.headers_done:  # none, or the end of a 1xx
             return
         self.exchange = None
         keep = not self.closed and self.parser.should_keep_alive()
@@ -231,21 +344,38 @@ class _Connection(asyncio.Protocol):
 
 
 class Pool:
-    """Keep-alive connections to one origin (scheme, host, port).
+    """Keep-alive connections to one origin (scheme, host, port), with the bounds every response is held to.
 
-    Connections idle longer than `idle_timeout` are dropped before reuse: it should be shorter than the
+    Connections idle longer than `keepalive_expiry` are dropped before reuse: it should be shorter than the
     server's own keep-alive timeout (uvicorn: 5 s), so that a request rarely meets a connection the server
     is closing.
+
+    Limits: `max_status_line`, `max_head_bytes` (status line and header fields, 1xx responses included; also the
+    bound of a chunked body's trailer section), `max_headers` (fields in the head, and in the trailers),
+    `max_body_bytes` (a body that is not an event stream) and `max_event_bytes` (one server-sent event in
+    progress; by default the body limit). Passing one fails the request with ResponseTooLarge.
+
+    Timeouts, in seconds, None for none: `connect_timeout`; `first_byte_timeout` from writing the request to the
+    first response byte (a JSON response to a long tool call arrives only when the call is done, so leave it
+    unset there and rely on the request's deadline); `idle_timeout`, no byte at all while a response is read (an
+    event stream whose server sends keep-alive comments never trips it).
     """
 
     def __init__(
         self,
         url: str,
         *,
-        idle_timeout: float = 4.0,
+        keepalive_expiry: float = 4.0,
         max_idle: int = 64,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
+        first_byte_timeout: float | None = None,
+        idle_timeout: float | None = 300.0,
+        max_status_line: int = 8 * 1024,
+        max_head_bytes: int = 64 * 1024,
+        max_headers: int = 100,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        max_event_bytes: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -258,9 +388,18 @@ class Pool:
         self.ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self.ssl = ssl_context or ssl.create_default_context()
-        self.idle_timeout = idle_timeout
+        self.keepalive_expiry = keepalive_expiry
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
+        self.idle_timeout = idle_timeout
+        self.max_status_line = max_status_line
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.max_body_bytes = max_body_bytes
+        self.max_event_bytes = max_body_bytes if max_event_bytes is None else max_event_bytes
+        # the first look at a request's timeouts: its first-byte bound, or when the idle clock may have started
+        self._first_wait = idle_timeout if first_byte_timeout is None else first_byte_timeout
         self._idle: list[_Connection] = []
         self._closed = False
 
@@ -268,7 +407,7 @@ class Pool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_timeout:
+            if not conn.closed and now - conn.idle_since < self.keepalive_expiry:
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
@@ -281,7 +420,11 @@ class Pool:
                     ssl=self.ssl,
                     server_hostname=self.host if self.ssl else None,
                 )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except TimeoutError as exc:
+            raise ConnectTimeout(
+                f"cannot connect to {self.host}:{self.port} within connect_timeout={self.connect_timeout}s"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
         return proto
 
@@ -305,12 +448,12 @@ class Pool:
 
         `deadline` is a loop.time() value. With `on_event`, a 200 text/event-stream body is decoded and each
         event's data is passed to it as it arrives; the call returns when the stream ends, or as soon as
-        `on_event` returns True.
+        `on_event` returns True. An exception `on_event` raises ends the exchange and reaches the caller.
         """
         conn = await self._acquire()
         conn.uses += 1
-        loop = asyncio.get_running_loop()
-        exchange = _Exchange(loop.create_future(), on_event, method == b"GET")
+        loop = conn.loop
+        exchange = _Exchange(loop.create_future(), on_event, method == b"GET", deadline)
         conn.exchange = exchange
         head = [method, b" ", path or self.path, b" HTTP/1.1\r\nHost: ", self.authority, b"\r\n"]
         for name, value in headers:
@@ -323,9 +466,12 @@ class Pool:
                 "connection closed before the request was sent", reused=True, received=False, sent=False
             )
         conn.transport.write(b"".join(head))
-        timer = None
-        if deadline is not None:
-            timer = loop.call_at(deadline, self._expire, conn, exchange)
+        exchange.last_read = now = loop.time()
+        due = deadline
+        if self._first_wait is not None and (due is None or now + self._first_wait < due):
+            due = now + self._first_wait
+        if due is not None:
+            exchange.timer = loop.call_at(due, self._tick, conn, exchange)
         try:
             return await exchange.future
         except BaseException:
@@ -334,13 +480,46 @@ class Pool:
                 conn.abort()
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if exchange.timer is not None:
+                exchange.timer.cancel()
 
-    @staticmethod
-    def _expire(conn: _Connection, exchange: _Exchange) -> None:
-        if not exchange.future.done():
-            exchange.future.set_exception(Timeout("deadline passed before the response was complete"))
+    def _due(self, exchange: _Exchange, now: float) -> float | None:
+        """When the exchange's timeouts must next be looked at, if ever."""
+        due = exchange.deadline
+        if exchange.received:
+            check = None if self.idle_timeout is None else exchange.last_read + self.idle_timeout
+        elif self.first_byte_timeout is not None:
+            check = exchange.last_read + self.first_byte_timeout
+        else:  # no first-byte bound, but the idle clock must start once a byte has come
+            check = None if self.idle_timeout is None else now + self.idle_timeout
+        if check is not None and (due is None or check < due):
+            return check
+        return due
+
+    def _tick(self, conn: _Connection, exchange: _Exchange) -> None:
+        exchange.timer = None
+        if exchange.future.done():
+            return
+        now = conn.loop.time() + _SLACK
+        error: Timeout
+        if exchange.deadline is not None and now >= exchange.deadline:
+            error = DeadlineTimeout("deadline passed before the response was complete")
+        elif (
+            not exchange.received
+            and self.first_byte_timeout is not None
+            and now >= exchange.last_read + self.first_byte_timeout
+        ):
+            error = FirstByteTimeout(
+                f"no response byte within first_byte_timeout={self.first_byte_timeout}s of sending the request"
+            )
+        elif exchange.received and self.idle_timeout is not None and now >= exchange.last_read + self.idle_timeout:
+            error = IdleTimeout(f"no byte for idle_timeout={self.idle_timeout}s while reading the response")
+        else:
+            due = self._due(exchange, now)
+            if due is not None:
+                exchange.timer = conn.loop.call_at(due, self._tick, conn, exchange)
+            return
+        exchange.future.set_exception(error)
         conn.abort()
 
     def close(self) -> None:

@@ -5,6 +5,17 @@ redis-py takes a pool connection, a task and a pipeline object for every flush; 
 overhead was most of the queue's cost (../shared/reference/python-hot-path-costs.md: 0.40 against 0.24 ms of
 CPU per call, and +1.35 against +0.63 ms of latency at one caller). Blocking reads (XREAD BLOCK) stall a
 pipeline, so they never go through this connection.
+
+Bounds: every command is answered within `command_timeout` or fails, and because replies come in order, a
+connection whose oldest command is overdue is dropped with everything waiting on it (one timer per connection,
+not one per command); connecting, with AUTH, SELECT and CLIENT SETNAME, is bounded by `connect_timeout`; commands
+sent while the connection is down wait in a backlog bounded in count and bytes.
+
+Errors, all ConnectionError (the ingress answers those with -32006 and a retry hint):
+
+    ConnectionClosed        the command got no reply; it may have run
+    ├── Unreachable         "cannot reach valkey": not connected, so the command was not sent
+    └── CommandTimeout      valkey did not answer within command_timeout; the connection was dropped
 """
 
 import asyncio
@@ -17,49 +28,132 @@ import hiredis
 
 logger = logging.getLogger(__name__)
 
+Waiter = asyncio.Future[Any] | None  # None: sent without waiting for the reply
+_CONFIRM = 0.02  # seconds: an overdue command is looked at again after the loop has polled for replies
+
 
 class ConnectionClosed(ConnectionError):
-    pass
+    """The connection to Valkey broke or was dropped before the command's reply came."""
+
+
+class Unreachable(ConnectionClosed):
+    """Valkey cannot be reached (or refused the connection's setup): the command was not sent."""
+
+
+class CommandTimeout(ConnectionClosed):
+    """Valkey did not answer within the command timeout."""
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.timeout = timeout
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any] | None] = deque()
+        self.waiting: deque[Waiter] = deque()
+        self.batches: deque[list[Any]] = deque()  # [written at, replies still due], oldest first
+        self.timer: asyncio.TimerHandle | None = None
+        self.suspect: list[Any] | None = None  # the batch found overdue once, looked at again before dropping
         self.transport: asyncio.Transport | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def write(self, packed: bytes, waiters: list[Waiter]) -> None:
+        assert self.transport is not None
+        if waiters:
+            now = self.loop.time()
+            self.waiting.extend(waiters)
+            self.batches.append([now, len(waiters)])
+            if self.timer is None:
+                self.timer = self.loop.call_at(now + self.timeout, self._check)
+        self.transport.write(packed)
+
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            future = self.waiting.popleft()
-            if future is None:  # sent without waiting for the reply
-                if isinstance(reply, hiredis.ReplyError):
-                    logger.error("valkey refused a command: %s", reply)
-            elif not future.done():
-                if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+        answered = 0
+        waiting = self.waiting
+        try:
+            while (reply := self.reader.gets()) is not False:
+                if not waiting:
+                    self.drop(ConnectionClosed("valkey sent a reply to no command; connection dropped"))
+                    return
+                answered += 1
+                future = waiting.popleft()
+                if future is None:
+                    if isinstance(reply, hiredis.ReplyError):
+                        logger.error("valkey refused a command: %s", reply)
+                elif not future.done():
+                    if isinstance(reply, hiredis.ReplyError):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        except hiredis.ProtocolError as exc:
+            self.drop(ConnectionClosed(f"valkey sent a malformed reply ({exc}); connection dropped"))
+            return
+        batches = self.batches
+        while answered:
+            batch = batches[0]
+            if batch[1] > answered:
+                batch[1] -= answered
+                break
+            answered -= batch[1]
+            batches.popleft()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _check(self) -> None:
+        self.timer = None
+        if self.lost or not self.batches:
+            return
+        oldest = self.batches[0]
+        due = oldest[0] + self.timeout
+        if self.loop.time() < due:
+            self.suspect = None
+            self.timer = self.loop.call_at(due, self._check)
+        elif self.suspect is not oldest:
+            # Overdue, unless its reply is already in the socket and a blocked loop has not read it yet: with
+            # uvloop, timers run before the poll for I/O. Look again once the loop has polled.
+            self.suspect = oldest
+            self.timer = self.loop.call_at(self.loop.time() + _CONFIRM, self._check)
+        else:
+            self.drop(CommandTimeout(f"valkey did not answer within {self.timeout}s; connection dropped"))
+
+    def drop(self, error: ConnectionClosed) -> None:
+        """Fail everything waiting with `error` and close: replies come in order, so nothing after it can pair."""
+        self._fail(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, error: ConnectionClosed) -> None:
         self.lost = True
-        error = ConnectionClosed(f"connection to valkey lost: {exc or 'closed'}")
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.batches.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if future is not None and not future.done():
                 future.set_exception(error)
                 future.exception()  # marked retrieved: a caller that went away must not warn
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionClosed(f"connection to valkey lost: {exc or 'closed'}"))
+
 
 class Connection:
-    """One lazily (re)connected pipelining connection. `write` sends packed commands; replies resolve the
-    futures passed with them, in order."""
+    """One lazily (re)connected pipelining connection. `send` writes packed commands; replies resolve the futures
+    passed with them, in order. While the connection is down, what is sent waits in the backlog (at most
+    `backlog_commands` commands and `backlog_bytes` bytes; beyond that it fails at once) until it is up again."""
 
-    def __init__(self, url: str, *, name: str | None = None, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        backlog_commands: int = 10_000,
+        backlog_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
@@ -69,30 +163,74 @@ class Connection:
         self.tls = parts.scheme == "rediss"
         self.name = name
         self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.backlog_commands = backlog_commands
+        self.backlog_bytes = backlog_bytes
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._backlog: list[tuple[bytes, list[Waiter]]] = []
+        self._backlog_count = 0
+        self._backlog_size = 0
+        self._closed = False
 
-    def ready(self) -> _Protocol | None:
-        """The live connection, if there is one now."""
+    def send(self, packed: bytes, waiters: list[Waiter]) -> None:
+        """Write now if connected, else queue and connect. Never raises: failures reach the waiters."""
         protocol = self._protocol
-        return protocol if protocol is not None and not protocol.lost else None
-
-    async def protocol(self) -> _Protocol:
-        protocol = self._protocol
-        if protocol is not None and not protocol.lost:
-            return protocol
+        if protocol is not None and not protocol.lost and not self._backlog:
+            assert protocol.transport is not None
+            if protocol.transport.get_write_buffer_size() > self.backlog_bytes:  # connected, but valkey is not reading
+                _fail(waiters, ConnectionClosed(
+                    f"valkey is not reading: more than backlog_bytes={self.backlog_bytes} bytes wait to be written"
+                ))  # fmt: skip
+                return
+            protocol.write(packed, waiters)
+            return
+        if (
+            self._backlog_count + len(waiters) > self.backlog_commands
+            or self._backlog_size + len(packed) > self.backlog_bytes
+        ):
+            _fail(waiters, Unreachable(
+                f"cannot reach valkey: {self._backlog_count} commands ({self._backlog_size} bytes) already wait "
+                f"for the connection (backlog_commands={self.backlog_commands}, backlog_bytes={self.backlog_bytes})"
+            ))  # fmt: skip
+            return
+        self._backlog.append((packed, waiters))
+        self._backlog_count += len(waiters)
+        self._backlog_size += len(packed)
         if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
         try:
-            return await asyncio.shield(self._connecting)
+            if self._closed:
+                raise Unreachable("cannot reach valkey: the connection is closed")
+            try:
+                protocol = await self._connect()
+            except Unreachable:
+                raise
+            except (OSError, TimeoutError) as exc:
+                reason = f"no connection within connect_timeout={self.connect_timeout}s" if isinstance(
+                    exc, TimeoutError) else str(exc) or type(exc).__name__  # fmt: skip
+                raise Unreachable(f"cannot reach valkey at {self.host}:{self.port}: {reason}") from exc
+            self._protocol = protocol
+            backlog = self._take_backlog()
+            for packed, waiters in backlog:
+                protocol.write(packed, waiters)
+        except Unreachable as exc:
+            for _, waiters in self._take_backlog():
+                _fail(waiters, exc)
+            logger.error("%s", exc)
         finally:
-            if self._connecting is not None and self._connecting.done():
-                self._connecting = None
+            self._connecting = None
+
+    def _take_backlog(self) -> list[tuple[bytes, list[Waiter]]]:
+        backlog, self._backlog = self._backlog, []
+        self._backlog_count = self._backlog_size = 0
+        return backlog
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
-            _, protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls or None)
+        timeout = self.command_timeout
         setup: list[tuple[str | int, ...]] = []
         if self.password is not None:
             setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -100,25 +238,43 @@ class Connection:
             setup.append(("SELECT", self.db))
         if self.name:
             setup.append(("CLIENT", "SETNAME", self.name))
-        for command in setup:
-            future = loop.create_future()
-            protocol.waiting.append(future)
-            assert protocol.transport is not None
-            protocol.transport.write(pack(*command))
-            await future
-        self._protocol = protocol
+        async with asyncio.timeout(self.connect_timeout):
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(timeout), self.host, self.port, ssl=self.tls or None
+            )
+            try:
+                futures: list[Waiter] = [loop.create_future() for _ in setup]
+                if setup:
+                    protocol.write(b"".join(pack(*command) for command in setup), futures)
+                for command, future in zip(setup, futures, strict=True):
+                    assert future is not None
+                    try:
+                        reply = await future
+                    except hiredis.ReplyError as exc:
+                        reply = exc
+                    if reply != b"OK":  # the reply says why; the command (AUTH carries the password) does not
+                        raise Unreachable(f"cannot reach valkey: it refused {command[0]}: {reply}")
+            except BaseException:
+                protocol.drop(Unreachable("cannot reach valkey: connection set-up failed"))
+                raise
         return protocol
 
-    def write(self, protocol: _Protocol, packed: bytes, futures: list[asyncio.Future[Any] | None]) -> None:
-        if protocol.lost or protocol.transport is None:
-            raise ConnectionClosed("connection to valkey lost")
-        protocol.waiting.extend(futures)
-        protocol.transport.write(packed)
-
     def close(self) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for _, waiters in self._take_backlog():
+            _fail(waiters, ConnectionClosed("connection to valkey closed"))
+        if self._protocol is not None:
+            self._protocol.drop(ConnectionClosed("connection to valkey closed"))
         self._protocol = None
+
+
+def _fail(waiters: list[Waiter], error: ConnectionClosed) -> None:
+    for future in waiters:
+        if future is not None and not future.done():
+            future.set_exception(error)
+            future.exception()
 
 
 def pack(*command: Any) -> bytes:

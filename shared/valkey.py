@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from shared import streams
 from shared.messages import DATA, Reply
-from shared.resp import Connection, ConnectionClosed, pack
+from shared.resp import Connection, pack
 from shared.streams import EVENTS_MAXLEN
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,6 @@ class Outbox:
         self._packed: list[bytes] = []
         self._futures: list[asyncio.Future[Any] | None] = []
         self._scheduled = False
-        self._backlog: list[tuple[bytes, list[asyncio.Future[Any] | None]]] = []
-        self._reconnecting: asyncio.Task[None] | None = None
         self._scripts: dict[bytes, bytes] = {}  # script -> sha
         self._expiry: dict[bytes, float] = {}  # replica -> when its reply stream's expiry is due to be renewed
 
@@ -123,37 +121,13 @@ class Outbox:
 
     def _flush(self) -> None:
         self._scheduled = False
-        batch = (b"".join(self._packed), self._futures)
+        packed, futures = b"".join(self._packed), self._futures
         self._packed, self._futures = [], []
-        protocol = self.connection.ready()
-        if protocol is not None and not self._backlog:
-            self.connection.write(protocol, *batch)
-            return
-        self._backlog.append(batch)
-        if self._reconnecting is None:
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        try:
-            protocol = await self.connection.protocol()
-            backlog, self._backlog = self._backlog, []
-            for packed, futures in backlog:
-                self.connection.write(protocol, packed, futures)
-        except (OSError, TimeoutError, ReplyError) as exc:
-            backlog, self._backlog = self._backlog, []
-            error = ConnectionClosed(f"cannot reach valkey: {exc or type(exc).__name__}")
-            for _, futures in backlog:
-                for future in futures:
-                    if future is not None and not future.done():
-                        future.set_exception(error)
-                        future.exception()
-            logger.error("%s", error)
-        finally:
-            self._reconnecting = None
+        self.connection.send(packed, futures)  # bounded and timed there; a failure reaches the futures
 
     async def drain(self) -> None:
         """Waits until everything queued so far has been answered."""
-        if self._packed or self._backlog:
+        if self._packed:
             await asyncio.sleep(0)
         await self.send(b"PING")
 

@@ -15,7 +15,7 @@ import orjson
 
 from services.worker.upstream import UnknownServer, Upstreams
 from shared import errors, streams
-from shared.http1 import ConnectFailed, ConnectionLost, Timeout
+from shared.http1 import ConnectFailed, ConnectionLost, MalformedResponse, ResponseTooLarge, Timeout
 from shared.messages import Answer, Call, Reply, ReplyKind
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 from shared.valkey import Outbox
@@ -171,7 +171,10 @@ class Dispatcher:
         for attempt in (1, 2, 3):
             try:
                 session = await self.upstreams.session(call, deadline)
-            except (ConnectFailed, ConnectionLost, StatusError, UpstreamFailure, UnknownServer) as exc:
+            except (
+                ConnectFailed, ConnectionLost, MalformedResponse, ResponseTooLarge, StatusError, UpstreamFailure,
+                UnknownServer,
+            ) as exc:  # fmt: skip
                 # the call itself was not sent: it is safe to say "later"
                 retry_after = exc.retry_after if isinstance(exc, StatusError) and exc.retry_after else 5.0
                 return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after).body()
@@ -188,6 +191,8 @@ class Dispatcher:
                 )
             except SessionLost:
                 continue  # the upstream refused the session, not the call: open a new one and send again
+            except ConnectFailed as exc:  # not sent, also when it timed out connecting: safe to say "later"
+                return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", 5).body()
             except ConnectionLost as exc:
                 if not exc.sent or (call.safe and attempt == 1):  # not sent, or safe to send again: once more
                     continue
@@ -207,9 +212,7 @@ class Dispatcher:
                 return ReplyKind.ERROR, errors.error_body(
                     errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status}
                 )
-            except ConnectFailed as exc:  # not sent: safe to say "later"
-                return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", 5).body()
-            except UpstreamFailure as exc:
+            except (UpstreamFailure, MalformedResponse, ResponseTooLarge) as exc:  # it answered, but not usably
                 return ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")
             return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
         return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server} keeps rejecting new sessions", 5).body()
