@@ -1,0 +1,18 @@
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from kubernetes.aio import client
+
+from tests.kube import FakeApi, running_apiserver
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    with running_apiserver() as server:
+        yield server
+
+
+@pytest.fixture
+async def kube(api: FakeApi) -> AsyncIterator[client.ApiClient]:
+    async with client.ApiClient(client.Configuration(host=api.url)) as http:
+        yield http
