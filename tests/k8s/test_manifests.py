@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from muster.container import command
 from services.discovery.config import Settings as DiscoverySettings
 from services.discovery.status import ServerStatus, render
 from services.ingress.config import Settings as IngressSettings
@@ -126,6 +127,7 @@ def test_every_pod_runs_as_non_root_on_a_read_only_root_with_probes_and_resource
             assert container["readinessProbe"] and container["livenessProbe"], name
             if container["image"].startswith("muster"):
                 assert container["image"] == "muster:0.1.0"
+                assert command(container["args"])[2] == f"services.{name.removeprefix('muster-')}"
                 probes = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
                 assert probes == {"/readyz", "/healthz"}, name
 

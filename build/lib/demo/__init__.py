@@ -1,0 +1,1 @@
+"""Demo upstreams for `muster up`, tests and benchmarks; none of it is part of the aggregator."""

@@ -1,0 +1,1 @@
+"""Discovery: turns MCPServer resources into the catalog the ingress and workers read."""

@@ -1,0 +1,50 @@
+"""One active discovery at a time: a lease in Valkey that the leader renews and the others wait for."""
+
+import logging
+
+from redis.asyncio import Redis
+
+from shared import streams
+
+logger = logging.getLogger(__name__)
+
+# KEYS: lease; ARGV: holder, ttl ms. Take the lease if free, renew it if ours; 1 when we hold it after the call.
+ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, client: Redis, holder: str, ttl_seconds: float) -> None:
+        self.client = client
+        self.holder = holder
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.held = False
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
+
+    async def renew(self) -> bool:
+        held = bool(await self._acquire(keys=[streams.DISCOVERY_LEADER], args=[self.holder, self.ttl_ms]))
+        if held != self.held:
+            logger.info("discovery %s %s the lead", self.holder, "took" if held else "lost")
+        self.held = held
+        return held
+
+    async def release(self) -> None:
+        if self.held:
+            await self._release(keys=[streams.DISCOVERY_LEADER], args=[self.holder])
+            self.held = False

@@ -1,0 +1,1 @@
+"""The ingress: MCP Streamable HTTP in front, Valkey streams behind."""

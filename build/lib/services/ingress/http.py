@@ -1,0 +1,158 @@
+"""The HTTP layer of the ingress on bare ASGI: request heads, bounded bodies, JSON and event-stream responses.
+
+Starlette would add a request object, a response object and a middleware stack to every call; the MCP
+endpoint needs a handful of headers and a body, so it reads them straight from the ASGI scope.
+"""
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+EVENT_STREAM = b"text/event-stream"
+
+
+class Head:
+    """The request line and the headers the ingress reads, looked up once."""
+
+    __slots__ = (
+        "accept",
+        "content_length",
+        "content_type",
+        "host",
+        "last_event_id",
+        "method",
+        "origin",
+        "protocol",
+        "raw",
+        "session",
+    )
+
+    def __init__(self, scope: Scope) -> None:
+        self.method: str = scope["method"]
+        self.raw: list[tuple[bytes, bytes]] = scope["headers"]
+        self.accept = self.content_type = self.host = b""
+        self.origin = self.session = self.protocol = self.last_event_id = None
+        self.content_length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                self.content_type = value
+            elif name == b"accept":
+                self.accept = value
+            elif name == b"mcp-session-id":
+                self.session = value
+            elif name == b"mcp-protocol-version":
+                self.protocol = value
+            elif name == b"host":
+                self.host = value
+            elif name == b"origin":
+                self.origin = value
+            elif name == b"content-length":
+                try:
+                    self.content_length = int(value)
+                except ValueError:
+                    self.content_length = -1
+            elif name == b"last-event-id":
+                self.last_event_id = value
+
+    def text_headers(self) -> dict[str, str]:
+        return {name.decode("latin-1"): value.decode("latin-1") for name, value in self.raw}
+
+    def accepts(self, media: bytes) -> bool:
+        return not self.accept or media in self.accept or b"*/*" in self.accept
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    first = await receive()
+    body: bytes = first.get("body", b"")
+    if not first.get("more_body"):
+        if len(body) > limit:
+            raise TooLarge
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_text(send: Send, status: int, text: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await respond(send, status, text.encode(), b"text/plain; charset=utf-8", headers)
+
+
+async def respond_json(send: Send, status: int, value: Any) -> None:
+    await respond(send, status, orjson.dumps(value))
+
+
+async def start_events(send: Send, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", EVENT_STREAM),
+                (b"cache-control", b"no-cache, no-transform"),
+                (b"x-accel-buffering", b"no"),
+                *headers,
+            ],
+        }
+    )
+
+
+def event(data: bytes, event_id: bytes | None = None) -> bytes:
+    if event_id is None:
+        return b"event: message\ndata: " + data + b"\n\n"
+    return b"id: " + event_id + b"\nevent: message\ndata: " + data + b"\n\n"
+
+
+async def send_event(send: Send, data: bytes, *, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": event(data), "more_body": more})
+
+
+class Allow:
+    """Host or Origin values that are let in: exact values, `value:*` for any port, or `*` for all."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.any = False
+        exact, wildcard = [], []
+        for p in patterns:
+            if p == "*":
+                self.any = True
+            elif p.endswith(":*"):
+                wildcard.append(re.escape(p[:-2]) + r":\d+")
+            else:
+                exact.append(re.escape(p))
+        self.pattern = re.compile(("(" + "|".join(exact + wildcard) + ")$").encode(), re.IGNORECASE)
+
+    def __call__(self, value: bytes) -> bool:
+        return self.any or bool(self.pattern.match(value))

@@ -1,0 +1,86 @@
+"""The errors muster itself answers with, split by what the caller should do next.
+
+    MusterError                      code, message, data -> one JSON-RPC error object
+    ├── RetryLater                   the call did not run; the same call may succeed later (data.retryAfter)
+    │   ├── QueueFull                the server's queue is at its bound
+    │   ├── UpstreamUnavailable      the remote server cannot be reached right now
+    │   └── ServiceUnavailable       muster itself cannot take calls right now (its Valkey is unreachable)
+    └── GiveUp                       retrying the same call will not help
+        ├── DeadlineExceeded         no outcome before the call's deadline; it did not run or was stopped
+        ├── OutcomeUnknown           the call may have run; muster will not run a non-idempotent call twice
+        └── Cancelled                the caller cancelled it
+
+Errors an upstream answers with are not muster errors: they travel to the caller unchanged.
+"""
+
+from typing import Any, ClassVar
+
+import orjson
+
+# JSON-RPC 2.0 and MCP codes.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+RESOURCE_NOT_FOUND = -32002
+# muster's codes, in the implementation-defined server range.
+DEADLINE_EXCEEDED = -32001
+QUEUE_FULL = -32003
+UPSTREAM_UNAVAILABLE = -32004
+OUTCOME_UNKNOWN = -32005
+SERVICE_UNAVAILABLE = -32006
+CANCELLED = -32800
+
+
+class MusterError(Exception):
+    code: ClassVar[int] = INTERNAL_ERROR
+
+    def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def body(self) -> bytes:
+        """The JSON-RPC error object, ready to splice into a response."""
+        return error_body(self.code, self.message, self.data)
+
+
+class RetryLater(MusterError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, {"retryAfter": retry_after})
+        self.retry_after = retry_after
+
+
+class QueueFull(RetryLater):
+    code = QUEUE_FULL
+
+
+class UpstreamUnavailable(RetryLater):
+    code = UPSTREAM_UNAVAILABLE
+
+
+class ServiceUnavailable(RetryLater):
+    code = SERVICE_UNAVAILABLE
+
+
+class GiveUp(MusterError):
+    pass
+
+
+class DeadlineExceeded(GiveUp):
+    code = DEADLINE_EXCEEDED
+
+
+class OutcomeUnknown(GiveUp):
+    code = OUTCOME_UNKNOWN
+
+
+class Cancelled(GiveUp):
+    code = CANCELLED
+
+
+def error_body(code: int, message: str, data: Any = None) -> bytes:
+    if data is None:
+        return orjson.dumps({"code": code, "message": message})
+    return orjson.dumps({"code": code, "message": message, "data": data})

@@ -1,0 +1,249 @@
+"""An MCP session with one upstream server over Streamable HTTP, on the lean HTTP client.
+
+One session serves many concurrent calls (one HTTP request each). Bodies are built and split as bytes:
+the caller hands over the params it received and gets back the result or error object as JSON bytes,
+so nothing is validated or rebuilt on the way through.
+"""
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shared.http1 import Headers, Pool, Response
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "2025-11-25"
+KNOWN_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+CLIENT_INFO = {"name": "muster", "version": "0.1.0"}
+# What muster relays for the agents behind it; an agent that lacks one gets the request answered with an error.
+CLIENT_CAPABILITIES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+
+_ACCEPT = (b"Accept", b"application/json, text/event-stream")
+MAX_RESUMES = 20
+_JSON = (b"Content-Type", b"application/json")
+
+# Called with each message the server sends during a call that is not the call's response:
+# (parsed message, its bytes as received).
+OnMessage = Callable[[dict[str, Any], bytes], None]
+
+
+class UpstreamFailure(Exception):
+    """The upstream answered, but not with a JSON-RPC response."""
+
+
+class SessionLost(UpstreamFailure):
+    """The upstream no longer knows the session (HTTP 404): open a new one and send again."""
+
+
+class StatusError(UpstreamFailure):
+    def __init__(self, status: int, body: bytes, retry_after: float | None) -> None:
+        text = body[:200].decode("utf-8", "replace").strip()
+        super().__init__(f"upstream answered HTTP {status}" + (f": {text}" if text else ""))
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    error: bool  # the upstream answered with a JSON-RPC error
+    body: bytes  # the result object, or the error object
+
+
+def _retrieve(task: "asyncio.Task[None]") -> None:
+    # every caller may have given up waiting; the failure is theirs to see, not the event loop's to log
+    if not task.cancelled():
+        task.exception()
+
+
+def _retry_after(response: Response) -> float | None:
+    value = response.headers.get(b"retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+class UpstreamSession:
+    def __init__(
+        self, pool: Pool, headers: Sequence[tuple[bytes, bytes]] = (), *, capabilities: dict[str, Any] | None = None
+    ) -> None:
+        self.pool = pool
+        self.static_headers: Headers = list(headers)
+        self.capabilities = CLIENT_CAPABILITIES if capabilities is None else capabilities
+        self.session_id: bytes | None = None
+        self.protocol = PROTOCOL_VERSION.encode()
+        self.initialize_result: dict[str, Any] | None = None
+        self._ids = itertools.count(1)
+        self._opening: asyncio.Task[None] | None = None
+        self._headers: Headers = []
+        self._rebuild_headers()
+
+    def _rebuild_headers(self) -> None:
+        headers = [_ACCEPT, _JSON, (b"MCP-Protocol-Version", self.protocol), *self.static_headers]
+        if self.session_id:
+            headers.append((b"Mcp-Session-Id", self.session_id))
+        self._headers = headers
+
+    @property
+    def is_open(self) -> bool:
+        return self.initialize_result is not None
+
+    async def ensure_open(self, deadline: float | None = None) -> None:
+        if self.initialize_result is not None:
+            return
+        # Single flight: concurrent callers wait for the same handshake, which runs as a task of its own, so
+        # that a caller who is cancelled (its call was) does not cancel the handshake for the others.
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._open(deadline))
+            self._opening.add_done_callback(_retrieve)
+        await asyncio.shield(self._opening)
+
+    async def _open(self, deadline: float | None) -> None:
+        self.session_id = None
+        self.protocol = PROTOCOL_VERSION.encode()
+        self._rebuild_headers()
+        params = orjson.dumps(
+            {"protocolVersion": PROTOCOL_VERSION, "capabilities": self.capabilities, "clientInfo": CLIENT_INFO}
+        )
+        response, outcome = await self._exchange(b"initialize", params, deadline, None)
+        if outcome.error:
+            raise UpstreamFailure(f"initialize failed: {outcome.body.decode('utf-8', 'replace')}")
+        result = orjson.loads(outcome.body)
+        version = result.get("protocolVersion")
+        if version not in KNOWN_VERSIONS:
+            raise UpstreamFailure(f"upstream speaks protocol version {version!r}, which muster does not")
+        self.session_id = response.headers.get(b"mcp-session-id")
+        self.protocol = version.encode()
+        self._rebuild_headers()
+        await self.notify(b"notifications/initialized", b"{}", deadline)
+        self.initialize_result = result
+
+    def reset(self) -> None:
+        """Forget the session, so that the next call opens a new one."""
+        self.initialize_result = None
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def request(
+        self,
+        method: bytes,
+        params: bytes,
+        deadline: float | None = None,
+        on_message: OnMessage | None = None,
+        *,
+        request_id: int | None = None,
+    ) -> Outcome:
+        """Send one request in the open session and return its outcome."""
+        _, outcome = await self._exchange(method, params, deadline, on_message, request_id)
+        return outcome
+
+    async def _exchange(
+        self,
+        method: bytes,
+        params: bytes,
+        deadline: float | None,
+        on_message: OnMessage | None,
+        request_id: int | None = None,
+    ) -> tuple[Response, Outcome]:
+        if request_id is None:
+            request_id = next(self._ids)
+        body = b'{"jsonrpc":"2.0","id":%d,"method":"%s","params":%s}' % (request_id, method, params)
+        final: list[dict[str, Any]] = []
+
+        def on_event(data: bytes) -> bool:
+            try:
+                message = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                logger.warning("upstream sent an event that is not JSON; dropped")
+                return False
+            if not isinstance(message, dict):
+                return False
+            if "method" in message:
+                if on_message is not None:
+                    on_message(message, data)
+            elif message.get("id") == request_id:
+                final.append(message)
+                return True
+            return False
+
+        response = await self.pool.request(b"POST", self._headers, body, deadline=deadline, on_event=on_event)
+        resumed = 0
+        while not final and response.status == 200 and response.last_event_id and resumed < MAX_RESUMES:
+            # SEP-1699: the server ended the stream before answering; poll for the rest where it left off
+            resumed += 1
+            await asyncio.sleep(min(response.retry_ms or 100, 5000) / 1000)
+            headers = [
+                (b"Accept", b"text/event-stream"),
+                *self._headers[1:],
+                (b"Last-Event-ID", response.last_event_id),
+            ]
+            last = response.last_event_id
+            response = await self.pool.request(b"GET", headers, deadline=deadline, on_event=on_event)
+            response.last_event_id = response.last_event_id or last
+        if response.status == 404 and self.session_id is not None:
+            self.reset()
+            raise SessionLost("upstream no longer knows the session")
+        if response.status != 200:
+            raise StatusError(response.status, response.body, _retry_after(response))
+        if response.content_type == b"application/json":
+            try:
+                message = orjson.loads(response.body)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamFailure("upstream answered with a body that is not JSON") from exc
+            if isinstance(message, dict):
+                final.append(message)
+        if not final:
+            raise UpstreamFailure("upstream closed the response without answering the request")
+        message = final[-1]
+        if "error" in message:
+            return response, Outcome(True, orjson.dumps(message["error"]))
+        if "result" not in message:
+            raise UpstreamFailure("upstream answered with neither result nor error")
+        return response, Outcome(False, orjson.dumps(message["result"]))
+
+    async def listen(self, on_message: OnMessage) -> Response:
+        """Holds the session's GET stream open, passing on each message, until the server ends the stream."""
+
+        def on_event(data: bytes) -> bool:
+            try:
+                message = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return False
+            if isinstance(message, dict) and "method" in message:
+                on_message(message, data)
+            return False
+
+        headers = [(b"Accept", b"text/event-stream"), *self._headers[1:]]
+        response = await self.pool.request(b"GET", headers, on_event=on_event)
+        if response.status == 404 and self.session_id is not None:
+            self.reset()
+        return response
+
+    async def notify(self, method: bytes, params: bytes, deadline: float | None = None) -> None:
+        body = b'{"jsonrpc":"2.0","method":"%s","params":%s}' % (method, params)
+        response = await self.pool.request(b"POST", self._headers, body, deadline=deadline)
+        if response.status not in (200, 202, 204):
+            raise StatusError(response.status, response.body, _retry_after(response))
+
+    async def respond(self, request_id: Any, body: bytes, deadline: float | None = None) -> None:
+        """Answer a request the upstream sent during a call; `body` is b'"result":{...}' or b'"error":{...}'."""
+        message = b'{"jsonrpc":"2.0","id":%s,%s}' % (orjson.dumps(request_id), body)
+        response = await self.pool.request(b"POST", self._headers, message, deadline=deadline)
+        if response.status not in (200, 202, 204):
+            raise StatusError(response.status, response.body, _retry_after(response))
+
+    async def close(self) -> None:
+        if self.session_id is not None:
+            try:
+                await self.pool.request(b"DELETE", self._headers, deadline=asyncio.get_running_loop().time() + 2)
+            except Exception as exc:  # a server that is gone has forgotten the session too
+                logger.debug("closing upstream session failed: %s", exc)
+        self.session_id = None
+        self.initialize_result = None
