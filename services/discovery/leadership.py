@@ -1,9 +1,10 @@
 """The one interface discovery's main loop uses to know whether it leads, whichever lease stands behind it:
 the Valkey lease of the folder mode (services/discovery/leader.py) or the Kubernetes Lease (lease_k8s.py)."""
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
+@runtime_checkable
 class Leadership(Protocol):
     @property
     def is_leader(self) -> bool:
