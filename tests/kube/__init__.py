@@ -34,6 +34,9 @@ class FakeApi:
         result: dict[str, Any] = response.json()
         return result
 
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_fake/reset").raise_for_status()
+
     def clear_faults(self) -> None:
         httpx.delete(f"{self.url}/_fake/faults").raise_for_status()
 

@@ -18,6 +18,7 @@ A side channel under /_fake/ injects faults and reports what clients did:
     DELETE /_fake/faults  clears the rules and the pending 410s
     GET    /_fake/stats   {"requests": {"<verb> <path>": count}, "watches": open watches, "rv": newest version}
     DELETE /_fake/stats   resets the request counts
+    POST   /_fake/reset   forgets every object, count and fault: a fresh server for the next test
 """
 
 import argparse
@@ -256,6 +257,13 @@ class ApiServer:
                 self.bookmark_seconds = float(spec["bookmark_seconds"])
             self.rules.extend(Rule(**r) for r in spec.get("rules", []))
             await respond(send, 200, {"watches": len(self.watches)})
+        elif path == "/_fake/reset" and method == "POST":
+            for handle in self.watches:
+                handle.cut.set()
+            self.store, self.requests, self.rules = Store(), Counter(), []
+            self.watch_gone = self.watch_gone_http = 0
+            self.bookmark_seconds = 5.0
+            await respond(send, 200, {})
         elif path == "/_fake/faults" and method == "DELETE":
             self.rules, self.watch_gone, self.watch_gone_http = [], 0, 0
             await respond(send, 200, {})

@@ -6,10 +6,17 @@ from kubernetes.aio import client
 from tests.kube import FakeApi, running_apiserver
 
 
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
+@pytest.fixture(scope="module")
+def apiserver() -> Iterator[FakeApi]:
     with running_apiserver() as server:
         yield server
+
+
+@pytest.fixture
+def api(apiserver: FakeApi) -> FakeApi:
+    """The module's test API server, emptied for each test."""
+    apiserver.reset()
+    return apiserver
 
 
 @pytest.fixture
