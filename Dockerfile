@@ -1,7 +1,7 @@
 # One image for every muster service; the command picks it (muster/container.py):
 #   docker run muster:0.1.0 ingress | worker | discovery | demo --cluster NAME --port N --host 0.0.0.0
 # The base is pinned to an exact release; its wheels (hiredis, uvloop, httptools, orjson) need no compiler.
-FROM python:3.11.13-slim-bookworm AS build
+FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -11,7 +11,7 @@ COPY muster muster
 COPY demo demo
 RUN python -m venv /opt/muster && /opt/muster/bin/pip install --no-compile .
 
-FROM python:3.11.13-slim-bookworm
+FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10001 muster && useradd --system --uid 10001 --gid 10001 --no-create-home muster
 COPY --from=build /opt/muster /opt/muster
 ENV PATH=/opt/muster/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
