@@ -1,1 +1,0 @@
-"""The muster command line: `muster up` and friends."""

@@ -1,3 +1,0 @@
-from muster.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""Discovery: turns MCPServer resources into the catalog the ingress and workers read."""

@@ -1,1 +1,0 @@
-"""The ingress: MCP Streamable HTTP in front, Valkey streams behind."""
