@@ -1,25 +1,13 @@
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes.aio import client
 
-from tests.kube import FakeApi, running_apiserver
-
-
-@pytest.fixture(scope="module")
-def apiserver() -> Iterator[FakeApi]:
-    with running_apiserver() as server:
-        yield server
+from tests.kube import FakeApi
+from tests.kube.conftest import api, apiserver  # noqa: F401  (the test API server's fixtures, shared)
 
 
 @pytest.fixture
-def api(apiserver: FakeApi) -> FakeApi:
-    """The module's test API server, emptied for each test."""
-    apiserver.reset()
-    return apiserver
-
-
-@pytest.fixture
-async def kube(api: FakeApi) -> AsyncIterator[client.ApiClient]:
+async def kube(api: FakeApi) -> AsyncIterator[client.ApiClient]:  # noqa: F811
     async with client.ApiClient(client.Configuration(host=api.url)) as http:
         yield http
