@@ -30,3 +30,17 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     log_level: str = "INFO"
     log_json: bool = True
+
+    # source kubernetes: MCPServer resources, leader election on a Lease, status written back.
+    namespace: str = ""  # where MCPServers are watched; empty: every namespace
+    kubeconfig: Path | None = None  # unset: the pod's service account, else KUBECONFIG or ~/.kube/config
+    kube_context: str | None = None
+    watch_timeout_seconds: int = 240  # one watch request's length; it is resumed from where it ended
+    watch_backoff_max_seconds: float = 30.0
+    lease_name: str = "muster-discovery"
+    lease_namespace: str = "muster"
+    # A standby takes over at most lease_duration + 2 x retry_period after the leader's last renewal (14 s); the
+    # leader stops acting renew_deadline after its last successful renewal began, before anyone could take over.
+    lease_duration_seconds: float = 10.0
+    lease_renew_deadline_seconds: float = 7.0
+    lease_retry_period_seconds: float = 2.0

@@ -1,6 +1,8 @@
 """One active discovery at a time: a lease in Valkey that the leader renews and the others wait for."""
 
 import logging
+import math
+import time
 
 from redis.asyncio import Redis
 
@@ -34,17 +36,26 @@ class Lease:
         self.holder = holder
         self.ttl_ms = int(ttl_seconds * 1000)
         self.held = False
+        self._valid_until = -math.inf
         self._acquire = client.register_script(ACQUIRE)
         self._release = client.register_script(RELEASE)
 
+    @property
+    def is_leader(self) -> bool:
+        """Held, and renewed recently enough that the key cannot have expired for another to take it."""
+        return self.held and time.monotonic() < self._valid_until
+
     async def renew(self) -> bool:
+        started = time.monotonic()
         held = bool(await self._acquire(keys=[streams.DISCOVERY_LEADER], args=[self.holder, self.ttl_ms]))
         if held != self.held:
             logger.info("discovery %s %s the lead", self.holder, "took" if held else "lost")
         self.held = held
+        if held:  # the key lives ttl from when Valkey ran the script, which is after `started`
+            self._valid_until = started + self.ttl_ms / 1000 * 0.7
         return held
 
     async def release(self) -> None:
         if self.held:
+            self.held, self._valid_until = False, -math.inf
             await self._release(keys=[streams.DISCOVERY_LEADER], args=[self.holder])
-            self.held = False
