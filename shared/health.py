@@ -60,29 +60,21 @@ class Health:
         self.scrape_hooks.append((hook, timeout))
 
     async def ready(self) -> tuple[bool, dict[str, str]]:
-        results = await asyncio.gather(*(self._run(c) for c in self.checks))
-        checks = dict(zip((c.name for c in self.checks), results, strict=True))
-        return all(r == "ok" for r in results), checks
-
-    @staticmethod
-    async def _run(check: Check) -> str:
-        try:
-            async with asyncio.timeout(check.timeout):
-                await check.probe()
-        except TimeoutError:
-            return f"no answer within {check.timeout:g} s"
-        except Exception as exc:
-            # the text reaches an HTTP response: it must not carry a credential that came with the error
-            return redact(f"{type(exc).__name__}: {exc}")
-        return "ok"
+        # Every way a probe can fail is an answer (not ready, and why): gather returns the exceptions as results.
+        results = await asyncio.gather(
+            *(asyncio.wait_for(c.probe(), c.timeout) for c in self.checks), return_exceptions=True
+        )
+        checks = {c.name: _verdict(c, r) for c, r in zip(self.checks, results, strict=True)}
+        return all(v == "ok" for v in checks.values()), checks
 
     async def metrics(self) -> bytes:
-        for hook, timeout in self.scrape_hooks:
-            try:
-                async with asyncio.timeout(timeout):
-                    await hook()
-            except Exception as exc:  # a scrape still renders what the process knows
-                logger.warning("scrape hook %s failed: %s", getattr(hook, "__qualname__", hook), exc)
+        # A failing hook leaves its gauges as it left them; the scrape still renders what the process knows.
+        results = await asyncio.gather(
+            *(asyncio.wait_for(hook(), timeout) for hook, timeout in self.scrape_hooks), return_exceptions=True
+        )
+        for (hook, _), result in zip(self.scrape_hooks, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning("scrape hook %s failed: %r", getattr(hook, "__qualname__", hook), result)
         return generate_latest(self.registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,6 +93,15 @@ class Health:
             await _respond(send, 200, await self.metrics(), CONTENT_TYPE_LATEST.encode())
         else:
             await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")
+
+
+def _verdict(check: Check, result: object) -> str:
+    if isinstance(result, TimeoutError):
+        return f"no answer within {check.timeout:g} s"
+    if isinstance(result, BaseException):
+        # the text reaches an HTTP response: it must not carry a credential that came with the error
+        return redact(f"{type(result).__name__}: {result}")
+    return "ok"
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:

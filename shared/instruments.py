@@ -16,8 +16,7 @@ from typing import Final
 from prometheus_client import Counter, Histogram
 
 from shared import labels
-from shared.labels import CREDENTIAL_OUTCOMES, LabelBounds
-from shared.messages import ServerCatalog
+from shared.labels import CREDENTIAL_OUTCOMES, CatalogEntry, LabelBounds
 from shared.metrics import (
     CALL_DURATION,
     CALLS,
@@ -52,7 +51,7 @@ class _Tracked(ABC):
         self.metrics = metrics
         self.bounds = bounds
 
-    def catalog_changed(self, entries: Iterable[ServerCatalog]) -> None:
+    def catalog_changed(self, entries: Iterable[CatalogEntry]) -> None:
         self.bounds.update(entries)
         self._clear()
         b = self.bounds

@@ -6,12 +6,11 @@ upstream answering with made-up error codes, cannot grow the number of series.
 
 import socket
 import ssl
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
 
 from shared import errors
 from shared.http1 import ConnectionLost, Timeout
-from shared.messages import ServerCatalog
 from shared.naming import expose
 from shared.upstream import StatusError, UpstreamFailure
 
@@ -101,6 +100,18 @@ def classify(code: int | None, is_error: bool = False) -> tuple[str, str]:
     return _OUTCOME_OF_CODE.get(code, UPSTREAM_ERROR), error_type
 
 
+# Most specific first: every one of these is an OSError.
+_CAUSES: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (ConnectionRefusedError, REFUSED),
+    (Timeout, TIMEOUT),
+    (TimeoutError, TIMEOUT),
+    (ssl.SSLError, TLS),
+    (socket.gaierror, DNS),
+    (ConnectionError, RESET),
+    (OSError, NETWORK),
+)
+
+
 def connect_error_class(exc: BaseException) -> str:
     """The class of a failure to reach an upstream: one of CONNECT_CLASSES, or http_<status>."""
     if isinstance(exc, StatusError):
@@ -111,20 +122,24 @@ def connect_error_class(exc: BaseException) -> str:
         return PROTOCOL
     cause: BaseException | None = exc
     while cause is not None:  # ConnectFailed wraps the error that says what happened
-        if isinstance(cause, ConnectionRefusedError):
-            return REFUSED
-        if isinstance(cause, Timeout | TimeoutError):
-            return TIMEOUT
-        if isinstance(cause, ssl.SSLError):
-            return TLS
-        if isinstance(cause, socket.gaierror):
-            return DNS
-        if isinstance(cause, ConnectionError):
-            return RESET
-        if isinstance(cause, OSError):
-            return NETWORK
+        for kind, name in _CAUSES:
+            if isinstance(cause, kind):
+                return name
         cause = cause.__cause__
     return PROTOCOL
+
+
+class CatalogEntry(Protocol):
+    """What label bounds read of a server's catalog entry (shared.messages' server model has these fields)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def tools(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def prompts(self) -> Sequence[dict[str, Any]]: ...
 
 
 class LabelBounds:
@@ -138,7 +153,7 @@ class LabelBounds:
         self.tools: frozenset[str] = frozenset()
         self.prompts: frozenset[str] = frozenset()
 
-    def update(self, entries: Iterable[ServerCatalog]) -> None:
+    def update(self, entries: Iterable[CatalogEntry]) -> None:
         servers: set[str] = set()
         tools: set[str] = set()
         prompts: set[str] = set()

@@ -125,7 +125,7 @@ class Redactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             parts = [record.getMessage()]
-        except Exception:  # a bad format string is the formatter's to report; the guard still reads the parts
+        except (TypeError, ValueError, KeyError):  # a bad format string is the formatter's to report
             parts = [str(record.msg), *map(str, record.args or ())]
         extras = _extras(record)
         for key in extras:

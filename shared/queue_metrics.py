@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared import streams
 from shared.metrics import (
@@ -72,7 +73,7 @@ class QueueCollector(Collector):
         try:
             async with asyncio.timeout(self.timeout):
                 replies = await self._read(names)
-        except Exception as exc:  # Valkey down or slow: the scrape says so through muster_valkey_up
+        except (RedisError, OSError, TimeoutError) as exc:  # the scrape says so: muster_valkey_up 0
             logger.warning("queue gauges not read from valkey: %s", exc or type(exc).__name__)
             self.snapshot = Snapshot()
             return

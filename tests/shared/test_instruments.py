@@ -1,28 +1,27 @@
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.instruments import IngressInstruments, WorkerInstruments
 from shared.labels import OTHER, LabelBounds
-from shared.messages import ServerCatalog
 from shared.metrics import Metrics
 
 V = "2025-11-25"
 
 
-def catalog(*servers: str) -> list[ServerCatalog]:
-    return [
-        ServerCatalog(
-            name=s,
-            url="http://127.0.0.1:1/mcp",
-            state="Connected",
-            prefix=s,
-            tools=[{"name": "list"}],
-            prompts=[{"name": "triage"}],
-        )
-        for s in servers
-    ]
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    prefix: str
+    tools: list[dict[str, Any]]
+    prompts: list[dict[str, Any]]
+
+
+def catalog(*servers: str) -> list[Entry]:
+    return [Entry(s, s, [{"name": "list"}], [{"name": "triage"}]) for s in servers]
 
 
 def samples(m: Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:

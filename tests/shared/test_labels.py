@@ -3,6 +3,8 @@
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import mcp_types.methods
 import mcp_types.version
@@ -10,23 +12,25 @@ import pytest
 
 from muster.stack import free_port
 from shared import errors, labels
-from shared.http1 import ConnectFailed, Pool
+from shared.http1 import ConnectFailed, HttpError, Pool
 from shared.labels import OTHER, LabelBounds, classify, connect_error_class
-from shared.messages import ServerCatalog
 from shared.upstream import StatusError, UpstreamFailure
 
 pytestmark = pytest.mark.anyio
 
 
-def entry(name: str, prefix: str, tools: list[str], prompts: tuple[str, ...] = ()) -> ServerCatalog:
-    return ServerCatalog(
-        name=name,
-        url="http://127.0.0.1:1/mcp",
-        state="Connected",
-        prefix=prefix,
-        tools=[{"name": t} for t in tools],
-        prompts=[{"name": p} for p in prompts],
-    )
+@dataclass(frozen=True)
+class Entry:
+    """What the label bounds read of a server's catalog entry."""
+
+    name: str
+    prefix: str
+    tools: list[dict[str, Any]]
+    prompts: list[dict[str, Any]]
+
+
+def entry(name: str, prefix: str, tools: list[str], prompts: tuple[str, ...] = ()) -> Entry:
+    return Entry(name, prefix, [{"name": t} for t in tools], [{"name": p} for p in prompts])
 
 
 def test_the_written_out_methods_and_versions_are_those_of_the_mcp_package() -> None:
@@ -42,7 +46,7 @@ def test_the_written_out_methods_and_versions_are_those_of_the_mcp_package() -> 
 
 def test_only_names_of_the_catalog_pass_as_label_values() -> None:
     bounds = LabelBounds()
-    bounds.update([entry("gazelle", "gazelle", ["list", "get"], ["triage"]), entry("fixture", "", ["echo"])])
+    bounds.update([entry("gazelle", "gazelle", ["list", "get"], ("triage",)), entry("fixture", "", ["echo"])])
     assert bounds.server("gazelle") == "gazelle" and bounds.server("evil") == OTHER
     assert [bounds.tool(t) for t in ("list", "x_gazelle_list", "echo", "x_made_up", "")] == [
         "list",
@@ -114,7 +118,7 @@ async def _failure(url: str, deadline: float | None = None) -> BaseException:
     try:
         loop = asyncio.get_running_loop()
         await pool.request(b"POST", [], b"{}", deadline=None if deadline is None else loop.time() + deadline)
-    except Exception as exc:
+    except (HttpError, UpstreamFailure) as exc:
         return exc
     finally:
         pool.close()

@@ -142,4 +142,5 @@ def test_configure_installs_the_guard_on_the_handler() -> None:
         logs.configure("test")
         assert any(isinstance(f, Redactor) for f in root.handlers[0].filters)
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

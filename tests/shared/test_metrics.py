@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import metrics
@@ -32,7 +33,7 @@ UNBOUNDED = {
 }
 
 
-def scrape(registry: CollectorRegistry) -> dict[str, object]:
+def scrape(registry: CollectorRegistry) -> dict[str, Metric]:
     return {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
 
 

@@ -1,6 +1,7 @@
 """The queue gauges against a real valkey-server: streams, a consumer group, deliveries and acknowledgements."""
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,8 +38,8 @@ async def test_length_pending_lag_depth_and_dead_letters_per_server(client: Redi
     for n in range(5):
         await client.xadd(busy, {"n": n})
     await client.set(streams.depth("busy"), 5)
-    delivered = await client.xreadgroup(streams.GROUP_WORKERS, "w1", {busy: ">"}, count=3)
-    first = delivered[0][1][0][0]
+    delivered: Any = await client.xreadgroup(streams.GROUP_WORKERS, "w1", {busy: ">"}, count=3)
+    first: bytes = delivered[0][1][0][0]
     await client.xack(busy, streams.GROUP_WORKERS, first)  # 3 delivered, 1 of them acknowledged
     await client.xreadgroup(streams.GROUP_WORKERS, "w2", {idle: ">"}, count=1)
     await client.xadd(streams.DEAD_LETTER, {"n": 1})
