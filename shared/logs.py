@@ -66,14 +66,24 @@ class PrincipalHasher:
     """A keyed hash of a principal (HMAC-SHA256, 16 hex digits): stable across processes sharing the key, and not
     reversible by hashing a list of user names, which a bare SHA-256 of the name would be."""
 
+    CACHE: Final = 10_000  # principals remembered: an HMAC per call would cost more than the rest of the line
+
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("the principal hash key needs at least 16 bytes")
+        # a key of its own, so that the hash says nothing about the key it was derived from
         self._key = hmac.new(key, b"muster log principal hash", hashlib.sha256).digest()
+        self._known: dict[str | bytes, str] = {}
 
     def __call__(self, principal: str | bytes) -> str:
-        data = principal.encode() if isinstance(principal, str) else principal
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
+        hashed = self._known.get(principal)
+        if hashed is None:
+            data = principal.encode() if isinstance(principal, str) else principal
+            hashed = hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
+            if len(self._known) >= self.CACHE:
+                self._known.clear()
+            self._known[principal] = hashed
+        return hashed
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ def test_every_alert_says_how_bad_what_and_where_to_read_on() -> None:
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbook, re.M)}
     for alert in alerts():
         assert alert["labels"]["severity"] in {"warning", "critical"}, alert["alert"]
+        assert re.fullmatch(r"\d+m", alert["for"]), alert["alert"]
         annotations = alert["annotations"]
         assert annotations["summary"] and annotations["description"], alert["alert"]
         page, _, anchor = annotations["runbook_url"].partition("#")
