@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from muster.stack import free_port
+from shared import streams
 from shared.health import Health, serve
 from shared.metrics import IN_FLIGHT, Metrics
 from shared.queue_metrics import QueueCollector
@@ -94,7 +95,7 @@ async def test_a_check_that_hangs_fails_at_its_bound_and_an_error_text_loses_its
 
 async def test_metrics_runs_the_scrape_hooks_first(client: Redis) -> None:
     registry = CollectorRegistry()
-    await client.xadd("muster:calls:s", {"n": 1})
+    await client.xadd(streams.calls("s"), {"n": 1})
     collector = QueueCollector(client, lambda: ["s"]).register(registry)
     health = Health(registry)
     health.before_scrape(collector.refresh)
