@@ -23,6 +23,7 @@ the JSON-RPC code as a string on an error, "tool_error" for a result with isErro
 client-side histogram, whose time is the upstream time of a call.
 """
 
+import importlib.metadata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, cast
@@ -440,9 +441,7 @@ def _children(instrument: Instrument, spec: Spec) -> Iterable[tuple[str, ...]]:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        return version("muster")
-    except PackageNotFoundError:
+        return importlib.metadata.version("muster")
+    except importlib.metadata.PackageNotFoundError:
         return "unknown"
