@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: up test check npm-tools bench clean
+.PHONY: up test check npm-tools promtool bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("muster needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -24,7 +24,11 @@ npm-tools: $(STAMP)
 	$(BIN)/python -m tests.conformance.tools
 	$(BIN)/python -m tests.oidc
 
-test: check npm-tools
+# promtool (Debian's prometheus package, unpacked into .cache/promtool) checks and unit-tests the alert rules.
+promtool: $(STAMP)
+	$(BIN)/python -m tests.monitoring.promtool
+
+test: check npm-tools promtool
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) npm-tools

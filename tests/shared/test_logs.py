@@ -1,0 +1,146 @@
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from shared import logs
+from shared.logs import CallRecord, JsonFormatter, PrincipalHasher, Redactor, log_call, request_scope
+
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImF1ZCI6Im11c3RlciJ9."
+    "c2lnbmF0dXJlLW9mLXRoZS10b2tlbi1oZXJlLWl0LWlzLWxvbmc"
+)
+
+
+@pytest.fixture
+def lines() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter("test"))
+    handler.addFilter(Redactor())
+    logger = logging.getLogger(f"test.logs.{time.monotonic_ns()}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, out
+    logger.removeHandler(handler)
+
+
+def read(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_every_line_inside_a_request_scope_carries_its_request_id(
+    lines: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, out = lines
+
+    async def child() -> None:
+        logger.info("in a task started inside the scope")
+
+    async def main() -> None:
+        with request_scope("r-1"):
+            logger.info("inside")
+            await asyncio.create_task(child())
+        logger.info("outside")
+
+    asyncio.run(main())
+    assert [(e["msg"], e.get("request_id")) for e in read(out)] == [
+        ("inside", "r-1"),
+        ("in a task started inside the scope", "r-1"),
+        ("outside", None),
+    ]
+    assert len(logs.new_request_id()) == 16 and logs.new_request_id() != logs.new_request_id()
+
+
+def test_the_call_line_has_the_fields_of_a_call_and_a_short_session(
+    lines: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, out = lines
+    hasher = PrincipalHasher(b"k" * 32)
+    record = CallRecord(
+        request_id="r-2",
+        session="0123456789abcdef0123",
+        principal=hasher("alice@example.com"),
+        server="gazelle",
+        tool="list",
+        method="tools/call",
+        outcome="ok",
+        total_ms=4.2,
+        upstream_ms=3.1,
+    )
+    log_call(logger, record)
+    (line,) = read(out)
+    assert line["msg"] == "call" and line["request_id"] == "r-2" and line["session"] == "01234567"
+    assert (line["server"], line["tool"], line["method"], line["outcome"]) == ("gazelle", "list", "tools/call", "ok")
+    assert (line["total_ms"], line["upstream_ms"]) == (4.2, 3.1) and "queue_ms" not in line
+    assert "alice" not in json.dumps(line)
+
+
+def test_the_principal_hash_is_keyed() -> None:
+    a, b = PrincipalHasher(b"a" * 32), PrincipalHasher(b"b" * 32)
+    assert a("alice") == a(b"alice") != a("bob")
+    assert a("alice") != b("alice")
+    assert a("alice") not in hashlib.sha256(b"alice").hexdigest()
+    with pytest.raises(ValueError):
+        PrincipalHasher(b"short")
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        lambda lg: lg.info("upstream said %s", f"Authorization: Bearer {JWT[:40]}"),
+        lambda lg: lg.info("token " + JWT),
+        lambda lg: lg.warning("refresh failed", extra={"response": {"access_token": JWT}}),
+        lambda lg: lg.info("header: bearer abcdefghijklmnopqrstuvwxyz0123"),
+    ],
+)
+def test_a_line_that_carries_a_bearer_token_or_a_jwt_is_withheld(
+    lines: tuple[logging.Logger, io.StringIO], log: Callable[[logging.Logger], None]
+) -> None:
+    logger, out = lines
+    log(logger)
+    (line,) = read(out)
+    assert JWT[:20] not in out.getvalue() and "abcdefghijklmnop" not in out.getvalue()
+    assert str(line["msg"]).startswith("log line withheld: it looked like it carried a credential (test_logs.py:")
+    assert "response" not in line
+
+
+def test_an_exception_that_quotes_a_token_is_withheld_too(lines: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = lines
+    try:
+        raise RuntimeError(f"401 for token {JWT}")
+    except RuntimeError:
+        logger.exception("call failed")
+    (line,) = read(out)
+    assert JWT[:20] not in out.getvalue() and "exc" not in line
+
+
+def test_ordinary_lines_pass_unchanged(lines: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, out = lines
+    logger.info("bearer tokens are refreshed every %d s for %s", 300, "gazelle", extra={"server": "gazelle"})
+    logger.info("a JWT starts with eyJ, and eyJhbGciOi alone is no token")
+    assert [e["msg"] for e in read(out)] == [
+        "bearer tokens are refreshed every 300 s for gazelle",
+        "a JWT starts with eyJ, and eyJhbGciOi alone is no token",
+    ]
+
+
+def test_redact_replaces_only_the_credential() -> None:
+    assert logs.redact(f"failed: Bearer {JWT} at gazelle") == f"failed: {logs.WITHHELD} at gazelle"
+
+
+def test_configure_installs_the_guard_on_the_handler() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure("test")
+        assert any(isinstance(f, Redactor) for f in root.handlers[0].filters)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
