@@ -204,16 +204,20 @@ class Harness:
         ]
         argv += ["--seconds", str(seconds)] if seconds else ["--calls", str(calls)]
         argv += ["--burst"] if burst else []
+        # Each generator writes its report to a file: a report holds every latency, and one read from a pipe
+        # after another generator's was cut at the pipe's 64 KiB (make bench failed on it at 64 callers).
+        jobs = [(n, self.root / f"load-{i}.json") for i, n in enumerate(share) if n]
+        for _, report in jobs:
+            report.unlink(missing_ok=True)
         loaders = [
             subprocess.Popen(
-                [*argv, "--callers", str(n)],
+                [*argv, "--callers", str(n), "--report", str(report)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
-            for n in share
-            if n
+            for n, report in jobs
         ]
         for loader in loaders:
             assert loader.stdout is not None
@@ -227,10 +231,13 @@ class Harness:
             assert loader.stdin is not None
             loader.stdin.write(b"go\n")
             loader.stdin.flush()
-        outputs = [loader.communicate(timeout=max(600.0, seconds * 4))[0] for loader in loaders]
+        for loader in loaders:
+            loader.communicate(timeout=max(600.0, seconds * 4))
+            if loader.returncode != 0:
+                raise RuntimeError(f"a load generator against {target.name} exited with code {loader.returncode}")
         wall = time.perf_counter() - started
         after = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
-        results = [orjson.loads(o) for o in outputs]
+        results = [orjson.loads(report.read_bytes()) for _, report in jobs]
         # the load generators say their own CPU: once they have exited, /proc has nothing left to read
         before["load"], after["load"] = 0.0, sum(r["cpu"] for r in results)
         latencies = sorted(x for r in results for x in r["latencies"])
