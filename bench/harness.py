@@ -99,21 +99,16 @@ class Harness:
         valkey_port = free_port()
         url = self.stack.valkey(valkey_port)
         self.valkey_pid = self.stack.children[-1].process.pid  # type: ignore[union-attr]
-        quiet = {
-            "MUSTER_INGRESS_LOG_LEVEL": "WARNING",
-            "MUSTER_WORKER_LOG_LEVEL": "WARNING",
-            "MUSTER_DISCOVERY_LOG_LEVEL": "WARNING",
-        }
         self.env = {
             "MUSTER_VALKEY_URL": url,
             "MUSTER_PREFIX_MODE": "always",
-            **quiet,
+            "MUSTER_LOG_LEVEL": "WARNING",
             "MUSTER_INGRESS_QUEUE_LIMIT": "50000",
             "MUSTER_INGRESS_MAX_PENDING": "50000",
         }
         self.stack.python("discovery", "services.discovery", env={**self.env, "MUSTER_SERVERS": str(servers)})
         worker = self.stack.python(
-            "worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": "bench-1"}
+            "worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-1"}
         )
         port = free_port()
         ingress = self.stack.python("ingress", "services.ingress", env={**self.env, "MUSTER_PORT": str(port)})
@@ -167,7 +162,7 @@ class Harness:
         """Brings muster to the worker count the target measures."""
         if target.name == "muster 2 workers" and self.spare_worker is None:
             self.spare_worker = self.stack.python(
-                "worker 2", "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": "bench-2"}
+                "worker 2", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-2"}
             )
             assert self.spare_worker.process is not None
             target.roles["worker"] = [*target.roles["worker"][:1], self.spare_worker.process.pid]

@@ -100,9 +100,7 @@ class Muster:
         self.valkey_url = self.stack.valkey(free_port())
         self.env = {
             "MUSTER_VALKEY_URL": self.valkey_url,
-            "MUSTER_INGRESS_LOG_JSON": "false",
-            "MUSTER_WORKER_LOG_JSON": "false",
-            "MUSTER_DISCOVERY_LOG_JSON": "false",
+            "MUSTER_LOG_JSON": "false",
             "MUSTER_DISCOVERY_REFRESH_SECONDS": "5",
             "PYTHONPATH": str(ROOT),
         }
@@ -148,7 +146,7 @@ class Muster:
     def worker(self, **env: str) -> Any:
         worker_id = f"test-worker-{len(self.workers) + 1}-{os.getpid()}"
         child = self.stack.python(
-            worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": worker_id, **env}
+            worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_ID": worker_id, **env}
         )
         self.workers.append(child)
         return child

@@ -1,10 +1,10 @@
 from services.discovery.app import serve
-from services.discovery.config import Settings
+from services.discovery.config import DiscoverySettings
 from shared import lifecycle, logs
 
 
 def main() -> None:
-    settings = Settings()
+    settings = DiscoverySettings()
     logs.configure("discovery", settings.log_level, settings.log_json)
     lifecycle.run(serve(settings))
 

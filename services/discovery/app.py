@@ -15,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.discovery.config import Settings
+from services.discovery.config import DiscoverySettings
 from services.discovery.folder import Folder
 from services.discovery.leader import Lease
 from services.discovery.listener import Listener
@@ -48,7 +48,7 @@ class Probe:
 
 @dataclass
 class Discovery:
-    settings: Settings
+    settings: DiscoverySettings
     client: Redis
     holder: str = field(default_factory=instance_id)
     probes: dict[str, Probe] = field(default_factory=dict)
@@ -61,7 +61,7 @@ class Discovery:
         self.outbox = Outbox(self.settings.valkey_url, name="muster-discovery-out")
 
     async def run(self) -> None:
-        self.folder = Folder(self.settings.servers_dir)
+        self.folder = Folder(self.settings.servers)
         lease = Lease(self.client, self.holder, self.settings.leader_ttl_seconds)
         control = asyncio.create_task(self._watch_control())
         renew_at = 0.0
@@ -96,7 +96,7 @@ class Discovery:
         if not await lease.renew():
             if self.probes:  # lost the lead: the next leader owns the servers now
                 self._stop_probes()
-                self.folder, self.published = Folder(self.settings.servers_dir), {}
+                self.folder, self.published = Folder(self.settings.servers), {}
             return False
         if not self.published:
             self.published = {k: v for k, v in (await catalog.load(self.client)).items() if v is not None}
@@ -301,7 +301,7 @@ def _resolve_collisions(entries: dict[str, ServerCatalog]) -> dict[str, ServerCa
     return result
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: DiscoverySettings) -> None:
     client = connect(settings.valkey_url, name="muster-discovery")
     discovery = Discovery(settings, client)
     try:

@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from services.ingress.calls import Calls
-from services.ingress.config import Settings
+from services.ingress.config import IngressSettings
 from services.ingress.events import Catalog, Events, Listeners
 from services.ingress.http import Receive, Send, respond, respond_json, respond_text
 from services.ingress.mcp import Mcp
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class Ingress:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: IngressSettings) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,5 +114,5 @@ class Ingress:
                 return
 
 
-def create_app(settings: Settings) -> Ingress:
+def create_app(settings: IngressSettings) -> Ingress:
     return Ingress(settings)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from services.ingress.config import Settings
+from services.ingress.config import IngressSettings
 from services.ingress.envelope import is_modern, open_envelope
 from services.ingress.events import Listeners
 from services.ingress.http import (
@@ -44,7 +44,7 @@ ACCEPTED: list[dict[str, Any]] = [
 
 
 class Mcp:
-    def __init__(self, settings: Settings, sessions: Sessions, methods: Methods, listeners: Listeners) -> None:
+    def __init__(self, settings: IngressSettings, sessions: Sessions, methods: Methods, listeners: Listeners) -> None:
         self.settings = settings
         self.sessions = sessions
         self.methods = methods

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from services.ingress.calls import Calls, Pending
-from services.ingress.config import Settings
+from services.ingress.config import IngressSettings
 from services.ingress.envelope import NO_LOGS, strip
 from services.ingress.events import Catalog
 from services.ingress.http import EVENT_STREAM, Head, Receive, Send, respond, send_event, start_events
@@ -86,7 +86,7 @@ class Flight:
 
 
 class Methods:
-    def __init__(self, settings: Settings, sessions: Sessions, calls: Calls, catalog: Catalog) -> None:
+    def __init__(self, settings: IngressSettings, sessions: Sessions, calls: Calls, catalog: Catalog) -> None:
         self.settings = settings
         self.sessions = sessions
         self.calls = calls

@@ -11,7 +11,7 @@ from faststream.redis.message import RedisBatchStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.worker.config import Settings
+from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Lane
 from services.worker.reclaim import Reclaimer
 from services.worker.upstream import Upstreams
@@ -37,7 +37,7 @@ async def _raw_decode(message: Any, original: Any) -> Any:
 
 
 class Worker:
-    def __init__(self, settings: Settings, broker: RedisBroker) -> None:
+    def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
         self.settings = settings
         self.broker = broker
         self.lanes: dict[str, Lane] = {}
@@ -52,13 +52,13 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         self.client = await self.broker.connect()
-        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.worker_id}-out")
-        self.dispatcher = Dispatcher(self.outbox, self.upstreams, s.worker_id)
+        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
+        self.dispatcher = Dispatcher(self.outbox, self.upstreams, s.id)
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
             lambda: list(self.lanes.values()),
-            worker_id=s.worker_id,
+            worker_id=s.id,
             heartbeat=s.heartbeat_seconds,
             dead_after=s.dead_after_seconds,
             interval=s.reclaim_seconds,
@@ -72,7 +72,7 @@ class Worker:
             asyncio.create_task(self.reclaimer.run()),
             asyncio.create_task(self._resync_forever()),
         ]
-        logger.info("worker %s started with %d servers", s.worker_id, len(self.lanes))
+        logger.info("worker %s started with %d servers", s.id, len(self.lanes))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -86,7 +86,7 @@ class Worker:
         await self.upstreams.close()
         self.outbox.close()
         try:
-            await self.client.delete(streams.worker_alive(self.settings.worker_id))
+            await self.client.delete(streams.worker_alive(self.settings.id))
         except Exception as exc:  # Valkey may already be gone at shutdown
             logger.info("could not clear the heartbeat: %s", exc)
 
@@ -109,7 +109,7 @@ class Worker:
             sub(handler)
             await sub.start()
             self.subscribers[stream] = sub
-        inbox = streams.inbox(self.settings.worker_id)
+        inbox = streams.inbox(self.settings.id)
         inbox_sub = self.broker.subscriber(
             stream=StreamSub(inbox, last_id="$", batch=True, max_records=64, polling_interval=poll),
             parser=_raw_batch,
@@ -167,7 +167,7 @@ class Worker:
         stream = StreamSub(
             lane.stream.decode(),
             group=streams.GROUP_WORKERS,
-            consumer=s.worker_id,
+            consumer=s.id,
             batch=True,
             max_records=s.batch,
             polling_interval=s.poll_ms,
@@ -195,11 +195,11 @@ class Worker:
             logger.info("stopped consuming calls for %s", name)
 
 
-def create_app(settings: Settings) -> FastStream:
+def create_app(settings: WorkerSettings) -> FastStream:
     broker = RedisBroker(
         settings.valkey_url,
         logger=None,  # type: ignore[arg-type]
-        client_name=f"muster-worker-{settings.worker_id}",
+        client_name=f"muster-worker-{settings.id}",
     )
     app = FastStream(broker, logger=logger)
     worker = Worker(settings, broker)
