@@ -107,9 +107,7 @@ class Harness:
             "MUSTER_INGRESS_MAX_PENDING": "50000",
         }
         self.stack.python("discovery", "services.discovery", env={**self.env, "MUSTER_SERVERS": str(servers)})
-        worker = self.stack.python(
-            "worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-1"}
-        )
+        worker = self.stack.python("worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-1"})
         port = free_port()
         ingress = self.stack.python("ingress", "services.ingress", env={**self.env, "MUSTER_PORT": str(port)})
         self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")

@@ -145,9 +145,7 @@ class Muster:
 
     def worker(self, **env: str) -> Any:
         worker_id = f"test-worker-{len(self.workers) + 1}-{os.getpid()}"
-        child = self.stack.python(
-            worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_ID": worker_id, **env}
-        )
+        child = self.stack.python(worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_ID": worker_id, **env})
         self.workers.append(child)
         return child
 

@@ -2,14 +2,13 @@
 
 import logging
 
-from redis.asyncio import Redis
-
 from shared import streams
+from shared.valkey import COMPARE_AND_DELETE, Outbox
 
 logger = logging.getLogger(__name__)
 
 # KEYS: lease; ARGV: holder, ttl ms. Take the lease if free, renew it if ours; 1 when we hold it after the call.
-ACQUIRE = """
+ACQUIRE = b"""
 local holder = redis.call('GET', KEYS[1])
 if holder == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -22,23 +21,17 @@ end
 return 0
 """
 
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class Lease:
-    def __init__(self, client: Redis, holder: str, ttl_seconds: float) -> None:
-        self.client = client
+    def __init__(self, outbox: Outbox, holder: str, ttl_seconds: float) -> None:
+        self.outbox = outbox
         self.holder = holder
         self.ttl_ms = int(ttl_seconds * 1000)
         self.held = False
-        self._acquire = client.register_script(ACQUIRE)
-        self._release = client.register_script(RELEASE)
 
     async def renew(self) -> bool:
-        held = bool(await self._acquire(keys=[streams.DISCOVERY_LEADER], args=[self.holder, self.ttl_ms]))
+        """Takes the lease if it is free, renews it if it is ours; True while this discovery leads."""
+        held = bool(await self.outbox.script(ACQUIRE, (streams.DISCOVERY_LEADER,), (self.holder, self.ttl_ms)))
         if held != self.held:
             logger.info("discovery %s %s the lead", self.holder, "took" if held else "lost")
         self.held = held
@@ -46,5 +39,5 @@ class Lease:
 
     async def release(self) -> None:
         if self.held:
-            await self._release(keys=[streams.DISCOVERY_LEADER], args=[self.holder])
+            await self.outbox.script(COMPARE_AND_DELETE, (streams.DISCOVERY_LEADER,), (self.holder,))
             self.held = False
