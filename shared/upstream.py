@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from shared.http1 import Headers, Pool, Response
+from shared.http1 import Headers, HttpError, OnEvent, Pool, Response
 from shared.protocol import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MUSTER_VERSION
 
 logger = logging.getLogger(__name__)
@@ -186,17 +186,21 @@ class UpstreamSession:
         response = await self.pool.request(b"POST", self._headers, body, deadline=deadline, on_event=on_event)
         resumed = 0
         while not final and response.status == 200 and response.last_event_id and resumed < MAX_RESUMES:
-            # SEP-1699: the server ended the stream before answering; poll for the rest where it left off
             resumed += 1
-            await asyncio.sleep(min(response.retry_ms or 100, 5000) / 1000)
-            headers = [
-                (b"Accept", b"text/event-stream"),
-                *self._headers[1:],
-                (b"Last-Event-ID", response.last_event_id),
-            ]
-            last = response.last_event_id
-            response = await self.pool.request(b"GET", headers, deadline=deadline, on_event=on_event)
-            response.last_event_id = response.last_event_id or last
+            response = await self._resume(response, deadline, on_event)
+        return response, self._outcome(response, final)
+
+    async def _resume(self, response: Response, deadline: float | None, on_event: OnEvent) -> Response:
+        """SEP-1699: the server ended the stream before answering; poll for the rest where it left off."""
+        assert response.last_event_id is not None
+        await asyncio.sleep(min(response.retry_ms or 100, 5000) / 1000)
+        headers = [(b"Accept", b"text/event-stream"), *self._headers[1:], (b"Last-Event-ID", response.last_event_id)]
+        resumed = await self.pool.request(b"GET", headers, deadline=deadline, on_event=on_event)
+        resumed.last_event_id = resumed.last_event_id or response.last_event_id
+        return resumed
+
+    def _outcome(self, response: Response, final: list[dict[str, Any]]) -> Outcome:
+        """The request's outcome from the response: its event stream's answer, or its JSON body."""
         if response.status == 404 and self.session_id is not None:
             self.reset()
             raise SessionLost("upstream no longer knows the session")
@@ -213,10 +217,10 @@ class UpstreamSession:
             raise UpstreamFailure("upstream closed the response without answering the request")
         message = final[-1]
         if "error" in message:
-            return response, Outcome(True, orjson.dumps(message["error"]))
+            return Outcome(True, orjson.dumps(message["error"]))
         if "result" not in message:
             raise UpstreamFailure("upstream answered with neither result nor error")
-        return response, Outcome(False, orjson.dumps(message["result"]))
+        return Outcome(False, orjson.dumps(message["result"]))
 
     async def listen(self, on_message: OnMessage) -> Response:
         """Holds the session's GET stream open, passing on each message, until the server ends the stream."""
@@ -250,7 +254,7 @@ class UpstreamSession:
         if self.session_id is not None:
             try:
                 await self.pool.request(b"DELETE", self._headers, deadline=asyncio.get_running_loop().time() + 2)
-            except Exception as exc:  # a server that is gone has forgotten the session too
+            except (HttpError, OSError) as exc:  # a server that is gone has forgotten the session too
                 logger.debug("closing upstream session failed: %s", exc)
         self.session_id = None
         self.initialize_result = None

@@ -101,7 +101,7 @@ class Probes:
                 listing = await asyncio.wait_for(list_server(probe.server, s.list_timeout), s.list_timeout + 1)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - however listing fails, it is the server's state to report
                 probe.failed(exc)
                 delay = min(s.retry_max_seconds, 0.5 * 2 ** min(probe.failures, 10))
             else:

@@ -67,10 +67,7 @@ class Head:
             elif name == b"origin":
                 self.origin = value
             elif name == b"content-length":
-                try:
-                    self.content_length = int(value)
-                except ValueError:
-                    self.content_length = -1
+                self.content_length = int(value) if value.isdigit() else -1
             elif name == b"last-event-id":
                 self.last_event_id = value
 

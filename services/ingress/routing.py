@@ -68,25 +68,28 @@ def route(catalog: Catalog, method: str, params: Any) -> Target:
         uri = _string(params, "uri", method)
         return Target(_resource(catalog, uri), orjson.dumps(params), True)
     if method == "completion/complete":
-        ref = params.get("ref")
-        if not isinstance(ref, dict):
-            raise BadRequest(
-                errors.INVALID_PARAMS, "Invalid params: completion/complete requires params.ref, an object"
-            )
-        if ref.get("type") == "ref/prompt":
-            name = _string(ref, "name", "ref/prompt")
-            prompt = catalog.prompts.get(name)
-            if prompt is None:
-                return Target(_unknown(catalog, "prompt", name), orjson.dumps(params), True)
-            if prompt.name != name:
-                params = {**params, "ref": {**ref, "name": prompt.name}}
-            return Target(prompt.server, orjson.dumps(params), True)
-        if ref.get("type") == "ref/resource":
-            uri = _string(ref, "uri", "ref/resource")
-            server = catalog.template_server(uri)
-            return Target(server or _resource(catalog, uri), orjson.dumps(params), True)
-        raise BadRequest(errors.INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource")
+        return _completion(catalog, params)
     raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+
+def _completion(catalog: Catalog, params: dict[str, Any]) -> Target:
+    """completion/complete goes where its prompt or resource template is."""
+    ref = params.get("ref")
+    if not isinstance(ref, dict):
+        raise BadRequest(errors.INVALID_PARAMS, "Invalid params: completion/complete requires params.ref, an object")
+    if ref.get("type") == "ref/prompt":
+        name = _string(ref, "name", "ref/prompt")
+        prompt = catalog.prompts.get(name)
+        if prompt is None:
+            return Target(_unknown(catalog, "prompt", name), orjson.dumps(params), True)
+        if prompt.name != name:
+            params = {**params, "ref": {**ref, "name": prompt.name}}
+        return Target(prompt.server, orjson.dumps(params), True)
+    if ref.get("type") == "ref/resource":
+        uri = _string(ref, "uri", "ref/resource")
+        server = catalog.template_server(uri)
+        return Target(server or _resource(catalog, uri), orjson.dumps(params), True)
+    raise BadRequest(errors.INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource")
 
 
 def _resource(catalog: Catalog, uri: str) -> str:

@@ -10,7 +10,7 @@ import orjson
 from services.worker.relays import Relays
 from services.worker.upstream import UnknownServer, Upstream
 from shared import errors
-from shared.http1 import ConnectFailed, ConnectionLost, Timeout
+from shared.http1 import ConnectFailed, ConnectionLost, HttpError, Timeout
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
@@ -104,5 +104,5 @@ class Executor:
 async def _notify_cancelled(session: UpstreamSession, params: bytes) -> None:
     try:
         await session.notify(b"notifications/cancelled", params, asyncio.get_running_loop().time() + 5)
-    except Exception as exc:
+    except (HttpError, UpstreamFailure, OSError) as exc:  # the call has its outcome; this was a courtesy
         logger.info("telling the upstream about a cancellation failed: %s", exc)

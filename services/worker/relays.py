@@ -10,8 +10,9 @@ from typing import Any
 
 import orjson
 
+from shared.http1 import HttpError
 from shared.messages import Answer, Call, CallReply, ReplyKind
-from shared.upstream import OnMessage, UpstreamSession
+from shared.upstream import OnMessage, UpstreamFailure, UpstreamSession
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Relays:
         try:
             deadline = asyncio.get_running_loop().time() + ANSWER_SECONDS
             await relay.session.respond(relay.upstream_id, answer.body, deadline)
-        except Exception as exc:
+        except (HttpError, UpstreamFailure, OSError) as exc:  # the call's own outcome says what went wrong
             logger.warning("relaying an answer upstream failed: %s", exc)
 
     def drop(self, call_key: bytes) -> None:

@@ -7,7 +7,7 @@ READ = {"readOnlyHint": True}
 
 
 def entry(name: str, prefix: str, **kw: object) -> ServerRecord:
-    return ServerRecord(name=name, url=f"http://{name}/mcp", state="Connected", prefix=prefix, **kw)  # type: ignore[arg-type]
+    return ServerRecord(name=name, url=f"http://{name}/mcp", state="Connected", prefix=prefix, **kw)
 
 
 def test_tools_route_back_to_their_server_and_upstream_name() -> None:

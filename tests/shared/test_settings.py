@@ -33,4 +33,4 @@ def test_settings_are_checked_when_read(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ValidationError):
         IngressSettings(port=0)
     with pytest.raises(ValidationError):
-        IngressSettings(allowed_host=["*"])  # a misspelt setting is an error, not ignored
+        IngressSettings.model_validate({"allowed_host": ["*"]})  # a misspelt setting is an error, not ignored
