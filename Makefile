@@ -17,6 +17,7 @@ up: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check shared services muster demo tests bench
+	$(BIN)/ruff format --check shared services muster demo tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

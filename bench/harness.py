@@ -99,22 +99,15 @@ class Harness:
         valkey_port = free_port()
         url = self.stack.valkey(valkey_port)
         self.valkey_pid = self.stack.children[-1].process.pid  # type: ignore[union-attr]
-        quiet = {
-            "MUSTER_INGRESS_LOG_LEVEL": "WARNING",
-            "MUSTER_WORKER_LOG_LEVEL": "WARNING",
-            "MUSTER_DISCOVERY_LOG_LEVEL": "WARNING",
-        }
         self.env = {
             "MUSTER_VALKEY_URL": url,
             "MUSTER_PREFIX_MODE": "always",
-            **quiet,
+            "MUSTER_LOG_LEVEL": "WARNING",
             "MUSTER_INGRESS_QUEUE_LIMIT": "50000",
             "MUSTER_INGRESS_MAX_PENDING": "50000",
         }
         self.stack.python("discovery", "services.discovery", env={**self.env, "MUSTER_SERVERS": str(servers)})
-        worker = self.stack.python(
-            "worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": "bench-1"}
-        )
+        worker = self.stack.python("worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-1"})
         port = free_port()
         ingress = self.stack.python("ingress", "services.ingress", env={**self.env, "MUSTER_PORT": str(port)})
         self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
@@ -167,7 +160,7 @@ class Harness:
         """Brings muster to the worker count the target measures."""
         if target.name == "muster 2 workers" and self.spare_worker is None:
             self.spare_worker = self.stack.python(
-                "worker 2", "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": "bench-2"}
+                "worker 2", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-2"}
             )
             assert self.spare_worker.process is not None
             target.roles["worker"] = [*target.roles["worker"][:1], self.spare_worker.process.pid]
@@ -204,16 +197,20 @@ class Harness:
         ]
         argv += ["--seconds", str(seconds)] if seconds else ["--calls", str(calls)]
         argv += ["--burst"] if burst else []
+        # Each generator writes its report to a file: a report holds every latency, and one read from a pipe
+        # after another generator's was cut at the pipe's 64 KiB (make bench failed on it at 64 callers).
+        jobs = [(n, self.root / f"load-{i}.json") for i, n in enumerate(share) if n]
+        for _, report in jobs:
+            report.unlink(missing_ok=True)
         loaders = [
             subprocess.Popen(
-                [*argv, "--callers", str(n)],
+                [*argv, "--callers", str(n), "--report", str(report)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
-            for n in share
-            if n
+            for n, report in jobs
         ]
         for loader in loaders:
             assert loader.stdout is not None
@@ -227,10 +224,13 @@ class Harness:
             assert loader.stdin is not None
             loader.stdin.write(b"go\n")
             loader.stdin.flush()
-        outputs = [loader.communicate(timeout=max(600.0, seconds * 4))[0] for loader in loaders]
+        for loader in loaders:
+            loader.communicate(timeout=max(600.0, seconds * 4))
+            if loader.returncode != 0:
+                raise RuntimeError(f"a load generator against {target.name} exited with code {loader.returncode}")
         wall = time.perf_counter() - started
         after = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
-        results = [orjson.loads(o) for o in outputs]
+        results = [orjson.loads(report.read_bytes()) for _, report in jobs]
         # the load generators say their own CPU: once they have exited, /proc has nothing left to read
         before["load"], after["load"] = 0.0, sum(r["cpu"] for r in results)
         latencies = sorted(x for r in results for x in r["latencies"])

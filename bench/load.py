@@ -1,10 +1,12 @@
 """One load-generator process: C callers, each with its own MCP session and keep-alive connection, calling one
-tool as fast as it is answered, for a duration or a number of calls. Prints one JSON object.
+tool as fast as it is answered, for a duration or a number of calls. Writes one JSON object: to the --report
+file, or to standard output.
 
 It speaks raw HTTP through muster's lean client (about 0.05 ms of CPU per call), not through the MCP SDK,
 whose client alone saturates a core at about 200 calls/s and would measure itself.
 
 python -m bench.load --url URL --tool NAME [--args JSON] --callers C (--seconds S | --calls N) [--burst] [--wait]
+    [--report FILE]
 """
 
 import argparse
@@ -12,6 +14,7 @@ import asyncio
 import itertools
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -145,9 +148,14 @@ def main() -> None:
     p.add_argument(
         "--wait", action="store_true", help='print "ready" once the sessions are open; start on a stdin line'
     )
+    p.add_argument("--report", type=Path, help="write the report to this file (a report can be far larger than a pipe)")
     args = p.parse_args()
-    result = uvloop.run(run(args))
-    sys.stdout.write(orjson.dumps(result).decode())
+    report = orjson.dumps(uvloop.run(run(args)))
+    if args.report is not None:
+        args.report.write_bytes(report)
+    else:
+        sys.stdout.buffer.write(report)
+        sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":

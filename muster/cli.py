@@ -9,16 +9,21 @@ from pathlib import Path
 from types import FrameType
 
 from muster.stack import Stack, free_port
+from services.discovery.config import DiscoverySettings
+from services.ingress.config import IngressSettings
 
 DEMO_SERVERS = Path(__file__).resolve().parent.parent / "demo" / "servers"
 DEMO_CLUSTERS = (("gazelle", 8101), ("graveler", 8102))
 
 
 def _env(name: str, default: str) -> str:
+    """An option only `muster up` has; the services' own options take their defaults from their settings."""
     return os.environ.get(f"MUSTER_{name}", default)
 
 
 def parser() -> argparse.ArgumentParser:
+    # The services' settings classes hold the defaults, and read the same MUSTER_<NAME> variables.
+    ingress, discovery = IngressSettings(), DiscoverySettings()
     p = argparse.ArgumentParser(prog="muster", description="An MCP aggregator on Valkey streams.")
     commands = p.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run ingress, workers, discovery and an embedded Valkey (and the demo)")
@@ -30,23 +35,23 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--prefix-mode",
         choices=["always", "conditional", "never"],
-        default=_env("PREFIX_MODE", "always"),
+        default=discovery.prefix_mode,
         help="how tool and prompt names are prefixed [MUSTER_PREFIX_MODE]",
     )
     up.add_argument(
         "--expose",
         choices=["direct", "meta"],
-        default=_env("EXPOSE", "direct"),
+        default=ingress.expose,
         help="aggregated tool list, or muster's meta-tools [MUSTER_EXPOSE]",
     )
-    up.add_argument("--port", type=int, default=int(_env("PORT", "8090")), help="ingress port [MUSTER_PORT]")
+    up.add_argument("--port", type=int, default=ingress.port, help="ingress port [MUSTER_PORT]")
     up.add_argument("--workers", type=int, default=int(_env("WORKERS", "2")), help="worker processes [MUSTER_WORKERS]")
     up.add_argument("--data", default=_env("DATA", ".muster"), help="data folder for Valkey's files [MUSTER_DATA]")
     up.add_argument(
         "--json-logs",
         action="store_true",
-        default=_env("JSON_LOGS", "") == "1",
-        help="log JSON lines instead of text [MUSTER_JSON_LOGS=1]",
+        default=_env("LOG_JSON", "false").lower() in ("1", "true", "yes"),
+        help="log JSON lines instead of text [MUSTER_LOG_JSON=true]",
     )
     return p
 
@@ -61,14 +66,11 @@ def up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         valkey_url = stack.valkey(free_port())
-        json_logs = "true" if args.json_logs else "false"
         common = {
             "MUSTER_VALKEY_URL": valkey_url,
             "MUSTER_PREFIX_MODE": args.prefix_mode,
             "MUSTER_EXPOSE": args.expose,
-            "MUSTER_INGRESS_LOG_JSON": json_logs,
-            "MUSTER_WORKER_LOG_JSON": json_logs,
-            "MUSTER_DISCOVERY_LOG_JSON": json_logs,
+            "MUSTER_LOG_JSON": "true" if args.json_logs else "false",
         }
         servers = Path(args.servers).resolve() if args.servers else DEMO_SERVERS
         if not args.servers:
@@ -83,7 +85,7 @@ def up(args: argparse.Namespace) -> int:
             stack.python(
                 f"worker {n + 1}",
                 "services.worker",
-                env={**common, "MUSTER_WORKER_WORKER_ID": f"worker-{n + 1}-{os.getpid()}"},
+                env={**common, "MUSTER_WORKER_ID": f"worker-{n + 1}-{os.getpid()}"},
             )
         stack.python("ingress", "services.ingress", env={**common, "MUSTER_PORT": str(args.port)})
         stack.wait_http(f"http://127.0.0.1:{args.port}/readyz", "ingress")

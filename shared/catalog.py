@@ -1,20 +1,21 @@
-"""The catalog: what every upstream server offers, stored by discovery in Valkey, read here and nowhere else.
+"""The Catalog: what agents see of all servers together, built from the server records, and routable.
 
-`CatalogView` is the aggregated, routable form the ingress serves from: exposed names mapped back to
-(server, upstream name), and the list responses encoded once per change rather than once per request.
+Exposed names map back to (server, upstream name); the list responses are encoded once per change rather than
+once per request.
 """
 
-import re
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
-from shared import streams
-from shared.messages import ServerCatalog
+from shared.messages import ServerRecord
 from shared.naming import expose
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,97 +25,91 @@ class Route:
     safe: bool  # may run twice: read-only or idempotent, or declared so for the server
 
 
-def _is_safe(tool: dict[str, Any], entry: ServerCatalog) -> bool:
-    if entry.safe_tools is not None:
-        return tool.get("name") in entry.safe_tools
+@dataclass(frozen=True, slots=True)
+class Template:
+    uri_template: str
+    server: str
+    matcher: UriTemplate | None  # None: a template the mcp package cannot parse routes only by its own text
+
+
+def _is_safe(tool: dict[str, Any], record: ServerRecord) -> bool:
+    if record.safe_tools is not None:
+        return tool.get("name") in record.safe_tools
     hints = tool.get("annotations") or {}
     return bool(hints.get("readOnlyHint") or hints.get("idempotentHint"))
 
 
-def _template_pattern(template: str) -> re.Pattern[str]:
-    # RFC 6570 level 1 is what servers use for resource templates: each {var} matches one path segment.
-    parts = re.split(r"(\{[^}]+\})", template)
-    regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
-    return re.compile(f"^{regex}$")
+def _matcher(template: str, server: str) -> UriTemplate | None:
+    try:
+        return UriTemplate.parse(template)
+    except InvalidUriTemplate as exc:
+        logger.warning("resource template %r of %s cannot be matched: %s", template, server, exc)
+        return None
 
 
-class CatalogView:
-    def __init__(self, entries: Iterable[ServerCatalog]) -> None:
-        self.servers: dict[str, ServerCatalog] = {}
+def _live(record: ServerRecord) -> bool:
+    return record.exposed and record.state == "Connected"
+
+
+class Catalog:
+    def __init__(self, records: Iterable[ServerRecord]) -> None:
+        self.servers: dict[str, ServerRecord] = {}
         self.tools: dict[str, Route] = {}
         self.prompts: dict[str, Route] = {}
-        self.resources: dict[str, str] = {}
-        self.templates: list[tuple[re.Pattern[str], str, str]] = []  # (pattern, template, server)
+        self.resources: dict[str, str] = {}  # uri -> server
+        self.templates: list[Template] = []
         tools: list[dict[str, Any]] = []
         prompts: list[dict[str, Any]] = []
         resources: list[dict[str, Any]] = []
         templates: list[dict[str, Any]] = []
-        for entry in sorted(entries, key=lambda e: e.name):
-            self.servers[entry.name] = entry
-            if not entry.exposed or entry.state != "Connected":
+        for record in sorted(records, key=lambda r: r.name):
+            self.servers[record.name] = record
+            if not _live(record):
                 continue
-            for tool in entry.tools:
-                name = expose(entry.prefix, tool["name"])
-                if name in self.tools:
-                    continue
-                self.tools[name] = Route(entry.name, tool["name"], _is_safe(tool, entry))
-                tools.append({**tool, "name": name} if name != tool["name"] else tool)
-            for prompt in entry.prompts:
-                name = expose(entry.prefix, prompt["name"])
-                if name in self.prompts:
-                    continue
-                self.prompts[name] = Route(entry.name, prompt["name"], True)
-                prompts.append({**prompt, "name": name} if name != prompt["name"] else prompt)
-            for resource in entry.resources:
+            tools += self._add_named(self.tools, record, record.tools, safe=None)
+            prompts += self._add_named(self.prompts, record, record.prompts, safe=True)
+            for resource in record.resources:
                 if resource["uri"] not in self.resources:
-                    self.resources[resource["uri"]] = entry.name
+                    self.resources[resource["uri"]] = record.name
                     resources.append(resource)
-            for template in entry.resource_templates:
-                self.templates.append((_template_pattern(template["uriTemplate"]), template["uriTemplate"], entry.name))
+            for template in record.resource_templates:
+                text = template["uriTemplate"]
+                self.templates.append(Template(text, record.name, _matcher(text, record.name)))
                 templates.append(template)
         # With one server whose names pass unchanged, muster is a pass-through: what it cannot resolve itself
         # (a tool the server does not list, a resource URI it serves without listing) is the server's to answer.
-        exposed = [e for e in self.servers.values() if e.exposed and e.state == "Connected"]
-        self.sole: ServerCatalog | None = exposed[0] if len(exposed) == 1 and not exposed[0].prefix else None
+        live = [r for r in self.servers.values() if _live(r)]
+        self.sole: ServerRecord | None = live[0] if len(live) == 1 and not live[0].prefix else None
         self.tools_json = orjson.dumps(tools)
         self.prompts_json = orjson.dumps(prompts)
         self.resources_json = orjson.dumps(resources)
         self.templates_json = orjson.dumps(templates)
 
+    @staticmethod
+    def _add_named(
+        routes: dict[str, Route], record: ServerRecord, items: list[dict[str, Any]], *, safe: bool | None
+    ) -> list[dict[str, Any]]:
+        """Routes for tools or prompts under their exposed names; the first server to claim a name keeps it."""
+        listed = []
+        for item in items:
+            name = expose(record.prefix, item["name"])
+            if name in routes:
+                continue
+            routes[name] = Route(record.name, item["name"], _is_safe(item, record) if safe is None else safe)
+            listed.append({**item, "name": name} if name != item["name"] else item)
+        return listed
+
     def resource_server(self, uri: str) -> str | None:
         server = self.resources.get(uri)
         if server is not None:
             return server
-        for pattern, _, server in self.templates:
-            if pattern.match(uri):
-                return server
+        for template in self.templates:
+            if template.matcher is not None and template.matcher.match(uri) is not None:
+                return template.server
         return None
 
     def template_server(self, uri_template: str) -> str | None:
-        for _, template, server in self.templates:
-            if template == uri_template:
-                return server
+        for template in self.templates:
+            if template.uri_template == uri_template:
+                return template.server
         return None
-
-
-async def load(client: Redis, names: Iterable[str] | None = None) -> dict[str, ServerCatalog | None]:
-    """Catalog entries by server name; None for a name that has no entry (the server was removed)."""
-    if names is None:
-        raw: dict[bytes, bytes] = await client.hgetall(streams.CATALOG)  # type: ignore[assignment]
-        return {k.decode(): ServerCatalog.model_validate_json(v) for k, v in raw.items()}
-    keys = list(names)
-    if not keys:
-        return {}
-    values = await client.hmget(streams.CATALOG, keys)
-    return {
-        k: ServerCatalog.model_validate_json(v) if v is not None else None for k, v in zip(keys, values, strict=True)
-    }
-
-
-async def store(client: Redis, entries: Iterable[ServerCatalog], removed: Iterable[str] = ()) -> None:
-    async with client.pipeline(transaction=True) as pipe:
-        for entry in entries:
-            pipe.hset(streams.CATALOG, entry.name, entry.model_dump_json(by_alias=True))
-        for name in removed:
-            pipe.hdel(streams.CATALOG, name)
-        await pipe.execute()

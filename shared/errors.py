@@ -17,12 +17,14 @@ from typing import Any, ClassVar
 
 import orjson
 
-# JSON-RPC 2.0 and MCP codes.
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
+# JSON-RPC 2.0 codes, as the mcp package names them.
+from mcp_types import INTERNAL_ERROR as INTERNAL_ERROR
+from mcp_types import INVALID_PARAMS as INVALID_PARAMS
+from mcp_types import INVALID_REQUEST as INVALID_REQUEST
+from mcp_types import METHOD_NOT_FOUND as METHOD_NOT_FOUND
+from mcp_types import PARSE_ERROR as PARSE_ERROR
+
+# The handshake protocols' "resource not found"; the mcp package no longer names it (2026-07-28 retired it).
 RESOURCE_NOT_FOUND = -32002
 # muster's codes, in the implementation-defined server range.
 DEADLINE_EXCEEDED = -32001

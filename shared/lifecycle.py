@@ -1,12 +1,17 @@
-"""Running a service's main coroutine until SIGINT or SIGTERM, then letting it clean up."""
+"""How a service lives: its identity, the tasks it keeps in the background, and (for a service that serves no
+HTTP) running its lifespan until SIGINT or SIGTERM.
+
+Every service's `create_app(settings)` returns an application whose lifespan builds its resources and closes
+them: the ingress an ASGI app (run by uvicorn), the worker a FastStream app, discovery a `Service`.
+"""
 
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import uvloop
@@ -17,13 +22,53 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-def run(main: Coroutine[Any, Any, None]) -> None:
-    async def supervised() -> None:
-        task = asyncio.ensure_future(main)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+class Background:
+    """Tasks nobody awaits: kept referenced until they are done (the event loop holds only weak references), and
+    waited for, within a bound, when the service stops."""
 
-    uvloop.run(supervised())
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]":
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def wait(self, seconds: float) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=seconds)
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+class Service:
+    """A service without an HTTP server. Its lifespan builds its resources, starts its work as one task and
+    yields it; the service runs until it is told to stop or the work ends (an error in it ends the process)."""
+
+    def __init__(self, lifespan: Callable[[], AbstractAsyncContextManager["asyncio.Task[None]"]]) -> None:
+        self.lifespan = lifespan
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        async with self.lifespan() as work:
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if work.done():
+                work.result()
+
+    def run(self) -> None:
+        """Serves until SIGINT or SIGTERM, then leaves the lifespan, which stops the work and closes resources."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await self.serve(stop)
+
+        uvloop.run(main())

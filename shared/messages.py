@@ -1,16 +1,19 @@
 """Every message that crosses a stream, with its encoding to and from stream fields.
 
-The per-call messages (Call, Reply) are slotted dataclasses that carry JSON payloads as the bytes they
-arrived as: the hot path routes on a few fields and never re-validates or re-encodes what it only forwards.
-Control-plane messages (catalog entries, capability changes) are pydantic models.
+The per-call messages (Call, CallReply, SessionEvent, Answer) are slotted dataclasses that carry JSON payloads
+as the bytes they arrived as: the hot path routes on a few fields and never re-validates or re-encodes what it
+only forwards. Control-plane messages (server records, capability changes, Control) are pydantic models.
+
+Two ids, never mixed up: `call_id` is the replica-local id of a call (the key of the request waiting for it);
+`request_id` is the client's own JSON-RPC id, which only the ingress reads.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Fields = Mapping[bytes, bytes]
 
@@ -19,21 +22,21 @@ Fields = Mapping[bytes, bytes]
 class Call:
     """One client request that must run at an upstream server: tools/call, resources/read, prompts/get, ..."""
 
-    rid: bytes  # unique within the replica: the key of the waiting caller
+    call_id: bytes  # unique within the replica: the key of the waiting request
     replica: bytes  # whose reply stream gets the outcome
-    session: bytes
+    session: bytes  # the client's session; b"" for a per-request (2026-07-28) client
     principal: bytes
     server: bytes
     method: bytes
     params: bytes  # JSON object, already rewritten to the upstream's names
     deadline_ms: int  # wall clock, ms since the epoch
     safe: bool  # read-only or idempotent: may run again after a crash
-    key: bytes  # session id + the client's request id, which is what a cancellation names
+    key: bytes  # what a cancellation names: session id and request id, or the call's own key
 
     def fields(self) -> list[bytes]:
         return [
-            b"rid",
-            self.rid,
+            b"call_id",
+            self.call_id,
             b"replica",
             self.replica,
             b"session",
@@ -57,7 +60,7 @@ class Call:
     @classmethod
     def from_fields(cls, f: Fields) -> "Call":
         return cls(
-            rid=f[b"rid"],
+            call_id=f[b"call_id"],
             replica=f[b"replica"],
             session=f[b"session"],
             principal=f[b"principal"],
@@ -73,17 +76,19 @@ class Call:
 class ReplyKind(bytes, Enum):
     RESULT = b"r"  # final: body is the JSON-RPC result
     ERROR = b"e"  # final: body is the JSON-RPC error object
-    NOTIFY = b"n"  # a notification for the caller during the call: body is the whole JSON-RPC notification
-    REQUEST = b"q"  # a server->client request during the call: body is the request without id, ref routes the answer
-    SESSION = b"s"  # not part of a call: a notification for the session named by rid, for its GET stream
+    NOTIFICATION = b"n"  # the upstream notified the caller during the call: body is the whole notification
+    REQUEST = b"q"  # the upstream asked the caller during the call: body is the request without id; ref routes
+    # the caller's answer back (to the worker's inbox)
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    rid: bytes
+class CallReply:
+    """What a worker sends a waiting request: in order, zero or more notifications and requests, then one outcome."""
+
+    call_id: bytes
     kind: ReplyKind
     body: bytes
-    ref: bytes = b""
+    ref: bytes = b""  # REQUEST only: the worker's id for the relayed request
 
     @property
     def final(self) -> bool:
@@ -91,12 +96,30 @@ class Reply:
 
     def fields(self) -> list[bytes]:
         if self.ref:
-            return [b"rid", self.rid, b"kind", self.kind.value, b"body", self.body, b"ref", self.ref]
-        return [b"rid", self.rid, b"kind", self.kind.value, b"body", self.body]
+            return [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body, b"ref", self.ref]
+        return [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body]
 
-    @classmethod
-    def from_fields(cls, f: Fields) -> "Reply":
-        return cls(rid=f[b"rid"], kind=ReplyKind(f[b"kind"]), body=f[b"body"], ref=f.get(b"ref", b""))
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A notification for a session outside any call, for the GET stream the replica holds for that session."""
+
+    session: bytes
+    body: bytes  # the whole JSON-RPC notification
+
+    def fields(self) -> list[bytes]:
+        return [b"session", self.session, b"body", self.body]
+
+
+ReplyStreamEntry = CallReply | SessionEvent
+
+
+def read_reply(f: Fields) -> ReplyStreamEntry:
+    """An entry of a reply stream: a call's reply, or (with no call_id) an event for a session."""
+    call_id = f.get(b"call_id")
+    if call_id is None:
+        return SessionEvent(f[b"session"], f[b"body"])
+    return CallReply(call_id, ReplyKind(f[b"kind"]), f[b"body"], f.get(b"ref", b""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +145,9 @@ class _Frozen(BaseModel):
 ServerState = Literal["Connecting", "Connected", "Auth Required", "Disconnected", "Failed"]
 
 
-class ServerCatalog(_Frozen):
-    """What discovery knows of one upstream server: the catalog entry the ingress builds its view from."""
+class ServerRecord(_Frozen):
+    """What discovery knows of one upstream server, stored in streams.SERVERS: the ingress builds its Catalog
+    from these, and workers their connections."""
 
     name: str
     url: str
@@ -144,16 +168,8 @@ class ServerCatalog(_Frozen):
     timeout: float = 30.0  # spec.timeout: connect and initialize
 
 
-class Control(_Frozen):
-    """Broadcast on streams.CONTROL to every worker and ingress replica."""
-
-    kind: Literal["cancel", "session-ended", "subscriptions"]
-    key: str  # cancel: the call's key; session-ended: the session id; subscriptions: the server
-    reason: str = ""
-
-
 class CapabilityChange(_Frozen):
-    """Published on streams.CAPABILITIES after the catalog changed; readers reload the named servers."""
+    """Published on streams.CAPABILITIES after server records changed; readers reload the named servers."""
 
     servers: list[str]
     tools: bool = True
@@ -161,11 +177,40 @@ class CapabilityChange(_Frozen):
     prompts: bool = True
 
 
-DATA = b"__data__"  # the one field of a control-plane entry; FastStream reads plain JSON from it
+# streams.CONTROL carries three messages, told apart by `type`.
 
 
-def encode(model: BaseModel) -> dict[bytes, bytes]:
-    return {DATA: model.model_dump_json(by_alias=True).encode()}
+class CancelCall(_Frozen):
+    """Stop a call: drop it from its queue, or cancel it at the upstream. Read by every worker."""
+
+    type: Literal["cancel-call"] = "cancel-call"
+    key: str  # Call.key
+    reason: str = ""
+
+
+class SessionEnded(_Frozen):
+    """A client ended its session: every ingress replica forgets its copy and closes its GET stream."""
+
+    type: Literal["session-ended"] = "session-ended"
+    session: str
+
+
+class SubscriptionsChanged(_Frozen):
+    """Who subscribes to one server's resources changed: discovery subscribes upstream accordingly."""
+
+    type: Literal["subscriptions-changed"] = "subscriptions-changed"
+    server: str
+
+
+Control = Annotated[CancelCall | SessionEnded | SubscriptionsChanged, Field(discriminator="type")]
+_CONTROL: TypeAdapter[Control] = TypeAdapter(Control)
+
+DATA = b"__data__"  # the one field of a control-plane entry
+
+
+def encode(model: BaseModel) -> list[bytes]:
+    """A control-plane message as stream fields."""
+    return [DATA, model.model_dump_json(by_alias=True).encode()]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -173,3 +218,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def decode(fields: Fields, model: type[M]) -> M:
     return model.model_validate_json(fields[DATA])
+
+
+def decode_control(fields: Fields) -> Control:
+    return _CONTROL.validate_json(fields[DATA])

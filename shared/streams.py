@@ -1,44 +1,102 @@
-"""Every Valkey key, stream and group name muster uses. No other module spells one out.
+"""Every Valkey key, stream and group name muster uses, and every bound on them. No other module spells one out.
 
-Streams (all bounded with MAXLEN ~):
-    calls:<server>      ingress -> workers, one per upstream server, consumer group GROUP_WORKERS
-    replies:<replica>   workers -> the ingress replica that holds the caller's HTTP request
-    inbox:<worker>      ingress -> the worker running a call (answers to server->client requests)
-    capabilities        discovery -> every ingress replica and worker (catalog changed)
-    control             ingress -> every worker, ingress replica and discovery (cancellations, ended sessions,
-                        changed subscriptions)
-    dead                calls that failed on too many workers in a row (the dead-letter stream)
+The keys one upstream server's queue touches together carry the server as a hash tag, so that a Valkey Cluster
+can shard by server, and no script or transaction on the per-call path spans two servers' keys:
 
-Keys: catalog (hash server -> entry), session:<id> (hash), depth:<server> (queue bound counter),
-worker:<id>:alive (heartbeat), started:<server>:<entry> (a non-idempotent call was sent), subs:... (who listens
-to which resource), discovery:leader (lease).
+    muster:{<server>}:calls            stream  ingress -> workers, consumer group GROUP_WORKERS (CALLS_MAXLEN)
+    muster:{<server>}:depth            counter accepted, unacknowledged calls: the queue bound is checked on it
+    muster:{<server>}:started:<entry>  string  a call that is not safe to run twice was sent (STARTED_TTL)
+    muster:{<server>}:subscribed       set     resource URIs that have (or recently had) subscribers
+    muster:{<server>}:subs:<uri>       set     the sessions subscribed to one resource
+
+One key family per ingress replica, worker or session:
+
+    muster:replies:<replica>   stream  workers and discovery -> one ingress replica (REPLIES_MAXLEN, REPLIES_TTL)
+    muster:inbox:<worker>      stream  ingress -> the worker running a call: answers to its relayed requests
+    muster:session:<id>        hash    one MCP session (protocol, capabilities, principal, level, stream holder)
+    muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri"
+    muster:worker:<id>:alive   string  the worker's heartbeat
+
+And the keys everybody shares:
+
+    muster:servers             hash    server name -> ServerRecord: discovery writes, ingress and workers read
+    muster:capabilities        stream  discovery -> ingress replicas and workers: these records changed
+    muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
+    muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
+    muster:discovery:leader    string  the lease of the active discovery
 """
 
+import functools
+from dataclasses import dataclass
 from typing import Final
 
 PREFIX: Final = "muster:"
 
 GROUP_WORKERS: Final = "workers"
 
+SERVERS: Final = PREFIX + "servers"
 CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
-CATALOG: Final = PREFIX + "catalog"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
 
-# Lengths that bound each stream; entries beyond them are trimmed approximately.
+# Lengths that bound each stream; entries beyond them are trimmed approximately (MAXLEN ~).
 CALLS_MAXLEN: Final = 100_000
 REPLIES_MAXLEN: Final = 20_000
-EVENTS_MAXLEN: Final = 1_000
+INBOX_MAXLEN: Final = 10_000
+EVENTS_MAXLEN: Final = 1_000  # capabilities, control
+DEAD_LETTER_MAXLEN: Final = 10_000
+
+# Lifetimes, in seconds.
+REPLIES_TTL: Final = 3600  # a reply stream lives this long after the last reply any writer sent to it
+REPLIES_TTL_RENEW: Final = 60  # how often one writer renews a reply stream's lifetime
+STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
+
+
+def _server(server: str) -> str:
+    return f"{PREFIX}{{{server}}}:"
 
 
 def calls(server: str) -> str:
-    return f"{PREFIX}calls:{server}"
+    return _server(server) + "calls"
 
 
 def depth(server: str) -> str:
     """Counter of accepted, not yet acknowledged calls for one server: the queue bound is checked against it."""
-    return f"{PREFIX}depth:{server}"
+    return _server(server) + "depth"
+
+
+def started(server: str, entry_id: str) -> str:
+    """Marks a call that was sent upstream, so that a redelivery knows it may already have run."""
+    return _server(server) + "started:" + entry_id
+
+
+def subscribed(server: str) -> str:
+    """The resource URIs of one server that have (or recently had) subscribers."""
+    return _server(server) + "subscribed"
+
+
+def subscribers(server: str, uri: str) -> str:
+    """The sessions subscribed to one resource of one server."""
+    return _server(server) + "subs:" + uri
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one server's queue, as the bytes the per-call path sends."""
+
+    server: str
+    stream: bytes
+    depth: bytes
+
+    def started(self, entry_id: bytes) -> bytes:
+        return started(self.server, entry_id.decode()).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def queue(server: str) -> QueueKeys:
+    """The keys of one server's queue, built once per server rather than once per call."""
+    return QueueKeys(server, calls(server).encode(), depth(server).encode())
 
 
 def replies(replica: str) -> str:
@@ -53,25 +111,10 @@ def session(session_id: str) -> str:
     return f"{PREFIX}session:{session_id}"
 
 
-def worker_alive(worker: str) -> str:
-    return f"{PREFIX}worker:{worker}:alive"
-
-
-def started(server: str, entry_id: str) -> str:
-    """Marks a call that was sent upstream, so that a redelivery knows it may already have run."""
-    return f"{PREFIX}started:{server}:{entry_id}"
-
-
-def subscribers(server: str, uri: str) -> str:
-    """The sessions subscribed to one resource of one server."""
-    return f"{PREFIX}subs:{server}:{uri}"
-
-
-def subscribed(server: str) -> str:
-    """The resource URIs of one server that have (or recently had) subscribers."""
-    return f"{PREFIX}subscribed:{server}"
-
-
 def session_subscriptions(session_id: str) -> str:
     """What one session subscribed to, as "server\\nuri" entries, for cleaning up when it ends."""
     return f"{PREFIX}session:{session_id}:subs"
+
+
+def worker_alive(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}:alive"

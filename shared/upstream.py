@@ -8,19 +8,18 @@ so nothing is validated or rebuilt on the way through.
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from shared.http1 import Headers, Pool, Response
+from shared.http1 import Headers, HttpError, OnEvent, Pool, Response
+from shared.protocol import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MUSTER_VERSION
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = "2025-11-25"
-KNOWN_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-CLIENT_INFO = {"name": "muster", "version": "0.1.0"}
+CLIENT_INFO = {"name": "muster", "version": MUSTER_VERSION}
 # What muster relays for the agents behind it; an agent that lacks one gets the request answered with an error.
 CLIENT_CAPABILITIES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
 
@@ -31,6 +30,11 @@ _JSON = (b"Content-Type", b"application/json")
 # Called with each message the server sends during a call that is not the call's response:
 # (parsed message, its bytes as received).
 OnMessage = Callable[[dict[str, Any], bytes], None]
+
+
+def wire_headers(headers: Mapping[str, str] | None) -> Headers:
+    """An MCPServer's spec.headers as the headers sent with every request to that server."""
+    return [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
 
 
 class UpstreamFailure(Exception):
@@ -61,6 +65,16 @@ def _retrieve(task: "asyncio.Task[None]") -> None:
         task.exception()
 
 
+def _message(data: bytes) -> dict[str, Any] | None:
+    """A JSON-RPC message the upstream sent as an event; None for anything else, which is dropped."""
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        logger.warning("upstream sent an event that is not JSON; dropped")
+        return None
+    return message if isinstance(message, dict) else None
+
+
 def _retry_after(response: Response) -> float | None:
     value = response.headers.get(b"retry-after")
     try:
@@ -77,7 +91,7 @@ class UpstreamSession:
         self.static_headers: Headers = list(headers)
         self.capabilities = CLIENT_CAPABILITIES if capabilities is None else capabilities
         self.session_id: bytes | None = None
-        self.protocol = PROTOCOL_VERSION.encode()
+        self.protocol = LATEST_HANDSHAKE.encode()
         self.initialize_result: dict[str, Any] | None = None
         self._ids = itertools.count(1)
         self._opening: asyncio.Task[None] | None = None
@@ -106,17 +120,17 @@ class UpstreamSession:
 
     async def _open(self, deadline: float | None) -> None:
         self.session_id = None
-        self.protocol = PROTOCOL_VERSION.encode()
+        self.protocol = LATEST_HANDSHAKE.encode()
         self._rebuild_headers()
         params = orjson.dumps(
-            {"protocolVersion": PROTOCOL_VERSION, "capabilities": self.capabilities, "clientInfo": CLIENT_INFO}
+            {"protocolVersion": LATEST_HANDSHAKE, "capabilities": self.capabilities, "clientInfo": CLIENT_INFO}
         )
         response, outcome = await self._exchange(b"initialize", params, deadline, None)
         if outcome.error:
             raise UpstreamFailure(f"initialize failed: {outcome.body.decode('utf-8', 'replace')}")
         result = orjson.loads(outcome.body)
         version = result.get("protocolVersion")
-        if version not in KNOWN_VERSIONS:
+        if version not in HANDSHAKE_VERSIONS:
             raise UpstreamFailure(f"upstream speaks protocol version {version!r}, which muster does not")
         self.session_id = response.headers.get(b"mcp-session-id")
         self.protocol = version.encode()
@@ -158,12 +172,8 @@ class UpstreamSession:
         final: list[dict[str, Any]] = []
 
         def on_event(data: bytes) -> bool:
-            try:
-                message = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                logger.warning("upstream sent an event that is not JSON; dropped")
-                return False
-            if not isinstance(message, dict):
+            message = _message(data)
+            if message is None:
                 return False
             if "method" in message:
                 if on_message is not None:
@@ -176,17 +186,21 @@ class UpstreamSession:
         response = await self.pool.request(b"POST", self._headers, body, deadline=deadline, on_event=on_event)
         resumed = 0
         while not final and response.status == 200 and response.last_event_id and resumed < MAX_RESUMES:
-            # SEP-1699: the server ended the stream before answering; poll for the rest where it left off
             resumed += 1
-            await asyncio.sleep(min(response.retry_ms or 100, 5000) / 1000)
-            headers = [
-                (b"Accept", b"text/event-stream"),
-                *self._headers[1:],
-                (b"Last-Event-ID", response.last_event_id),
-            ]
-            last = response.last_event_id
-            response = await self.pool.request(b"GET", headers, deadline=deadline, on_event=on_event)
-            response.last_event_id = response.last_event_id or last
+            response = await self._resume(response, deadline, on_event)
+        return response, self._outcome(response, final)
+
+    async def _resume(self, response: Response, deadline: float | None, on_event: OnEvent) -> Response:
+        """SEP-1699: the server ended the stream before answering; poll for the rest where it left off."""
+        assert response.last_event_id is not None
+        await asyncio.sleep(min(response.retry_ms or 100, 5000) / 1000)
+        headers = [(b"Accept", b"text/event-stream"), *self._headers[1:], (b"Last-Event-ID", response.last_event_id)]
+        resumed = await self.pool.request(b"GET", headers, deadline=deadline, on_event=on_event)
+        resumed.last_event_id = resumed.last_event_id or response.last_event_id
+        return resumed
+
+    def _outcome(self, response: Response, final: list[dict[str, Any]]) -> Outcome:
+        """The request's outcome from the response: its event stream's answer, or its JSON body."""
         if response.status == 404 and self.session_id is not None:
             self.reset()
             raise SessionLost("upstream no longer knows the session")
@@ -203,20 +217,17 @@ class UpstreamSession:
             raise UpstreamFailure("upstream closed the response without answering the request")
         message = final[-1]
         if "error" in message:
-            return response, Outcome(True, orjson.dumps(message["error"]))
+            return Outcome(True, orjson.dumps(message["error"]))
         if "result" not in message:
             raise UpstreamFailure("upstream answered with neither result nor error")
-        return response, Outcome(False, orjson.dumps(message["result"]))
+        return Outcome(False, orjson.dumps(message["result"]))
 
     async def listen(self, on_message: OnMessage) -> Response:
         """Holds the session's GET stream open, passing on each message, until the server ends the stream."""
 
         def on_event(data: bytes) -> bool:
-            try:
-                message = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return False
-            if isinstance(message, dict) and "method" in message:
+            message = _message(data)
+            if message is not None and "method" in message:
                 on_message(message, data)
             return False
 
@@ -243,7 +254,7 @@ class UpstreamSession:
         if self.session_id is not None:
             try:
                 await self.pool.request(b"DELETE", self._headers, deadline=asyncio.get_running_loop().time() + 2)
-            except Exception as exc:  # a server that is gone has forgotten the session too
+            except (HttpError, OSError) as exc:  # a server that is gone has forgotten the session too
                 logger.debug("closing upstream session failed: %s", exc)
         self.session_id = None
         self.initialize_result = None

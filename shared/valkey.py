@@ -1,5 +1,5 @@
-"""Valkey access: redis-py clients for blocking reads and the control plane, the coalescing writer of the hot
-path, and the bounded enqueue.
+"""Valkey access: redis-py clients for blocking reads and the control plane, and the coalescing writer of the hot
+path with the few things every service writes through it (replies, acknowledgements, bounded appends, scripts).
 
 Every write the hot path makes in one event-loop turn goes out as one pipeline: at 64 concurrent callers
 that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-costs.md).
@@ -8,27 +8,30 @@ that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-co
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from shared import streams
-from shared.messages import DATA, Reply
+from shared.messages import ReplyStreamEntry, encode
 from shared.resp import Connection, pack
-from shared.streams import EVENTS_MAXLEN
 
 logger = logging.getLogger(__name__)
 
-Command = Sequence[bytes | str | int | float]
+Arg = bytes | str | int | float
+Command = Sequence[Arg]
+
+BLOCK_SECONDS = 5  # the longest blocking read muster makes
 
 
 def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> Redis:
     """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first.
 
-    The read timeout is longer than the longest blocking read muster makes (5 s), so that a read that simply
+    The read timeout is longer than the longest blocking read muster makes, so that a read that simply
     found nothing is never mistaken for a dead connection.
     """
     client: Redis = Redis.from_url(
@@ -43,11 +46,24 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> 
     return client
 
 
-BLOCK_SECONDS = 5
-REPLY_TTL = 3600
+async def ensure_group(client: Redis, server: str) -> None:
+    """The workers' consumer group on a server's call stream, created at 0 with the stream if missing, so that
+    no call waits in a stream no group reads (a group created at $ would skip what is already there)."""
+    try:
+        await client.xgroup_create(streams.calls(server), streams.GROUP_WORKERS, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
 
 
-# KEYS: stream, depth counter. ARGV: bound, maxlen, then the entry's field/value pairs.
+def xadd(stream: bytes | str, maxlen: int, fields: Iterable[Arg]) -> tuple[Arg, ...]:
+    """The XADD of one entry to a stream bounded at `maxlen` (a bound of streams.py), trimmed approximately."""
+    return (b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*", *fields)
+
+
+# Scripts. Each runs on one key or on keys of one server's hash tag, so each stays on one Cluster node.
+
+# KEYS: calls stream, depth counter (one server's). ARGV: bound, maxlen, then the entry's field/value pairs.
 # The counter holds accepted, not yet acknowledged calls; workers decrement it when they acknowledge.
 ENQUEUE = b"""
 local depth = redis.call('INCR', KEYS[2])
@@ -56,6 +72,17 @@ if depth > tonumber(ARGV[1]) then
   return false
 end
 return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+"""
+
+# KEYS: key. ARGV: expected value[, hash field]. Deletes the key (or the field of the hash) only while it holds
+# the expected value: a holder lets go of what it holds, never of what another took over since.
+COMPARE_AND_DELETE = b"""
+if ARGV[2] then
+  if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then return redis.call('HDEL', KEYS[1], ARGV[2]) end
+  return 0
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -71,43 +98,49 @@ class Outbox:
         self._futures: list[asyncio.Future[Any] | None] = []
         self._scheduled = False
         self._scripts: dict[bytes, bytes] = {}  # script -> sha
-        self._expiry: dict[bytes, float] = {}  # replica -> when its reply stream's expiry is due to be renewed
+        self._reply_streams: dict[bytes, tuple[bytes, float]] = {}  # replica -> its stream, when to renew its TTL
 
-    def send(self, *command: bytes | str | int | float) -> "asyncio.Future[Any]":
+    def send(self, *command: Arg) -> "asyncio.Future[Any]":
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue(command, future)
         return future
 
-    def reply(self, replica: bytes, reply: Reply) -> None:
-        """Append a reply to the stream of the ingress replica waiting for it, without waiting.
-
-        The stream expires an hour after the last reply any writer here sent to it, so the stream of a replica
-        that is gone does not stay; a live replica's stream may expire while idle and is created again by the
-        next reply, whose id is newer than anything its reader has seen.
-        """
-        stream = streams.replies(replica.decode())
-        self.post(b"XADD", stream, b"MAXLEN", b"~", streams.REPLIES_MAXLEN, b"*", *reply.fields())
-        now = time.monotonic()
-        if self._expiry.get(replica, 0.0) < now:
-            self.post(b"EXPIRE", stream, REPLY_TTL)
-            self._expiry[replica] = now + 60
-
-    def post(self, *command: bytes | str | int | float) -> None:
+    def post(self, *command: Arg) -> None:
         """Send without waiting for the reply; a failure is logged."""
         self._queue(command, None)
 
-    def publish(self, stream: str, message: BaseModel, maxlen: int = EVENTS_MAXLEN) -> None:
-        """Append a control-plane message to a bounded stream, without waiting."""
-        self.post(b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*", DATA, message.model_dump_json(by_alias=True))
+    def append(self, stream: bytes | str, maxlen: int, fields: Iterable[Arg]) -> None:
+        """Append an entry to a bounded stream, without waiting."""
+        self._queue(xadd(stream, maxlen, fields), None)
 
-    def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:
-        self._packed.append(pack(*command))
-        self._futures.append(future)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+    def publish(self, stream: str, message: BaseModel) -> None:
+        """Append a control-plane message to one of the event streams, without waiting."""
+        self.append(stream, streams.EVENTS_MAXLEN, encode(message))
 
-    async def script(self, script: bytes, keys: Sequence[bytes | str], args: Sequence[bytes | str | int]) -> Any:
+    def reply(self, replica: bytes, entry: ReplyStreamEntry) -> None:
+        """Append to the reply stream of an ingress replica, without waiting.
+
+        The stream expires REPLIES_TTL after the last reply any writer here sent to it, so the stream of a replica
+        that is gone does not stay; a live replica's stream may expire while idle and is created again by the
+        next reply, whose id is newer than anything its reader has seen.
+        """
+        now = time.monotonic()
+        known = self._reply_streams.get(replica)
+        if known is None or known[1] < now:
+            stream = streams.replies(replica.decode()).encode()
+            self._reply_streams[replica] = (stream, now + streams.REPLIES_TTL_RENEW)
+            self.append(stream, streams.REPLIES_MAXLEN, entry.fields())
+            self.post(b"EXPIRE", stream, streams.REPLIES_TTL)
+            return
+        self.append(known[0], streams.REPLIES_MAXLEN, entry.fields())
+
+    def acknowledge(self, queue: streams.QueueKeys, entry_id: bytes) -> None:
+        """A call is done with: acknowledged in its server's group, and no longer counted against the queue bound."""
+        self.post(b"XACK", queue.stream, streams.GROUP_WORKERS, entry_id)
+        self.post(b"DECR", queue.depth)
+
+    async def script(self, script: bytes, keys: Sequence[bytes | str], args: Sequence[Arg]) -> Any:
+        """Run a Lua script by its SHA, loading it first where Valkey does not know it (yet, or any more)."""
         sha = self._scripts.get(script)
         if sha is None:
             sha = self._scripts[script] = await self.send(b"SCRIPT", b"LOAD", script)
@@ -118,6 +151,13 @@ class Outbox:
                 raise
             del self._scripts[script]  # Valkey restarted and forgot its scripts
             return await self.script(script, keys, args)
+
+    def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:
+        self._packed.append(pack(*command))
+        self._futures.append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False

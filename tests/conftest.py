@@ -6,7 +6,7 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +17,10 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from redis.asyncio import Redis
 
 from muster.stack import Stack, free_port
+from shared.valkey import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,9 +102,7 @@ class Muster:
         self.valkey_url = self.stack.valkey(free_port())
         self.env = {
             "MUSTER_VALKEY_URL": self.valkey_url,
-            "MUSTER_INGRESS_LOG_JSON": "false",
-            "MUSTER_WORKER_LOG_JSON": "false",
-            "MUSTER_DISCOVERY_LOG_JSON": "false",
+            "MUSTER_LOG_JSON": "false",
             "MUSTER_DISCOVERY_REFRESH_SECONDS": "5",
             "PYTHONPATH": str(ROOT),
         }
@@ -147,9 +147,7 @@ class Muster:
 
     def worker(self, **env: str) -> Any:
         worker_id = f"test-worker-{len(self.workers) + 1}-{os.getpid()}"
-        child = self.stack.python(
-            worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_WORKER_ID": worker_id, **env}
-        )
+        child = self.stack.python(worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_ID": worker_id, **env})
         self.workers.append(child)
         return child
 
@@ -219,6 +217,32 @@ async def mcp_client(url: str, **kwargs: Any) -> Any:
         Client(streamable_http_client(url, http_client=http), **kwargs) as client,
     ):
         yield client
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One valkey-server for the tests of single modules; each test starts from an empty database (`valkey`)."""
+    stack = Stack(tmp_path_factory.mktemp("valkey"), log=lambda m: print(m, file=sys.stderr))
+    try:
+        yield stack.valkey(free_port())
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def valkey(valkey_url: str) -> AsyncIterator[Redis]:
+    client = connect(valkey_url, name="muster-test")
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def entries(client: Redis, stream: str | bytes) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of a stream, oldest first."""
+    found: Any = await client.xrange(stream)
+    return [(entry_id, fields) for entry_id, fields in found]
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ async def test_an_upstream_asking_for_sampling_mid_call_gets_the_agents_answer(m
 
     async with mcp_client(muster.url(0), mode="legacy", sampling_callback=sample) as client:
         result = await client.call_tool("test_sampling", {"prompt": "Capital of France?"})
-    assert result.content[0].text == "LLM response: Paris, of course"  # type: ignore[union-attr]
+    assert result.content[0].text == "LLM response: Paris, of course"
     assert asked[0].messages[0].content.text == "Capital of France?"  # type: ignore[union-attr]
     assert asked[0].max_tokens == 100
 
@@ -64,15 +64,15 @@ async def test_elicitation_and_roots_travel_to_the_agent_and_back(muster: Muster
         muster.url(1), mode="legacy", elicitation_callback=elicit, list_roots_callback=roots
     ) as client:
         result = await client.call_tool("test_elicitation", {"message": "Proceed?"})
-        assert result.content[0].text == 'User response: action=accept, content={"response":"yes"}'  # type: ignore[union-attr]
+        assert result.content[0].text == 'User response: action=accept, content={"response":"yes"}'
         result = await client.call_tool("test_roots", {})
-        assert json.loads(result.content[0].text) == ["file:///work"]  # type: ignore[union-attr]
+        assert json.loads(result.content[0].text) == ["file:///work"]
 
 
 async def test_a_request_the_agent_cannot_answer_is_refused_for_it(muster: Muster) -> None:
     async with mcp_client(muster.url(0), mode="legacy") as client:  # declares no sampling capability
         result = await client.call_tool("test_sampling", {"prompt": "x"})
-    assert "the client did not declare the sampling capability" in result.content[0].text  # type: ignore[union-attr]
+    assert "the client did not declare the sampling capability" in result.content[0].text
 
 
 async def test_progress_zero_fifty_hundred_arrives_in_order(muster: Muster) -> None:
@@ -211,7 +211,7 @@ async def test_both_protocol_generations_work(muster: Muster, mode: str) -> None
         names = {t.name for t in (await client.list_tools()).tools}
         assert "test_simple_text" in names
         result = await client.call_tool("test_simple_text", {})
-        assert result.content[0].text == "This is a simple text response for testing."  # type: ignore[union-attr]
+        assert result.content[0].text == "This is a simple text response for testing."
         seen: list[float] = []
 
         async def progress(value: float, total: float | None, message: str | None) -> None:
@@ -220,6 +220,6 @@ async def test_both_protocol_generations_work(muster: Muster, mode: str) -> None
         await client.call_tool("test_tool_with_progress", {}, progress_callback=progress)
         assert seen == [0, 50, 100]
         text = (await client.read_resource("test://static-text")).contents[0]
-        assert text.text == "This is the content of the static text resource."  # type: ignore[union-attr]
+        assert text.text == "This is the content of the static text resource."
         prompt = await client.get_prompt("test_prompt_with_arguments", {"arg1": "hello", "arg2": "world"})
-        assert prompt.messages[0].content.text == "Prompt with arguments: arg1='hello', arg2='world'"  # type: ignore[union-attr]
+        assert prompt.messages[0].content.text == "Prompt with arguments: arg1='hello', arg2='world'"

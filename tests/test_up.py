@@ -41,12 +41,12 @@ async def use_the_demo() -> None:
         assert {"x_gazelle_list", "x_graveler_list", "x_gazelle_logs", "x_graveler_cluster_health"} <= names
         result = await client.call_tool("x_graveler_list", {"resourceType": "pods", "namespace": "org-acme"})
         assert not result.is_error
-        text = result.content[0].text  # type: ignore[union-attr]
+        text = result.content[0].text
         assert '"kind": "PodList"' in text and '"status": "CrashLoopBackOff"' in text
         denied = await client.call_tool("x_gazelle_list", {"resourceType": "secrets"})
         assert denied.is_error
         expected = 'secrets is forbidden: User "system:anonymous" cannot list resource "secrets"'
-        assert expected in denied.content[0].text  # type: ignore[union-attr]
+        assert expected in denied.content[0].text
 
 
 def test_the_official_client_lists_both_demo_clusters_and_gets_a_real_answer(tmp_path: Path) -> None:

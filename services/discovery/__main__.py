@@ -1,12 +1,12 @@
-from services.discovery.app import serve
-from services.discovery.config import Settings
-from shared import lifecycle, logs
+from services.discovery.app import create_app
+from services.discovery.config import DiscoverySettings
+from shared import logs
 
 
 def main() -> None:
-    settings = Settings()
+    settings = DiscoverySettings()
     logs.configure("discovery", settings.log_level, settings.log_json)
-    lifecycle.run(serve(settings))
+    create_app(settings).run()
 
 
 if __name__ == "__main__":

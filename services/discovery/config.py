@@ -1,35 +1,29 @@
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from shared.naming import PrefixMode
+from shared.settings import ServiceSettings
 
 
-class Settings(BaseSettings):
+class DiscoverySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_DISCOVERY_")
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"servers", "prefix_mode"}
 
-    valkey_url: str = Field(
-        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("MUSTER_DISCOVERY_VALKEY_URL", "MUSTER_VALKEY_URL")
-    )
+    servers: Path = Path("demo/servers")  # the folder of MCPServer YAML files
+    prefix_mode: PrefixMode = "always"
+    poll_seconds: float = Field(0.25, gt=0)  # how often the folder is checked for changes
+    refresh_seconds: float = Field(30.0, gt=0)  # how often each server is listed again (and so health-checked)
+    retry_max_seconds: float = Field(30.0, gt=0)  # backoff cap for a server that cannot be reached
+    grace_seconds: float = Field(30.0, ge=0)  # a failing server keeps its tools this long, so agents see no flap
+    list_timeout: float = Field(10.0, gt=0)
+    leader_ttl_seconds: float = Field(10.0, gt=0)
     source: Literal["folder", "kubernetes"] = "folder"
-    servers_dir: Path = Field(
-        Path("demo/servers"), validation_alias=AliasChoices("MUSTER_DISCOVERY_SERVERS_DIR", "MUSTER_SERVERS")
-    )
-    prefix_mode: PrefixMode = Field(
-        "always", validation_alias=AliasChoices("MUSTER_DISCOVERY_PREFIX_MODE", "MUSTER_PREFIX_MODE")
-    )
-    poll_seconds: float = 0.25  # how often the folder is checked for changes
-    refresh_seconds: float = 30.0  # how often each server is listed again (and so health-checked)
-    retry_max_seconds: float = 30.0  # backoff cap for a server that cannot be reached
-    grace_seconds: float = 30.0  # a server that fails keeps its tools this long, so a flap is not seen by agents
-    list_timeout: float = 10.0
-    leader_ttl_seconds: float = 10.0
+    # Health, readiness and metrics on a port of its own (0: off).
     metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
-    log_level: str = "INFO"
-    log_json: bool = True
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     # source kubernetes: MCPServer resources, leader election on a Lease, status written back.
     namespace: str = ""  # where MCPServers are watched; empty: every namespace

@@ -4,14 +4,13 @@ import logging
 import math
 import time
 
-from redis.asyncio import Redis
-
 from shared import streams
+from shared.valkey import COMPARE_AND_DELETE, Outbox
 
 logger = logging.getLogger(__name__)
 
 # KEYS: lease; ARGV: holder, ttl ms. Take the lease if free, renew it if ours; 1 when we hold it after the call.
-ACQUIRE = """
+ACQUIRE = b"""
 local holder = redis.call('GET', KEYS[1])
 if holder == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -24,21 +23,14 @@ end
 return 0
 """
 
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class Lease:
-    def __init__(self, client: Redis, holder: str, ttl_seconds: float) -> None:
-        self.client = client
+    def __init__(self, outbox: Outbox, holder: str, ttl_seconds: float) -> None:
+        self.outbox = outbox
         self.holder = holder
         self.ttl_ms = int(ttl_seconds * 1000)
         self.held = False
         self._valid_until = -math.inf
-        self._acquire = client.register_script(ACQUIRE)
-        self._release = client.register_script(RELEASE)
 
     @property
     def is_leader(self) -> bool:
@@ -46,8 +38,9 @@ class Lease:
         return self.held and time.monotonic() < self._valid_until
 
     async def renew(self) -> bool:
+        """Takes the lease if it is free, renews it if it is ours; True while this discovery leads."""
         started = time.monotonic()
-        held = bool(await self._acquire(keys=[streams.DISCOVERY_LEADER], args=[self.holder, self.ttl_ms]))
+        held = bool(await self.outbox.script(ACQUIRE, (streams.DISCOVERY_LEADER,), (self.holder, self.ttl_ms)))
         if held != self.held:
             logger.info("discovery %s %s the lead", self.holder, "took" if held else "lost")
         self.held = held
@@ -58,4 +51,4 @@ class Lease:
     async def release(self) -> None:
         if self.held:
             self.held, self._valid_until = False, -math.inf
-            await self._release(keys=[streams.DISCOVERY_LEADER], args=[self.holder])
+            await self.outbox.script(COMPARE_AND_DELETE, (streams.DISCOVERY_LEADER,), (self.holder,))

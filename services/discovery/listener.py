@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 
-from shared import streams
+from shared import errors, streams
 from shared.http1 import HttpError, Pool
+from shared.lifecycle import Background
 from shared.mcpserver import MCPServer
-from shared.messages import Reply, ReplyKind
-from shared.upstream import UpstreamFailure, UpstreamSession
+from shared.messages import SessionEvent
+from shared.upstream import UpstreamFailure, UpstreamSession, wire_headers
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,12 @@ class Listener:
         self.outbox = outbox
         self.on_list_changed = on_list_changed
         self.pool = Pool(server.spec.url, connect_timeout=float(server.spec.timeout))
-        headers = [(k.encode(), v.encode()) for k, v in (server.spec.headers or {}).items()]
         # It declares no client capabilities: nobody is behind this session to answer a server's request.
-        self.session = UpstreamSession(self.pool, headers, capabilities={})
+        self.session = UpstreamSession(self.pool, wire_headers(server.spec.headers), capabilities={})
         self.subscribed: set[str] = set()
         self.changed = asyncio.Event()  # the wanted subscriptions may have changed
         self.changed.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.background = Background()
 
     async def run(self) -> None:
         failures = 0
@@ -72,19 +72,18 @@ class Listener:
     def _on_message(self, message: dict[str, Any], data: bytes) -> None:
         method = message.get("method")
         if "id" in message:  # a request outside any call, such as a ping: answered here, nobody else can
-            body = b'"result":{}' if method == "ping" else b'"error":{"code":-32601,"message":"not supported"}'
-            self._spawn(self.session.respond(message["id"], body))
+            body = (
+                b'"result":{}'
+                if method == "ping"
+                else b'"error":' + errors.error_body(errors.METHOD_NOT_FOUND, "not supported")
+            )
+            self.background.spawn(self.session.respond(message["id"], body))
         elif method == "notifications/resources/updated":
             uri = (message.get("params") or {}).get("uri")
             if isinstance(uri, str):
-                self._spawn(self.fan_out(uri, data))
+                self.background.spawn(self.fan_out(uri, data))
         elif method in LIST_CHANGED:
             self.on_list_changed(self.name)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def fan_out(self, uri: str, notification: bytes) -> None:
         out = self.outbox
@@ -95,7 +94,7 @@ class Listener:
             if not exists:  # the session ended without saying so: forget its subscription
                 out.post(b"SREM", members, session)
             elif replica is not None:  # with no GET stream open there is nowhere to deliver, as the protocol allows
-                out.reply(replica, Reply(session, ReplyKind.SESSION, notification))
+                out.reply(replica, SessionEvent(session, notification))
 
     async def _sync_forever(self) -> None:
         while True:

@@ -7,8 +7,8 @@ import orjson
 
 from shared.http1 import Pool
 from shared.mcpserver import MCPServer
-from shared.messages import ServerCatalog
-from shared.upstream import UpstreamSession
+from shared.messages import ServerRecord
+from shared.upstream import UpstreamSession, wire_headers
 
 MAX_PAGES = 100
 
@@ -33,7 +33,7 @@ async def _list_all(session: UpstreamSession, method: bytes, key: str, deadline:
     raise ListingFailed(f"{method.decode()} returned more than {MAX_PAGES} pages")
 
 
-async def list_server(server: MCPServer, limit: float) -> ServerCatalog:
+async def list_server(server: MCPServer, limit: float) -> ServerRecord:
     """A Connected catalog entry for the server, or an exception saying why there is none."""
     spec = server.spec
     if spec.type == "stdio":
@@ -42,8 +42,7 @@ async def list_server(server: MCPServer, limit: float) -> ServerCatalog:
         raise ListingFailed("the legacy SSE transport is not supported; use streamable-http")
     assert spec.url is not None
     pool = Pool(spec.url, connect_timeout=min(limit, spec.timeout))
-    headers = [(k.encode(), v.encode()) for k, v in (spec.headers or {}).items()]
-    session = UpstreamSession(pool, headers)
+    session = UpstreamSession(pool, wire_headers(spec.headers))
     deadline = asyncio.get_running_loop().time() + limit
     try:
         await session.ensure_open(deadline)
@@ -59,7 +58,7 @@ async def list_server(server: MCPServer, limit: float) -> ServerCatalog:
     finally:
         await session.close()
         pool.close()
-    return ServerCatalog(
+    return ServerRecord(
         name=server.name,
         url=spec.url,
         state="Connected",

@@ -1,12 +1,12 @@
 import uvicorn
 
 from services.ingress.app import create_app
-from services.ingress.config import Settings
+from services.ingress.config import IngressSettings
 from shared import logs
 
 
 def main() -> None:
-    settings = Settings()
+    settings = IngressSettings()
     logs.configure("ingress", settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),

@@ -1,7 +1,8 @@
 """Calls in flight from this replica: enqueued on their server's stream, answered on this replica's reply stream.
 
-One reader task demultiplexes the reply stream to the waiting requests, and one sweeper answers the calls
-whose deadline passed, so no request needs a timer or a task of its own.
+One reader task demultiplexes the reply stream to the waiting requests (and hands the session events on it to
+the GET streams), and one sweeper answers the calls whose deadline passed, so no request needs a timer or a
+task of its own.
 """
 
 import asyncio
@@ -10,20 +11,21 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
 from redis.asyncio import Redis
 
+from services.ingress.get_streams import GetStreams
 from shared import errors, streams
-from shared.messages import Call, Reply, ReplyKind
-from shared.valkey import ENQUEUE, Outbox
+from shared.follow import BEGINNING, Follow
+from shared.messages import Call, CallReply, ReplyKind, SessionEvent, read_reply
+from shared.valkey import BLOCK_SECONDS, ENQUEUE, Outbox
 
 logger = logging.getLogger(__name__)
 
 # Past the deadline the worker answers by itself; the sweeper waits this much longer before it
 # answers in the worker's place.
 SWEEP_GRACE = 2.0
+SWEEP_SECONDS = 0.25
 
 
 class Pending:
@@ -32,15 +34,15 @@ class Pending:
     __slots__ = ("replies", "waiter")
 
     def __init__(self) -> None:
-        self.replies: deque[Reply] = deque()
+        self.replies: deque[CallReply] = deque()
         self.waiter: asyncio.Future[None] | None = None
 
-    def push(self, reply: Reply) -> None:
+    def push(self, reply: CallReply) -> None:
         self.replies.append(reply)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    async def next(self) -> Reply:
+    async def next(self) -> CallReply:
         if not self.replies:
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
@@ -54,6 +56,7 @@ class Calls:
         client: Redis,
         outbox: Outbox,
         replica: str,
+        get_streams: GetStreams,
         *,
         queue_limit: int,
         max_pending: int,
@@ -62,85 +65,78 @@ class Calls:
         self.client = client
         self.outbox = outbox
         self.replica = replica.encode()
-        self.stream = streams.replies(replica).encode()
+        self.get_streams = get_streams
         self.queue_limit = queue_limit
         self.max_pending = max_pending
         self.retry_after = retry_after
         self.pending: dict[bytes, Pending] = {}
-        # Where a notification for a session (not for a call) goes: the GET stream this replica holds for it.
-        self.on_session: Callable[[str, bytes], bool] = lambda session, body: False
         self._deadlines: list[tuple[float, bytes]] = []
         self._ids = itertools.count(1)
+        # the replica id is new, so everything in its stream is for this process
+        self._replies = Follow(
+            client, [streams.replies(replica)], since=BEGINNING, count=1024, block_ms=BLOCK_SECONDS * 1000
+        )
 
-    def new_rid(self) -> bytes:
+    def new_call_id(self) -> bytes:
         return b"%d" % next(self._ids)
 
     async def submit(self, call: Call) -> Pending:
         """Enqueue the call; raises QueueFull when its server's queue or this replica is at its bound."""
         if len(self.pending) >= self.max_pending:
             raise errors.QueueFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
-        pending = self.pending[call.rid] = Pending()
-        heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.rid))
-        server = call.server.decode()
+        pending = self.pending[call.call_id] = Pending()
+        heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.call_id))
+        queue = streams.queue(call.server.decode())
         try:
             entry = await self.outbox.script(
-                ENQUEUE,
-                (streams.calls(server), streams.depth(server)),
-                (self.queue_limit, streams.CALLS_MAXLEN, *call.fields()),
+                ENQUEUE, (queue.stream, queue.depth), (self.queue_limit, streams.CALLS_MAXLEN, *call.fields())
             )
         except BaseException:
-            self.pending.pop(call.rid, None)
+            self.pending.pop(call.call_id, None)
             raise
         if entry is None:
-            self.pending.pop(call.rid, None)
+            self.pending.pop(call.call_id, None)
             raise errors.QueueFull(
-                f"the queue of {server} is full ({self.queue_limit} calls); retry shortly", self.retry_after
+                f"the queue of {queue.server} is full ({self.queue_limit} calls); retry shortly", self.retry_after
             )
         return pending
 
-    def done(self, rid: bytes) -> None:
-        self.pending.pop(rid, None)
+    def done(self, call_id: bytes) -> None:
+        self.pending.pop(call_id, None)
 
     async def read_replies(self) -> None:
-        last = b"0-0"  # the replica id is new, so everything in the stream is for this process
-        while True:
-            try:
-                response: Any = await self.client.xread({self.stream: last}, count=1024, block=5000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("reading replies failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            for _, entries in response:
+        async for batch in self._replies:
+            for _, entries in batch:
                 for entry_id, fields in entries:
-                    last = entry_id
                     try:
-                        reply = Reply.from_fields(fields)
+                        reply = read_reply(fields)
                     except (KeyError, ValueError):
                         logger.error("malformed reply %s dropped", entry_id)
                         continue
-                    if reply.kind is ReplyKind.SESSION:
-                        self.on_session(reply.rid.decode(), reply.body)
+                    if isinstance(reply, SessionEvent):
+                        self.get_streams.send(reply.session.decode(), reply.body)
                         continue
-                    pending = self.pending.get(reply.rid)
+                    pending = self.pending.get(reply.call_id)
                     if pending is not None:
                         pending.push(reply)
                         if reply.final:
-                            del self.pending[reply.rid]
+                            del self.pending[reply.call_id]
 
     async def sweep(self) -> None:
         while True:
-            await asyncio.sleep(0.25)
-            now = time.time()
-            if len(self._deadlines) > 4 * len(self.pending) + 1024:  # most entries belong to answered calls
-                self._deadlines = [d for d in self._deadlines if d[1] in self.pending]
-                heapq.heapify(self._deadlines)
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, rid = heapq.heappop(self._deadlines)
-                pending = self.pending.pop(rid, None)
-                if pending is not None:
-                    body = errors.DeadlineExceeded(
-                        "no outcome before the call's deadline; it may or may not have run"
-                    ).body()
-                    pending.push(Reply(rid, ReplyKind.ERROR, body))
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.expire(time.time())
+
+    def expire(self, now: float) -> None:
+        """Answers, in the worker's place, the calls whose deadline (and grace) passed before `now`."""
+        if len(self._deadlines) > 4 * len(self.pending) + 1024:  # most entries belong to answered calls
+            self._deadlines = [d for d in self._deadlines if d[1] in self.pending]
+            heapq.heapify(self._deadlines)
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, call_id = heapq.heappop(self._deadlines)
+            pending = self.pending.pop(call_id, None)
+            if pending is not None:
+                body = errors.DeadlineExceeded(
+                    "no outcome before the call's deadline; it may or may not have run"
+                ).body()
+                pending.push(CallReply(call_id, ReplyKind.ERROR, body))

@@ -1,22 +1,34 @@
-"""The HTTP layer of the ingress on bare ASGI: request heads, bounded bodies, JSON and event-stream responses.
+"""The HTTP layer of the ingress on bare ASGI: request heads, bounded bodies, and every response it writes,
+JSON or event stream. Nothing outside this module writes an ASGI message.
 
 Starlette would add a request object, a response object and a middleware stack to every call; the MCP
 endpoint needs a handful of headers and a body, so it reads them straight from the ASGI scope.
 """
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from services.ingress.callers import Caller
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Headers = Iterable[tuple[bytes, bytes]]
 
 JSON = b"application/json"
 EVENT_STREAM = b"text/event-stream"
+_ACCEPTED: list[Message] = [
+    {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]},
+    {"type": "http.response.body", "body": b""},
+]
+_KEEPALIVE: Message = {"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True}
+_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class Head:
@@ -55,10 +67,7 @@ class Head:
             elif name == b"origin":
                 self.origin = value
             elif name == b"content-length":
-                try:
-                    self.content_length = int(value)
-                except ValueError:
-                    self.content_length = -1
+                self.content_length = int(value) if value.isdigit() else -1
             elif name == b"last-event-id":
                 self.last_event_id = value
 
@@ -66,7 +75,12 @@ class Head:
         return {name.decode("latin-1"): value.decode("latin-1") for name, value in self.raw}
 
     def accepts(self, media: bytes) -> bool:
+        """The client takes this media type (no Accept header takes anything)."""
         return not self.accept or media in self.accept or b"*/*" in self.accept
+
+    @property
+    def json_body(self) -> bool:
+        return self.content_type.split(b";", 1)[0].strip().lower() == JSON
 
 
 class TooLarge(Exception):
@@ -93,9 +107,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def respond(
-    send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
+async def respond(send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: Headers = ()) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -106,27 +118,12 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def respond_text(send: Send, status: int, text: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def respond_text(send: Send, status: int, text: str, headers: Headers = ()) -> None:
     await respond(send, status, text.encode(), b"text/plain; charset=utf-8", headers)
 
 
 async def respond_json(send: Send, status: int, value: Any) -> None:
     await respond(send, status, orjson.dumps(value))
-
-
-async def start_events(send: Send, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", EVENT_STREAM),
-                (b"cache-control", b"no-cache, no-transform"),
-                (b"x-accel-buffering", b"no"),
-                *headers,
-            ],
-        }
-    )
 
 
 def event(data: bytes, event_id: bytes | None = None) -> bytes:
@@ -135,8 +132,59 @@ def event(data: bytes, event_id: bytes | None = None) -> bytes:
     return b"id: " + event_id + b"\nevent: message\ndata: " + data + b"\n\n"
 
 
-async def send_event(send: Send, data: bytes, *, more: bool = True) -> None:
-    await send({"type": "http.response.body", "body": event(data), "more_body": more})
+@dataclass(slots=True)
+class Exchange:
+    """One HTTP request to the MCP endpoint and the response to it. `request_id` is the JSON-RPC id that the
+    response answers, as JSON (b"null" where there is none)."""
+
+    head: Head
+    receive: Receive
+    send: Send
+    request_id: bytes
+
+    async def respond(self, status: int, body: bytes, headers: Headers = ()) -> None:
+        await respond(self.send, status, body, JSON, headers)
+
+    async def respond_text(self, status: int, text: str, headers: Headers = ()) -> None:
+        await respond_text(self.send, status, text, headers)
+
+    async def accepted(self) -> None:
+        for message in _ACCEPTED:
+            await self.send(message)
+
+    async def start_events(self) -> None:
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", EVENT_STREAM),
+                    (b"cache-control", b"no-cache, no-transform"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+
+    async def event(self, data: bytes, *, more: bool = True) -> None:
+        await self.send({"type": "http.response.body", "body": event(data), "more_body": more})
+
+    async def keepalive(self) -> None:
+        """A comment line on an idle event stream, so that proxies keep it open."""
+        await self.send(_KEEPALIVE)
+
+    async def end_events(self) -> None:
+        await self.send(_END)
+
+    def disconnected(self) -> "asyncio.Future[Message]":
+        """Completes when the client goes away (the request body must have been read)."""
+        return asyncio.ensure_future(self.receive())
+
+
+@dataclass(slots=True)
+class RequestContext(Exchange):
+    """A JSON-RPC request on its exchange, and who sent it: what every method handler takes."""
+
+    caller: Caller
 
 
 class Allow:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from shared import errors
-from shared.catalog import CatalogView
+from shared.catalog import Catalog
 
 
 class BadRequest(Exception):
@@ -44,55 +44,58 @@ def _object(params: dict[str, Any], key: str) -> None:
         raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: params.{key} must be an object")
 
 
-def _unknown(view: CatalogView, kind: str, name: str) -> str:
+def _unknown(catalog: Catalog, kind: str, name: str) -> str:
     # With one server whose names pass unchanged, the server decides about names muster does not know.
-    if view.sole is not None:
-        return view.sole.name
+    if catalog.sole is not None:
+        return catalog.sole.name
     raise BadRequest(errors.INVALID_PARAMS, f"Unknown {kind}: {name}")
 
 
-def route(view: CatalogView, method: str, params: Any) -> Target:
+def route(catalog: Catalog, method: str, params: Any) -> Target:
     if not isinstance(params, dict):
         raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {method} requires params, an object")
     if method in ("tools/call", "prompts/get"):
         name = _string(params, "name", method)
         _object(params, "arguments")
-        kind, routes = ("tool", view.tools) if method == "tools/call" else ("prompt", view.prompts)
+        kind, routes = ("tool", catalog.tools) if method == "tools/call" else ("prompt", catalog.prompts)
         found = routes.get(name)
         if found is None:
-            return Target(_unknown(view, kind, name), orjson.dumps(params), False)
+            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False)
         if found.name != name:
             params = {**params, "name": found.name}
         return Target(found.server, orjson.dumps(params), found.safe)
     if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
         uri = _string(params, "uri", method)
-        return Target(_resource(view, uri), orjson.dumps(params), True)
+        return Target(_resource(catalog, uri), orjson.dumps(params), True)
     if method == "completion/complete":
-        ref = params.get("ref")
-        if not isinstance(ref, dict):
-            raise BadRequest(
-                errors.INVALID_PARAMS, "Invalid params: completion/complete requires params.ref, an object"
-            )
-        if ref.get("type") == "ref/prompt":
-            name = _string(ref, "name", "ref/prompt")
-            prompt = view.prompts.get(name)
-            if prompt is None:
-                return Target(_unknown(view, "prompt", name), orjson.dumps(params), True)
-            if prompt.name != name:
-                params = {**params, "ref": {**ref, "name": prompt.name}}
-            return Target(prompt.server, orjson.dumps(params), True)
-        if ref.get("type") == "ref/resource":
-            uri = _string(ref, "uri", "ref/resource")
-            server = view.template_server(uri)
-            return Target(server or _resource(view, uri), orjson.dumps(params), True)
-        raise BadRequest(errors.INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource")
+        return _completion(catalog, params)
     raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}")
 
 
-def _resource(view: CatalogView, uri: str) -> str:
-    server = view.resource_server(uri)
+def _completion(catalog: Catalog, params: dict[str, Any]) -> Target:
+    """completion/complete goes where its prompt or resource template is."""
+    ref = params.get("ref")
+    if not isinstance(ref, dict):
+        raise BadRequest(errors.INVALID_PARAMS, "Invalid params: completion/complete requires params.ref, an object")
+    if ref.get("type") == "ref/prompt":
+        name = _string(ref, "name", "ref/prompt")
+        prompt = catalog.prompts.get(name)
+        if prompt is None:
+            return Target(_unknown(catalog, "prompt", name), orjson.dumps(params), True)
+        if prompt.name != name:
+            params = {**params, "ref": {**ref, "name": prompt.name}}
+        return Target(prompt.server, orjson.dumps(params), True)
+    if ref.get("type") == "ref/resource":
+        uri = _string(ref, "uri", "ref/resource")
+        server = catalog.template_server(uri)
+        return Target(server or _resource(catalog, uri), orjson.dumps(params), True)
+    raise BadRequest(errors.INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource")
+
+
+def _resource(catalog: Catalog, uri: str) -> str:
+    server = catalog.resource_server(uri)
     if server is not None:
         return server
-    if view.sole is not None:  # servers serve URIs they do not list; with one server, it is the one to ask
-        return view.sole.name
+    if catalog.sole is not None:  # servers serve URIs they do not list; with one server, it is the one to ask
+        return catalog.sole.name
     raise BadRequest(errors.RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})

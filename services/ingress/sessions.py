@@ -7,34 +7,16 @@ through the control stream, and a copy older than `recheck` seconds is read agai
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from services.ingress.callers import Session
 from shared import streams
-from shared.messages import Control
-from shared.valkey import Outbox
+from shared.messages import SessionEnded, SubscriptionsChanged
+from shared.valkey import COMPARE_AND_DELETE, Outbox
 
 MAX_CACHED = 100_000
-# KEYS: session; ARGV: replica. Forget the stream only if this replica still holds it.
-RELEASE_STREAM = b"""
-if redis.call('HGET', KEYS[1], 'stream') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'stream') end
-return 0
-"""
-
-
-@dataclass(slots=True)
-class Session:
-    id: str
-    protocol: str
-    capabilities: dict[str, Any]
-    principal: str
-    level: str = ""  # logging level the client asked for; "" = everything
-    checked: float = 0.0
-
-    def supports(self, capability: str) -> bool:
-        return capability in self.capabilities
 
 
 class Sessions:
@@ -102,7 +84,8 @@ class Sessions:
         if held:
             await self.outbox.send(b"HSET", key, b"stream", self.replica)
         else:
-            await self.outbox.script(RELEASE_STREAM, (key,), (self.replica,))
+            # only if this replica still holds it: another may have taken the stream over since
+            await self.outbox.script(COMPARE_AND_DELETE, (key,), (self.replica, b"stream"))
 
     async def delete(self, session: Session) -> None:
         self._cache.pop(session.id, None)
@@ -113,9 +96,9 @@ class Sessions:
             self.outbox.post(b"SREM", streams.subscribers(server, uri), session.id)
             servers.add(server)
         await self.outbox.send(b"DEL", streams.session(session.id), streams.session_subscriptions(session.id))
-        self.outbox.publish(streams.CONTROL, Control(kind="session-ended", key=session.id))
+        self.outbox.publish(streams.CONTROL, SessionEnded(session=session.id))
         for server in servers:
-            self.outbox.publish(streams.CONTROL, Control(kind="subscriptions", key=server))
+            self.outbox.publish(streams.CONTROL, SubscriptionsChanged(server=server))
 
     def forget(self, session_id: str) -> None:
         self._cache.pop(session_id, None)

@@ -1,12 +1,12 @@
 import uvloop
 
 from services.worker.app import create_app
-from services.worker.config import Settings
+from services.worker.config import WorkerSettings
 from shared import logs
 
 
 def main() -> None:
-    settings = Settings()
+    settings = WorkerSettings()
     logs.configure("worker", settings.log_level, settings.log_json)
     uvloop.run(create_app(settings).run())
 

@@ -1,28 +1,39 @@
-"""The worker as a FastStream application: one batch subscriber per upstream server's call stream, plus the
-broadcast streams (control, capabilities) and this worker's own inbox."""
+"""The worker as a FastStream application: one batch reader per upstream server's call stream (consumer group),
+and one follow of the broadcast streams (control, capabilities) and this worker's inbox.
+
+`create_app(settings)` returns the application: its lifespan builds the resources and closes them; once the
+broker runs, `start` subscribes to the servers' queues and starts the worker's loops, and `stop` ends them.
+"""
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from faststream import AckPolicy, FastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError
 
-from services.worker.config import Settings
-from services.worker.dispatch import Dispatcher, Lane
+from services.worker.config import WorkerSettings
+from services.worker.dispatch import Dispatcher, Entries
 from services.worker.reclaim import Reclaimer
-from services.worker.upstream import Upstreams
-from shared import catalog, streams
-from shared.messages import Answer, CapabilityChange, Control, ServerCatalog
-from shared.valkey import Outbox
+from services.worker.upstream import Upstream
+from shared import records, streams
+from shared.follow import Follow
+from shared.lifecycle import Background
+from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.valkey import Outbox, connect, ensure_group
 
 logger = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
 LANE_CHECK_SECONDS = 2.0
+DRAIN_SECONDS = 5.0
+_CONTROL = streams.CONTROL.encode()
+_CAPABILITIES = streams.CAPABILITIES.encode()
 
 
 async def _raw_batch(message: Any, original: Any) -> Any:
@@ -37,172 +48,172 @@ async def _raw_decode(message: Any, original: Any) -> Any:
 
 
 class Worker:
-    def __init__(self, settings: Settings, broker: RedisBroker) -> None:
+    def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
         self.settings = settings
         self.broker = broker
-        self.lanes: dict[str, Lane] = {}
-        self.subscribers: dict[str, Any] = {}
-        self.upstreams = Upstreams()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.servers: dict[str, Upstream] = {}
+        self.loops = Background()
+        # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.broadcasts: Follow
 
-    async def start(self) -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
         s = self.settings
-        self.client = await self.broker.connect()
-        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.worker_id}-out")
-        self.dispatcher = Dispatcher(self.outbox, self.upstreams, s.worker_id)
+        self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
+        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
+        self.dispatcher = Dispatcher(self.outbox, s.id)
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
-            lambda: list(self.lanes.values()),
-            worker_id=s.worker_id,
+            self.servers.values,
+            worker_id=s.id,
             heartbeat=s.heartbeat_seconds,
             dead_after=s.dead_after_seconds,
             interval=s.reclaim_seconds,
             max_deliveries=s.max_deliveries,
         )
+        self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
+        try:
+            yield
+        finally:
+            await self._close()
+
+    async def start(self) -> None:
+        """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
         await self.reclaimer.beat()
-        await self._subscribe_broadcasts()
+        await self.broadcasts.start()
         await self.resync()
-        self._tasks = [
-            asyncio.create_task(self.reclaimer.run_heartbeat()),
-            asyncio.create_task(self.reclaimer.run()),
-            asyncio.create_task(self._resync_forever()),
-        ]
-        logger.info("worker %s started with %d servers", s.worker_id, len(self.lanes))
+        for loop in (self.reclaimer.run_heartbeat(), self.reclaimer.run(), self._follow(), self._maintain()):
+            self.loops.spawn(loop)
+        logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for sub in self.subscribers.values():
-            await sub.stop()
+        """Before the broker stops: no loop may start a reader again while the readers stop."""
+        self.loops.cancel()
+        await self.loops.wait(DRAIN_SECONDS)
+        for upstream in self.servers.values():
+            await self._unsubscribe(upstream)
+
+    async def _close(self) -> None:
         try:
-            await self.dispatcher.drain(5.0)
+            await self.dispatcher.drain(DRAIN_SECONDS)
         except (ConnectionError, OSError) as exc:  # Valkey may be gone first at shutdown
             logger.warning("outcomes not written before stopping: %s", exc)
-        await self.upstreams.close()
+        await asyncio.gather(*(u.close() for u in self.servers.values()))
         self.outbox.close()
         try:
-            await self.client.delete(streams.worker_alive(self.settings.worker_id))
-        except Exception as exc:  # Valkey may already be gone at shutdown
+            await self.client.delete(streams.worker_alive(self.settings.id))
+        except (RedisError, OSError) as exc:  # Valkey may already be gone at shutdown
             logger.info("could not clear the heartbeat: %s", exc)
+        await self.client.aclose()
 
-    async def _subscribe_broadcasts(self) -> None:
-        poll = self.settings.poll_ms
+    async def _follow(self) -> None:
+        async for batch in self.broadcasts:
+            for stream, entries in batch:
+                for _, fields in entries:
+                    try:
+                        await self._broadcast(stream, fields)
+                    except (RedisError, OSError, ValueError) as exc:  # ValueError: an entry that does not validate
+                        logger.warning("handling an entry of %s failed: %s", stream.decode(), exc)
 
-        async def on_control(control: Control) -> None:
-            if control.kind == "cancel":
+    async def _broadcast(self, stream: bytes, fields: Fields) -> None:
+        if stream == _CONTROL:
+            control = decode_control(fields)
+            if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
-
-        async def on_capabilities(change: CapabilityChange) -> None:
-            await self.resync(change.servers)
-
-        async def on_inbox(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-            for _, fields in entries:
-                await self.dispatcher.answer(Answer.from_fields(fields))
-
-        for stream, handler in ((streams.CONTROL, on_control), (streams.CAPABILITIES, on_capabilities)):
-            sub = self.broker.subscriber(stream=StreamSub(stream, last_id="$", polling_interval=poll), persistent=False)
-            sub(handler)
-            await sub.start()
-            self.subscribers[stream] = sub
-        inbox = streams.inbox(self.settings.worker_id)
-        inbox_sub = self.broker.subscriber(
-            stream=StreamSub(inbox, last_id="$", batch=True, max_records=64, polling_interval=poll),
-            parser=_raw_batch,
-            decoder=_raw_decode,
-            persistent=False,
-        )
-        inbox_sub(on_inbox)
-        await inbox_sub.start()
-        self.subscribers[inbox] = inbox_sub
+        elif stream == _CAPABILITIES:
+            await self.resync(decode(fields, CapabilityChange).servers)
+        else:
+            await self.dispatcher.relays.answer(Answer.from_fields(fields))
 
     async def resync(self, names: list[str] | None = None) -> None:
-        entries = await catalog.load(self.client, names)
+        """Serve the servers as their records say: all of them, or the named ones."""
+        loaded = await records.load(self.client, names)
         if names is None:
-            for gone in set(self.lanes) - set(entries):
-                entries[gone] = None
-        for name, entry in entries.items():
-            if entry is None:
+            for gone in set(self.servers) - set(loaded):
+                loaded[gone] = None
+        for name, record in loaded.items():
+            if record is None:
                 await self._remove(name)
             else:
-                await self._add(entry)
+                await self._add(record)
 
-    async def _resync_forever(self) -> None:
-        # Heals a missed capability event (the catalog in Valkey is the truth), and a lane whose reader stopped:
+    async def _maintain(self) -> None:
+        # Heals a missed capability event (the records in Valkey are the truth), and a lane whose reader stopped:
         # FastStream stops a reader for good when its consumer group is gone, as after Valkey lost its data.
         resync_at = asyncio.get_running_loop().time() + RESYNC_SECONDS
         while True:
             await asyncio.sleep(LANE_CHECK_SECONDS)
             try:
-                for name in [n for n, sub in self.subscribers.items() if n in self.lanes and not sub.running]:
-                    await self._restart(name)
+                for upstream in [u for u in self.servers.values() if u.subscriber is None or not u.subscriber.running]:
+                    await self._restart(upstream)
                 if asyncio.get_running_loop().time() >= resync_at:
                     resync_at += RESYNC_SECONDS
                     await self.resync()
-            except Exception as exc:
+            except (RedisError, OSError) as exc:
                 logger.warning("catalog resync failed: %s", exc)
 
-    async def _restart(self, name: str) -> None:
-        logger.warning("the reader of %s stopped; recreating its consumer group and starting it again", name)
-        try:
-            await self.client.xgroup_create(streams.calls(name), streams.GROUP_WORKERS, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        entry = self.upstreams.servers.get(name)
-        await self._remove(name)
-        if entry is not None:
-            await self._add(entry)
+    async def _restart(self, upstream: Upstream) -> None:
+        logger.warning("the reader of %s stopped; recreating its consumer group and starting it again", upstream.name)
+        await ensure_group(self.client, upstream.name)
+        await self._unsubscribe(upstream)
+        await self._subscribe(upstream)
 
-    async def _add(self, entry: ServerCatalog) -> None:
-        self.upstreams.configure(entry)
-        if entry.name in self.lanes:
+    async def _add(self, record: ServerRecord) -> None:
+        upstream = self.servers.get(record.name)
+        if upstream is not None:
+            upstream.configure(record)
             return
+        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
+        await self._subscribe(upstream)
+        logger.info("consuming calls for %s", record.name)
+
+    async def _remove(self, name: str) -> None:
+        upstream = self.servers.pop(name, None)
+        if upstream is not None:
+            upstream.retire()
+            await self._unsubscribe(upstream)
+            logger.info("stopped consuming calls for %s", name)
+
+    async def _subscribe(self, upstream: Upstream) -> None:
         s = self.settings
-        lane = self.lanes[entry.name] = Lane.of(entry.name, s.server_concurrency)
         stream = StreamSub(
-            lane.stream.decode(),
+            upstream.lane.queue.stream.decode(),
             group=streams.GROUP_WORKERS,
-            consumer=s.worker_id,
+            consumer=s.id,
             batch=True,
             max_records=s.batch,
             polling_interval=s.poll_ms,
         )
-        sub = self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             stream=stream, ack_policy=AckPolicy.MANUAL, parser=_raw_batch, decoder=_raw_decode, persistent=False
         )
-        sub(self._lane_handler(lane))
-        await sub.start()
-        self.subscribers[entry.name] = sub
-        logger.info("consuming calls for %s", entry.name)
 
-    def _lane_handler(self, lane: Lane) -> Any:
-        async def on_calls(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-            await self.dispatcher.take(lane, entries)
+        async def on_calls(entries: Entries) -> None:
+            await self.dispatcher.take(upstream, entries)
 
-        return on_calls
+        subscriber(on_calls)
+        await subscriber.start()
+        upstream.subscriber = subscriber
 
-    async def _remove(self, name: str) -> None:
-        sub = self.subscribers.pop(name, None)
-        self.lanes.pop(name, None)
-        self.upstreams.remove(name)
-        if sub is not None:
-            await sub.stop()
-            logger.info("stopped consuming calls for %s", name)
+    @staticmethod
+    async def _unsubscribe(upstream: Upstream) -> None:
+        subscriber, upstream.subscriber = upstream.subscriber, None
+        if subscriber is not None:
+            await subscriber.stop()
 
 
-def create_app(settings: Settings) -> FastStream:
+def create_app(settings: WorkerSettings) -> FastStream:
     broker = RedisBroker(
         settings.valkey_url,
         logger=None,  # type: ignore[arg-type]
-        client_name=f"muster-worker-{settings.worker_id}",
+        client_name=f"muster-worker-{settings.id}",
     )
-    app = FastStream(broker, logger=logger)
     worker = Worker(settings, broker)
-    app.after_startup(worker.start)
-    app.on_shutdown(worker.stop)
-    return app
+    return FastStream(
+        broker, logger=logger, lifespan=worker.lifespan, after_startup=[worker.start], on_shutdown=[worker.stop]
+    )

@@ -1,26 +1,20 @@
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from shared.lifecycle import instance_id
+from shared.settings import ServiceSettings
 
 
-class Settings(BaseSettings):
+class WorkerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_WORKER_")
 
-    valkey_url: str = Field(
-        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("MUSTER_WORKER_VALKEY_URL", "MUSTER_VALKEY_URL")
-    )
-    worker_id: str = Field(default_factory=instance_id)
+    id: str = Field(default_factory=instance_id, min_length=1)  # the consumer name in every server's group
     # Calls one worker runs at once against one upstream server; further calls wait in that server's stream,
     # where they delay nobody else.
-    server_concurrency: int = 64
-    batch: int = 32  # entries fetched per read
-    poll_ms: int = 1000  # how long one read blocks; also bounds how fast a stopping worker notices
-    heartbeat_seconds: float = 1.0
-    dead_after_seconds: float = 5.0  # a worker silent this long is dead: its calls are reclaimed
-    reclaim_seconds: float = 2.0
-    max_deliveries: int = 3  # a call delivered more often goes to the dead-letter stream
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
-    log_level: str = "INFO"
-    log_json: bool = True
+    server_concurrency: int = Field(64, gt=0)
+    batch: int = Field(32, gt=0)  # entries fetched per read
+    poll_ms: int = Field(1000, gt=0)  # how long one read blocks; also bounds how fast a stopping worker notices
+    heartbeat_seconds: float = Field(1.0, gt=0)
+    dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
+    reclaim_seconds: float = Field(2.0, gt=0)
+    max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream

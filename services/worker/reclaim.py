@@ -7,19 +7,21 @@ never taken from a live worker.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from services.worker.dispatch import Dispatcher, Lane
-from shared import errors, streams
-from shared.messages import Call, Reply, ReplyKind
+from services.worker.dispatch import Dispatcher
+from services.worker.upstream import Upstream
+from shared import streams
 
 logger = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 FORGET_IDLE_MS = 3600_000  # a dead consumer with nothing pending is removed from the group after an hour
+CLAIM_MIN_IDLE_MS = 1000  # if another worker claimed these a moment ago, it wins and this claim takes nothing
 
 
 class Reclaimer:
@@ -27,7 +29,7 @@ class Reclaimer:
         self,
         client: Redis,
         dispatcher: Dispatcher,
-        lanes: Callable[[], list[Lane]],
+        upstreams: Callable[[], Iterable[Upstream]],
         *,
         worker_id: str,
         heartbeat: float,
@@ -37,7 +39,7 @@ class Reclaimer:
     ) -> None:
         self.client = client
         self.dispatcher = dispatcher
-        self.lanes = lanes
+        self.upstreams = upstreams
         self.worker_id = worker_id
         self.heartbeat = heartbeat
         self.dead_after_ms = int(dead_after * 1000)
@@ -53,85 +55,62 @@ class Reclaimer:
         while True:
             try:
                 await self.beat()
-            except Exception as exc:
+            except (RedisError, OSError) as exc:
                 logger.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.heartbeat)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            for lane in self.lanes():
+            for upstream in list(self.upstreams()):
                 try:
-                    await self.reclaim(lane)
-                except Exception as exc:
-                    logger.warning("reclaiming on %s failed: %s", lane.server, exc)
+                    await self.reclaim(upstream)
+                except (RedisError, OSError) as exc:
+                    logger.warning("reclaiming on %s failed: %s", upstream.name, exc)
 
-    async def reclaim(self, lane: Lane) -> int:
+    async def reclaim(self, upstream: Upstream) -> int:
+        """Takes over the calls that dead workers held on this server's queue; returns how many it claimed."""
+        queue = upstream.lane.queue
         taken = 0
-        consumers: Any = await self.client.xinfo_consumers(lane.stream, streams.GROUP_WORKERS)
+        consumers: Any = await self.client.xinfo_consumers(queue.stream, streams.GROUP_WORKERS)
         for consumer in consumers:
             name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
             if name == self.worker_id or await self.client.exists(streams.worker_alive(name)):
                 continue
             if not consumer["pending"]:
                 if consumer["idle"] > FORGET_IDLE_MS:
-                    await self.client.xgroup_delconsumer(lane.stream, streams.GROUP_WORKERS, name)
+                    await self.client.xgroup_delconsumer(queue.stream, streams.GROUP_WORKERS, name)
                 continue
-            taken += await self._take_over(lane, name)
+            taken += await self._take_over(upstream, name)
         return taken
 
-    async def _take_over(self, lane: Lane, dead: str) -> int:
+    async def _take_over(self, upstream: Upstream, dead: str) -> int:
+        queue = upstream.lane.queue
         rows: Any = await self.client.xpending_range(
-            lane.stream, streams.GROUP_WORKERS, min="-", max="+", count=CLAIM_BATCH, consumername=dead
+            queue.stream, streams.GROUP_WORKERS, min="-", max="+", count=CLAIM_BATCH, consumername=dead
         )
         if not rows:
             return 0
         deliveries = {row["message_id"]: row["times_delivered"] for row in rows}
-        # min_idle_time: if another worker claimed these a moment ago, it wins and this claim takes nothing
         claimed: Any = await self.client.xclaim(
-            lane.stream, streams.GROUP_WORKERS, self.worker_id, min_idle_time=1000, message_ids=list(deliveries)
+            queue.stream,
+            streams.GROUP_WORKERS,
+            self.worker_id,
+            min_idle_time=CLAIM_MIN_IDLE_MS,
+            message_ids=list(deliveries),
         )
-        logger.warning("worker %s is gone: took over %d of its calls on %s", dead, len(claimed), lane.server)
+        logger.warning("worker %s is gone: took over %d of its calls on %s", dead, len(claimed), upstream.name)
+        outcomes = self.dispatcher.outcomes
         entries = []
         for entry_id, fields in claimed:
-            if not fields:  # trimmed away: nothing left to run or to answer
-                self.dispatcher.outbox.post(b"XACK", lane.stream, streams.GROUP_WORKERS, entry_id)
-                self.dispatcher.outbox.post(b"DECR", lane.depth)
+            if not fields:
+                outcomes.discard(queue, entry_id, "trimmed away: nothing left to run or to answer")
             elif deliveries.get(entry_id, 1) >= self.max_deliveries:
-                self._dead_letter(lane, entry_id, fields, deliveries[entry_id])
+                self.dead_lettered += 1
+                outcomes.dead_letter(queue, entry_id, fields, deliveries[entry_id])
             else:
                 entries.append((entry_id, fields))
         self.reclaimed += len(entries)
         if entries:
-            await self.dispatcher.take(lane, entries, redelivered=True)
+            await self.dispatcher.take(upstream, entries, redelivered=True)
         return len(claimed)
-
-    def _dead_letter(self, lane: Lane, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> None:
-        self.dead_lettered += 1
-        logger.error(
-            "call %s on %s was delivered %d times; moved to the dead-letter stream", entry_id, lane.server, deliveries
-        )
-        out = self.dispatcher.outbox
-        flat = [x for pair in fields.items() for x in pair]
-        out.post(
-            b"XADD",
-            streams.DEAD_LETTER,
-            b"MAXLEN",
-            b"~",
-            10_000,
-            b"*",
-            *flat,
-            b"entry",
-            entry_id,
-            b"deliveries",
-            deliveries,
-        )
-        try:
-            call = Call.from_fields(fields)
-        except (KeyError, ValueError):
-            call = None
-        if call is not None:
-            body = errors.OutcomeUnknown(f"the call failed on {deliveries} workers in a row and was set aside").body()
-            out.reply(call.replica, Reply(call.rid, ReplyKind.ERROR, body))
-        out.post(b"XACK", lane.stream, streams.GROUP_WORKERS, entry_id)
-        out.post(b"DECR", lane.depth)

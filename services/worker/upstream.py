@@ -1,41 +1,61 @@
-"""Upstream sessions pooled per (server, credential), rebuilt when a server's address changes."""
+"""One upstream server as this worker serves it: its record, its lane, the reader of its queue, and its pooled
+connections and sessions (one per credential), rebuilt when the server's address or headers change."""
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
+from shared import streams
 from shared.http1 import Headers, Pool
-from shared.messages import Call, ServerCatalog
-from shared.upstream import UpstreamSession
+from shared.messages import Call, ServerRecord
+from shared.upstream import UpstreamSession, wire_headers
 
 logger = logging.getLogger(__name__)
 
 
 class UnknownServer(Exception):
-    pass
+    """The server was removed from this worker while a call for it waited."""
 
 
-class Upstreams:
-    def __init__(self) -> None:
-        self.servers: dict[str, ServerCatalog] = {}
-        self._pools: dict[str, Pool] = {}
-        self._sessions: dict[tuple[str, bytes], UpstreamSession] = {}
+class Lane(asyncio.BoundedSemaphore):
+    """One upstream server's share of this worker: its queue, and room for `limit` of its calls at once."""
 
-    def configure(self, entry: ServerCatalog) -> None:
-        old = self.servers.get(entry.name)
-        self.servers[entry.name] = entry
-        if old is not None and (old.url, old.headers) != (entry.url, entry.headers):
-            self._drop(entry.name)
+    def __init__(self, server: str, limit: int) -> None:
+        super().__init__(limit)
+        self.queue = streams.queue(server)
 
-    def remove(self, name: str) -> None:
-        self.servers.pop(name, None)
-        self._drop(name)
+    @property
+    def server(self) -> str:
+        return self.queue.server
 
-    def _drop(self, name: str) -> None:
-        pool = self._pools.pop(name, None)
-        if pool is not None:
-            pool.close()
-        for key in [k for k in self._sessions if k[0] == name]:
-            del self._sessions[key]
+    async def room(self) -> None:
+        """Returns once one more call could start."""
+        await self.acquire()
+        self.release()
+
+
+@dataclass(eq=False)
+class Upstream:
+    record: ServerRecord
+    lane: Lane
+    subscriber: Any = None  # the FastStream reader of the server's queue, while it runs
+    pool: Pool | None = None
+    sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> session
+    removed: bool = False
+
+    @classmethod
+    def of(cls, record: ServerRecord, concurrency: int) -> "Upstream":
+        return cls(record, Lane(record.name, concurrency))
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def configure(self, record: ServerRecord) -> None:
+        old, self.record = self.record, record
+        if (old.url, old.headers) != (record.url, record.headers):
+            self._drop_connections()
 
     def credential(self, call: Call) -> tuple[bytes, Headers]:
         """Which credential a call runs with, and the headers that carry it.
@@ -46,25 +66,33 @@ class Upstreams:
         return b"", []
 
     async def session(self, call: Call, deadline: float) -> UpstreamSession:
-        name = call.server.decode()
-        entry = self.servers.get(name)
-        if entry is None:
-            raise UnknownServer(f"server {name!r} is not configured")
+        if self.removed:
+            raise UnknownServer(f"server {self.name!r} is not configured")
         credential, auth_headers = self.credential(call)
-        session = self._sessions.get((name, credential))
+        session = self.sessions.get(credential)
         if session is None:
-            pool = self._pools.get(name)
-            if pool is None:
-                pool = self._pools[name] = Pool(entry.url, connect_timeout=min(entry.timeout, 10.0))
-            static = [(k.encode(), v.encode()) for k, v in entry.headers.items()]
-            session = self._sessions[(name, credential)] = UpstreamSession(pool, [*static, *auth_headers])
-        await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + entry.timeout))
+            if self.pool is None:
+                self.pool = Pool(self.record.url, connect_timeout=min(self.record.timeout, 10.0))
+            headers = [*wire_headers(self.record.headers), *auth_headers]
+            session = self.sessions[credential] = UpstreamSession(self.pool, headers)
+        await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + self.record.timeout))
         return session
 
+    def _drop_connections(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        self.pool = None
+        self.sessions.clear()
+
+    def retire(self) -> None:
+        """The server is gone from the catalog: its connections close, and calls still waiting for it are refused."""
+        self.removed = True
+        self._drop_connections()
+
     async def close(self) -> None:
-        sessions = list(self._sessions.values())
-        self._sessions.clear()
-        await asyncio.gather(*(s.close() for s in sessions if s.is_open), return_exceptions=True)
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
+        """The worker stops: the upstream sessions are ended politely, then the connections closed."""
+        self.removed = True
+        sessions = [s for s in self.sessions.values() if s.is_open]
+        self.sessions.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        self._drop_connections()

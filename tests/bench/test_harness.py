@@ -1,4 +1,4 @@
-"""The benchmark harness runs end to end on a tiny workload. It measures nothing: benchmarks are not timed tests."""
+"""The benchmark harness runs end to end. It measures nothing: benchmarks are not timed tests."""
 
 import json
 import subprocess
@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import UPSTREAMS, Harness
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
+
+PIPE_BUFFER = 65_536
 
 
 def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) -> None:
@@ -34,3 +37,19 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
     assert all(run["failed"] == 0 for run in results["burst"].values())
     page = (tmp_path / "README.md").read_text()
     assert results["machine"]["commit"] in page and "## Burst" in page
+
+
+@pytest.mark.timeout(300)
+def test_load_reports_larger_than_a_pipe_buffer_reach_the_harness_whole(tmp_path: Path) -> None:
+    # Two generators whose reports each outgrow a pipe's buffer: the second one's used to be cut at 64 KiB
+    # while the harness read the first one's.
+    harness = Harness(tmp_path)
+    try:
+        harness.start(peer=False)
+        direct = next(t for t in harness.targets if t.name == "direct")
+        everything = next(u for u in UPSTREAMS if u.name == "everything")
+        result = harness.load(direct, everything, callers=16, calls=1400, processes=2)
+    finally:
+        harness.stop()
+    assert result["calls"] == 16 * 1400 and result["failed"] == 0
+    assert min((tmp_path / f"load-{n}.json").stat().st_size for n in range(2)) > PIPE_BUFFER

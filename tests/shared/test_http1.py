@@ -318,7 +318,7 @@ async def test_interim_responses_are_skipped() -> None:
 async def test_a_chunked_body_with_trailers_arrives_whole_when_every_byte_is_a_read_of_its_own() -> None:
     wire = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"7;ext=1\r\n{\"a\":12\r\n1A\r\n" + b"3" * 26 + b"\r\n1\r\n}\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"
+        b'7;ext=1\r\n{"a":12\r\n1A\r\n' + b"3" * 26 + b"\r\n1\r\n}\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"
     )
     script = answer(*(wire[n : n + 1] for n in range(len(wire))), pause=0.001)
     response = await fetch(script)

@@ -47,7 +47,8 @@ def rpc(method: str, params: Any = None, id: Any = 1) -> dict[str, Any]:
 def error(response: httpx.Response) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["jsonrpc"] == "2.0" and "result" not in body
-    return body["error"]
+    found: dict[str, Any] = body["error"]
+    return found
 
 
 def test_malformed_json_is_a_parse_error(muster: Muster, session: str) -> None:

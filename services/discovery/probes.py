@@ -1,0 +1,142 @@
+"""A probe per desired server: it lists the server now, again every refresh interval, at once when the server
+says its lists changed, and with backoff while it fails; once the server answers, a listener holds its event
+stream open. From the probes' latest listings come the records as they should be now."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from services.discovery.collisions import resolve_collisions
+from services.discovery.config import DiscoverySettings
+from services.discovery.listener import Listener
+from services.discovery.lister import list_server
+from shared.mcpserver import MCPServer
+from shared.messages import ServerRecord, ServerState
+from shared.naming import prefix_for
+from shared.valkey import Outbox
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Probe:
+    server: MCPServer
+    task: "asyncio.Task[None] | None" = None
+    listener: Listener | None = None
+    listening: "asyncio.Task[None] | None" = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # list again now: the server said its lists changed
+    good: ServerRecord | None = None  # the last successful listing
+    failing_since: float | None = None
+    error: str | None = None
+    failures: int = 0
+    attempts: int = 0
+
+    def stop(self) -> None:
+        for task in (self.task, self.listening):
+            if task is not None:
+                task.cancel()
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.error = str(exc) or type(exc).__name__
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            logger.warning("server %s cannot be listed: %s", self.server.name, self.error)
+
+    def listed(self, listing: ServerRecord) -> None:
+        if self.failing_since is not None:
+            logger.info("server %s is back", self.server.name)
+        self.good, self.failing_since, self.error, self.failures = listing, None, None, 0
+
+
+class Probes:
+    def __init__(self, settings: DiscoverySettings, outbox: Outbox) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.probes: dict[str, Probe] = {}
+        self.changed = asyncio.Event()  # a listing changed: the records may have to be published again
+
+    def apply(self, desired: dict[str, MCPServer]) -> None:
+        """Start, restart or stop probes so that they match the desired servers."""
+        for name in list(self.probes):
+            if name not in desired:
+                self.probes.pop(name).stop()
+                logger.info("server %s removed", name)
+        for name, server in desired.items():
+            probe = self.probes.get(name)
+            if probe is not None and probe.server.spec == server.spec:
+                continue
+            if probe is not None:
+                probe.stop()
+                logger.info("server %s changed", name)
+            else:
+                logger.info("server %s added", name)
+            probe = self.probes[name] = Probe(server)
+            probe.task = asyncio.create_task(self._probe(probe))
+        self.changed.set()
+
+    def stop_all(self) -> None:
+        for probe in self.probes.values():
+            probe.stop()
+        self.probes = {}
+
+    def subscriptions_changed(self, server: str | None = None) -> None:
+        """Who subscribes to a server's resources (to every server's, with None) may have changed."""
+        for probe in self.probes.values():
+            if probe.listener is not None and server in (None, probe.server.name):
+                probe.listener.changed.set()
+
+    def _relist(self, name: str) -> None:
+        probe = self.probes.get(name)
+        if probe is not None:
+            probe.wake.set()
+
+    async def _probe(self, probe: Probe) -> None:
+        s = self.settings
+        while True:
+            probe.attempts += 1
+            try:
+                listing = await asyncio.wait_for(list_server(probe.server, s.list_timeout), s.list_timeout + 1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - however listing fails, it is the server's state to report
+                probe.failed(exc)
+                delay = min(s.retry_max_seconds, 0.5 * 2 ** min(probe.failures, 10))
+            else:
+                probe.listed(listing)
+                delay = s.refresh_seconds
+                self._listen(probe)
+            self.changed.set()
+            probe.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probe.wake.wait(), delay)
+
+    def _listen(self, probe: Probe) -> None:
+        if probe.listener is None and probe.server.spec.url:
+            probe.listener = Listener(probe.server, self.outbox, self._relist)
+            probe.listening = asyncio.create_task(probe.listener.run())
+
+    def records(self) -> dict[str, ServerRecord]:
+        """The records as they should be now: one per desired server."""
+        now = time.monotonic()
+        result = {name: self._record(self.probes[name], now) for name in sorted(self.probes)}
+        return resolve_collisions(result)
+
+    def _record(self, probe: Probe, now: float) -> ServerRecord:
+        s = self.settings
+        name, spec = probe.server.name, probe.server.spec
+        prefix = prefix_for(name, spec.tool_prefix, s.prefix_mode, len(self.probes))
+        if probe.good is not None and (probe.failing_since is None or now - probe.failing_since < s.grace_seconds):
+            return probe.good.model_copy(update={"prefix": prefix, "error": probe.error})
+        state: ServerState = "Connecting" if probe.attempts <= 1 and probe.error is None else "Failed"
+        return ServerRecord(
+            name=name,
+            url=spec.url or "",
+            state=state,
+            error=probe.error,
+            prefix=prefix,
+            headers=spec.headers or {},
+            timeout=float(spec.timeout),
+        )

@@ -1,0 +1,98 @@
+"""Who sends a request: a client in a handshake session (2024-11-05 to 2025-11-25), or a per-request client
+(2026-07-28) whose envelope in `params._meta` says on each request what a session would hold.
+
+The two differ in what they can be asked, how their calls are named for cancellation, and how results are
+shaped; each type answers for itself, so that the code that serves both never asks which one it has.
+"""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+# 2026-07-28 results name their kind, and cacheable ones say how long they may be cached; results from an
+# upstream in a handshake-era session do neither.
+_COMPLETE = b'{"resultType":"complete"'
+_CACHEABLE = b'{"resultType":"complete","ttlMs":0,"cacheScope":"private"'
+CACHEABLE = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read"})
+RESERVED_META = "io.modelcontextprotocol/"
+# A per-request client that did not opt in to log messages gets none (2026-07-28, SEP-2577).
+NO_LOGS = "off"
+
+
+@dataclass(slots=True)
+class Session:
+    """A client that opened a session with initialize; kept in Valkey (sessions.py)."""
+
+    id: str
+    protocol: str
+    capabilities: dict[str, Any]
+    principal: str
+    level: str = ""  # logging level the client asked for; "" = everything
+    checked: float = 0.0  # when this copy was last read from Valkey (monotonic)
+
+    # A session is asked nothing on a response that cannot stream; a per-request client cancels by going away.
+    cancels_by_disconnect: ClassVar[bool] = False
+    unknown_method_status: ClassVar[int] = 200
+
+    @property
+    def session_id(self) -> bytes:
+        return self.id.encode()
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def call_key(self, request_id: bytes, replica: bytes, call_id: bytes) -> bytes:
+        """What notifications/cancelled names: the session and the client's own request id."""
+        return self.session_id + b" " + request_id
+
+    def upstream_params(self, params: Any) -> Any:
+        return params
+
+    def result(self, method: str, result: bytes) -> bytes:
+        return result
+
+    def cannot_ask(self, streaming: bool, capability: str | None) -> str | None:
+        """Why a request an upstream sends during a call cannot go to this client, or None when it can."""
+        if not streaming:
+            return "the client does not accept an event stream, so it cannot be asked"
+        if capability is not None and not self.supports(capability):
+            return f"the client did not declare the {capability} capability"
+        return None
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A per-request (2026-07-28) client: no session, everything it declares travels with each request."""
+
+    protocol: str
+    capabilities: dict[str, Any]
+    principal: str
+    level: str = NO_LOGS
+
+    cancels_by_disconnect: ClassVar[bool] = True
+    unknown_method_status: ClassVar[int] = 404
+    session_id: ClassVar[bytes] = b""
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def call_key(self, request_id: bytes, replica: bytes, call_id: bytes) -> bytes:
+        """No session to name its calls by: the client cancels by closing the response, which names the call."""
+        return b"~" + replica + b"/" + call_id
+
+    def upstream_params(self, params: Any) -> Any:
+        """The params without the envelope, for an upstream that speaks a handshake-era protocol."""
+        if not isinstance(params, dict) or not isinstance(params.get("_meta"), dict):
+            return params
+        meta = {k: v for k, v in params["_meta"].items() if not k.startswith(RESERVED_META)}
+        rest = {k: v for k, v in params.items() if k != "_meta"}
+        return {**rest, "_meta": meta} if meta else rest
+
+    def result(self, method: str, result: bytes) -> bytes:
+        head = _CACHEABLE if method in CACHEABLE else _COMPLETE
+        return head + (b"," + result[1:] if result != b"{}" else b"}")
+
+    def cannot_ask(self, streaming: bool, capability: str | None) -> str | None:
+        return "a per-request (2026-07-28) client cannot be asked; connect with the initialize handshake"
+
+
+Caller = Session | Envelope

@@ -1,0 +1,32 @@
+"""The Catalog this replica serves from, replaced whole whenever server records change."""
+
+from shared.catalog import Catalog
+from shared.messages import ServerRecord
+
+LISTS = ("tools", "resources", "prompts")
+
+
+class CurrentCatalog:
+    def __init__(self) -> None:
+        self.records: dict[str, ServerRecord] = {}
+        self.catalog = Catalog(())
+        self.loaded = False
+
+    def update(self, records: dict[str, ServerRecord | None]) -> set[str]:
+        """Apply changed records (None: the server is gone); returns which lists changed: tools, resources, prompts."""
+        merged = dict(self.records)
+        for name, record in records.items():
+            if record is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = record
+        old, new = self.catalog, Catalog(merged.values())
+        self.records, self.catalog = merged, new
+        changed = set()
+        if old.tools_json != new.tools_json:
+            changed.add("tools")
+        if old.resources_json != new.resources_json or old.templates_json != new.templates_json:
+            changed.add("resources")
+        if old.prompts_json != new.prompts_json:
+            changed.add("prompts")
+        return changed

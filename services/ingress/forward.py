@@ -1,0 +1,148 @@
+"""A request that runs at an upstream: routed, enqueued, then answered from what the worker sends back.
+
+The reply goes back as JSON, or as an event stream when the upstream sends notifications or requests before
+its result; a request the upstream sends is given an id that routes the client's answer to the worker running
+the call.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.ingress.callers import NO_LOGS
+from services.ingress.calls import Calls, Pending
+from services.ingress.http import EVENT_STREAM, RequestContext
+from services.ingress.routing import route
+from shared import errors, streams
+from shared.catalog import Catalog
+from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
+from shared.valkey import Outbox
+
+LEVELS = {
+    name: n for n, name in enumerate(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
+}
+# Which client capability a server->client request needs.
+REQUIRES = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+
+def response(request_id: bytes, result: bytes) -> bytes:
+    return b'{"jsonrpc":"2.0","id":' + request_id + b',"result":' + result + b"}"
+
+
+def error(request_id: bytes, code: int, message: str, data: Any = None) -> bytes:
+    return b'{"jsonrpc":"2.0","id":' + request_id + b',"error":' + errors.error_body(code, message, data) + b"}"
+
+
+@dataclass(slots=True)
+class Flight:
+    """One call in flight from this replica, as the request waiting for it sees it."""
+
+    ctx: RequestContext
+    method: str
+    pending: Pending
+    key: bytes
+    client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+
+    def final(self, reply: CallReply) -> bytes:
+        request_id = self.ctx.request_id
+        if reply.kind is ReplyKind.ERROR:
+            return b'{"jsonrpc":"2.0","id":' + request_id + b',"error":' + reply.body + b"}"
+        return response(request_id, self.ctx.caller.result(self.method, reply.body))
+
+
+class Forwarder:
+    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float) -> None:
+        self.calls = calls
+        self.outbox = outbox
+        self.replica = replica.encode()
+        self.call_timeout = call_timeout
+
+    async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
+        caller = ctx.caller
+        target = route(catalog, method, caller.upstream_params(params))
+        call_id = self.calls.new_call_id()
+        key = caller.call_key(ctx.request_id, self.replica, call_id)
+        call = Call(
+            call_id=call_id,
+            replica=self.replica,
+            session=caller.session_id,
+            principal=caller.principal.encode(),
+            server=target.server.encode(),
+            method=method.encode(),
+            params=target.params,
+            deadline_ms=int((time.time() + self.call_timeout) * 1000),
+            safe=target.safe,
+            key=key,
+        )
+        try:
+            pending = await self.calls.submit(call)
+        except errors.RetryLater as exc:
+            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
+            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+            return
+        flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
+        try:
+            reply = await self._next(flight)
+            if reply.final:
+                await ctx.respond(200, flight.final(reply))
+            else:
+                await self._stream(flight, reply)
+        finally:
+            self.calls.done(call_id)
+            if flight.client_gone is not None:
+                flight.client_gone.cancel()
+
+    async def _next(self, flight: Flight) -> CallReply:
+        if flight.client_gone is None:
+            return await flight.pending.next()
+        nxt = asyncio.ensure_future(flight.pending.next())
+        await asyncio.wait({nxt, flight.client_gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not nxt.done():  # the client went away: cancel the call, and still wait for its one outcome
+            self.cancel(CancelCall(key=flight.key.decode(), reason="the client closed the request"))
+            return await nxt
+        return nxt.result()
+
+    async def _stream(self, flight: Flight, reply: CallReply) -> None:
+        """Relay what the upstream sends during the call, then the result, as one event stream."""
+        ctx = flight.ctx
+        streaming = ctx.head.accepts(EVENT_STREAM)
+        if streaming:
+            await ctx.start_events()
+        while not reply.final:
+            data = self._relayed(ctx, reply, streaming)
+            if data is not None and streaming:
+                await ctx.event(data)
+            reply = await self._next(flight)
+        if streaming:
+            await ctx.event(flight.final(reply), more=False)
+        else:
+            await ctx.respond(200, flight.final(reply))
+
+    def _relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
+        caller = ctx.caller
+        if reply.kind is ReplyKind.NOTIFICATION:
+            if caller.level and b'"notifications/message"' in reply.body:
+                if caller.level == NO_LOGS:
+                    return None
+                level = orjson.loads(reply.body).get("params", {}).get("level")
+                if LEVELS.get(level, 99) < LEVELS.get(caller.level, 0):
+                    return None
+            return reply.body
+        # a server->client request: the client answers it with the id muster gives it here
+        method = orjson.loads(reply.body).get("method", "")
+        refusal = caller.cannot_ask(streaming, REQUIRES.get(method))
+        if refusal is not None:
+            self.answer(reply.ref, caller.session_id, b'"error":' + errors.error_body(errors.METHOD_NOT_FOUND, refusal))
+            return None
+        return b'{"jsonrpc":"2.0","id":' + orjson.dumps(reply.ref.decode()) + b"," + reply.body[1:]
+
+    def answer(self, ref: bytes, session: bytes, member: bytes) -> None:
+        """Pass the client's answer to a relayed request to the worker whose call sent it."""
+        worker = ref.rsplit(b"/", 1)[0].decode()
+        self.outbox.append(streams.inbox(worker), streams.INBOX_MAXLEN, Answer(ref, session, member).fields())
+
+    def cancel(self, cancel: CancelCall) -> None:
+        self.outbox.publish(streams.CONTROL, cancel)

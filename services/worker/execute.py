@@ -1,0 +1,115 @@
+"""One call at its upstream: the session it runs in, the request, and what each way of failing means for the
+caller (retry later, outcome unknown, deadline exceeded). A call that is not safe to run twice is sent again
+only where it certainly never reached the upstream."""
+
+import asyncio
+import logging
+
+import orjson
+
+from services.worker.relays import Relays
+from services.worker.upstream import UnknownServer, Upstream
+from shared import errors
+from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
+from shared.lifecycle import Background
+from shared.messages import Call, ReplyKind
+from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
+
+logger = logging.getLogger(__name__)
+
+Outcome = tuple[ReplyKind, bytes]
+RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when the upstream says nothing
+BUSY = (429, 502, 503, 504)
+
+
+def _unavailable(server: str, exc: Exception, retry_after: float | None = None) -> Outcome:
+    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or RETRY_AFTER).body()
+
+
+def _not_opened(server: str, exc: Exception) -> Outcome:
+    """No session to send the call in: the call itself was not sent, so it is safe to say "later"."""
+    if isinstance(exc, Timeout) and not isinstance(exc, ConnectFailed):  # a connect timeout: unavailable
+        return ReplyKind.ERROR, errors.DeadlineExceeded(f"{server} did not open a session before the deadline").body()
+    return _unavailable(server, exc, exc.retry_after if isinstance(exc, StatusError) else None)
+
+
+def _failed(server: str, call: Call, attempt: int, exc: Exception) -> Outcome | None:
+    """What a failed request means for its caller; None: send it again."""
+    if isinstance(exc, SessionLost):
+        return None  # the upstream refused the session, not the call: open a new one and send again
+    if isinstance(exc, ConnectionLost):
+        if not exc.sent or (call.safe and attempt == 1):  # not sent, or safe to send again: once more
+            return None
+        if call.safe:
+            return _unavailable(server, exc)
+        return ReplyKind.ERROR, errors.OutcomeUnknown(
+            f"the connection to {server} broke during the call; it may have run"
+        ).body()
+    if isinstance(exc, StatusError):
+        if exc.status in BUSY:
+            return _unavailable(server, exc, exc.retry_after)
+        return ReplyKind.ERROR, errors.error_body(
+            errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status}
+        )
+    if isinstance(exc, ConnectFailed):  # not sent: safe to say "later"
+        return _unavailable(server, exc)
+    return ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")
+
+
+# MalformedResponse, ResponseTooLarge: it answered, but not usably.
+OPEN_FAILURES = (
+    ConnectFailed, ConnectionLost, StatusError, UpstreamFailure, UnknownServer, Timeout, MalformedResponse,
+    ResponseTooLarge,
+)  # fmt: skip
+# UpstreamFailure: SessionLost, StatusError too
+REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedResponse, ResponseTooLarge)
+
+
+class Executor:
+    def __init__(self, relays: Relays, background: Background) -> None:
+        self.relays = relays
+        self.background = background
+
+    async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
+        """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
+        for attempt in (1, 2, 3):
+            try:
+                session = await upstream.session(call, deadline)
+            except OPEN_FAILURES as exc:
+                return _not_opened(upstream.name, exc)
+            upstream_id = session.next_id()
+            try:
+                outcome = await session.request(
+                    call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
+                )
+            except asyncio.CancelledError:
+                self.cancel_upstream(session, upstream_id, "cancelled by the client")
+                raise
+            except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
+                return _unavailable(upstream.name, exc)
+            except Timeout:
+                self.cancel_upstream(session, upstream_id, "deadline exceeded")
+                return ReplyKind.ERROR, errors.DeadlineExceeded(
+                    f"{upstream.name} did not answer before the call's deadline"
+                ).body()
+            except REQUEST_FAILURES as exc:
+                failed = _failed(upstream.name, call, attempt, exc)
+                if failed is None:
+                    continue
+                return failed
+            return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+        return ReplyKind.ERROR, errors.UpstreamUnavailable(
+            f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
+        ).body()
+
+    def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
+        """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""
+        params = orjson.dumps({"requestId": upstream_id, "reason": reason})
+        self.background.spawn(_notify_cancelled(session, params))
+
+
+async def _notify_cancelled(session: UpstreamSession, params: bytes) -> None:
+    try:
+        await session.notify(b"notifications/cancelled", params, asyncio.get_running_loop().time() + 5)
+    except (HttpError, UpstreamFailure, OSError) as exc:  # the call has its outcome; this was a courtesy
+        logger.info("telling the upstream about a cancellation failed: %s", exc)

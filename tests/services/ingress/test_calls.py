@@ -1,0 +1,113 @@
+"""Calls in flight from one replica, against a real valkey-server: enqueued within their bounds, answered from
+the replica's reply stream in order, and answered by the sweeper when no outcome came in time."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from services.ingress.calls import SWEEP_GRACE, Calls
+from services.ingress.get_streams import GetStreams
+from shared import errors, streams
+from shared.messages import Call, CallReply, ReplyKind, SessionEvent
+from shared.valkey import Outbox
+from tests.conftest import entries
+
+pytestmark = pytest.mark.anyio
+
+REPLICA = "replica-1"
+
+
+@pytest.fixture
+async def outbox(valkey: Redis, valkey_url: str) -> AsyncIterator[Outbox]:
+    out = Outbox(valkey_url)
+    try:
+        yield out
+    finally:
+        out.close()
+
+
+def _calls(valkey: Redis, outbox: Outbox, get_streams: GetStreams | None = None, **bounds: Any) -> Calls:
+    limits = {"queue_limit": 100, "max_pending": 100, "retry_after": 1.5, **bounds}
+    return Calls(valkey, outbox, REPLICA, get_streams or GetStreams(), **limits)
+
+
+def _call(calls: Calls, server: bytes = b"k8s", deadline: float = 30) -> Call:
+    call_id = calls.new_call_id()
+    return Call(
+        call_id=call_id,
+        replica=REPLICA.encode(),
+        session=b"s",
+        principal=b"anonymous",
+        server=server,
+        method=b"tools/call",
+        params=b'{"name":"get"}',
+        deadline_ms=int((time.time() + deadline) * 1000),
+        safe=True,
+        key=b"s " + call_id,
+    )
+
+
+async def test_a_call_is_enqueued_on_its_server_s_stream_and_counted(valkey: Redis, outbox: Outbox) -> None:
+    calls = _calls(valkey, outbox)
+    call = _call(calls)
+    await calls.submit(call)
+    [(_, fields)] = await entries(valkey, streams.calls("k8s"))
+    assert Call.from_fields(fields) == call
+    assert await valkey.get(streams.depth("k8s")) == b"1" and call.call_id in calls.pending
+
+
+async def test_a_full_queue_or_replica_is_answered_at_once_with_a_retry_hint(valkey: Redis, outbox: Outbox) -> None:
+    calls = _calls(valkey, outbox, queue_limit=1, max_pending=2)
+    await calls.submit(_call(calls))
+    with pytest.raises(errors.QueueFull, match="the queue of k8s is full") as full:
+        await calls.submit(_call(calls))
+    assert full.value.retry_after == 1.5
+    await calls.submit(_call(calls, server=b"other"))  # another server's queue has room
+    with pytest.raises(errors.QueueFull, match="too many calls in flight"):
+        await calls.submit(_call(calls, server=b"third"))
+    assert len(calls.pending) == 2  # the refused calls wait for nothing
+
+
+async def test_replies_reach_their_call_in_order_and_session_events_their_stream(valkey: Redis, outbox: Outbox) -> None:
+    get_streams = GetStreams()
+    queue = get_streams.open("session-a")
+    assert queue is not None
+    calls = _calls(valkey, outbox, get_streams)
+    first, second = _call(calls), _call(calls)
+    waiting = {c.call_id: await calls.submit(c) for c in (first, second)}
+    reader = asyncio.create_task(calls.read_replies())
+    try:
+        replica = REPLICA.encode()
+        outbox.reply(replica, CallReply(second.call_id, ReplyKind.NOTIFICATION, b'{"n":1}'))
+        outbox.reply(replica, SessionEvent(b"session-a", b'{"updated":true}'))
+        outbox.reply(replica, CallReply(first.call_id, ReplyKind.RESULT, b'{"first":1}'))
+        outbox.reply(replica, CallReply(second.call_id, ReplyKind.RESULT, b'{"second":1}'))
+        with anyio.fail_after(5):
+            assert (await waiting[first.call_id].next()).body == b'{"first":1}'
+            notified, final = await waiting[second.call_id].next(), await waiting[second.call_id].next()
+            assert await queue.get() == b'{"updated":true}'
+        assert (notified.kind, final.kind, final.body) == (ReplyKind.NOTIFICATION, ReplyKind.RESULT, b'{"second":1}')
+        assert calls.pending == {}  # a final reply ends the wait
+    finally:
+        reader.cancel()
+
+
+async def test_a_call_without_an_outcome_past_its_deadline_is_answered_in_the_worker_s_place(
+    valkey: Redis, outbox: Outbox
+) -> None:
+    calls = _calls(valkey, outbox)
+    call = _call(calls, deadline=0)
+    pending = await calls.submit(call)
+    calls.expire(time.time())  # the deadline passed, the grace not yet
+    assert call.call_id in calls.pending
+    calls.expire(time.time() + SWEEP_GRACE + 0.1)
+    with anyio.fail_after(1):
+        reply = await pending.next()
+    assert reply.final and orjson.loads(reply.body)["code"] == errors.DEADLINE_EXCEEDED
+    assert calls.pending == {}

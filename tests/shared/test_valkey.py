@@ -1,0 +1,141 @@
+"""The Valkey access of every service, against a real valkey-server."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from hiredis import ReplyError
+from redis.asyncio import Redis
+
+from muster.stack import free_port
+from shared import streams
+from shared.messages import CallReply, CancelCall, ReplyKind, SessionEvent, decode_control, read_reply
+from shared.resp import ConnectionClosed
+from shared.valkey import COMPARE_AND_DELETE, ENQUEUE, Outbox, ensure_group, xadd
+from tests.conftest import entries
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def outbox(valkey: Redis, valkey_url: str) -> AsyncIterator[Outbox]:
+    out = Outbox(valkey_url, name="muster-test-out")
+    try:
+        yield out
+    finally:
+        out.close()
+
+
+async def test_commands_of_one_turn_go_out_together_and_each_caller_gets_its_own_reply(outbox: Outbox) -> None:
+    first, second = outbox.send(b"SET", b"a", b"1"), outbox.send(b"INCR", b"n")
+    outbox.post(b"INCR", b"n")
+    third = outbox.send(b"GET", b"n")
+    with anyio.fail_after(5):
+        assert [await first, await second, await third] == [b"OK", 1, b"2"]
+
+
+async def test_a_refused_command_fails_only_its_own_caller(outbox: Outbox) -> None:
+    good, bad = outbox.send(b"SET", b"k", b"v"), outbox.send(b"INCR", b"k")
+    with anyio.fail_after(5):
+        assert await good == b"OK"
+        with pytest.raises(ReplyError, match="not an integer"):
+            await bad
+
+
+async def test_a_script_is_loaded_again_when_valkey_forgot_it(outbox: Outbox, valkey: Redis) -> None:
+    with anyio.fail_after(5):
+        assert await outbox.script(COMPARE_AND_DELETE, ("lease",), ("me",)) == 0
+        await valkey.script_flush()
+        await valkey.set("lease", "me")
+        assert await outbox.script(COMPARE_AND_DELETE, ("lease",), ("me",)) == 1
+        assert await valkey.exists("lease") == 0
+
+
+async def test_compare_and_delete_lets_go_only_of_what_the_holder_still_holds(outbox: Outbox, valkey: Redis) -> None:
+    await valkey.set("lease", "someone-else")
+    await valkey.hset("session", mapping={"stream": "replica-2", "protocol": "2025-11-25"})
+    with anyio.fail_after(5):
+        assert await outbox.script(COMPARE_AND_DELETE, ("lease",), ("me",)) == 0
+        assert await outbox.script(COMPARE_AND_DELETE, ("session",), ("replica-1", "stream")) == 0
+        assert await outbox.script(COMPARE_AND_DELETE, ("session",), ("replica-2", "stream")) == 1
+    assert await valkey.get("lease") == b"someone-else"
+    assert await valkey.hgetall("session") == {b"protocol": b"2025-11-25"}
+
+
+async def test_enqueue_refuses_past_the_bound_and_leaves_the_count_as_it_was(outbox: Outbox, valkey: Redis) -> None:
+    queue = streams.queue("k8s")
+    with anyio.fail_after(5):
+        for n in range(2):
+            entry = await outbox.script(ENQUEUE, (queue.stream, queue.depth), (2, streams.CALLS_MAXLEN, b"n", n))
+            assert entry is not None
+        assert await outbox.script(ENQUEUE, (queue.stream, queue.depth), (2, streams.CALLS_MAXLEN, b"n", 2)) is None
+    assert await valkey.get(queue.depth) == b"2" and await valkey.xlen(queue.stream) == 2
+
+
+async def test_acknowledging_a_call_frees_its_place_in_the_queue(outbox: Outbox, valkey: Redis) -> None:
+    queue = streams.queue("k8s")
+    await ensure_group(valkey, "k8s")
+    with anyio.fail_after(5):
+        await outbox.script(ENQUEUE, (queue.stream, queue.depth), (10, streams.CALLS_MAXLEN, b"n", 1))
+    read: Any = await valkey.xreadgroup(streams.GROUP_WORKERS, "w1", {queue.stream: ">"})
+    entry_id = read[0][1][0][0]
+    outbox.acknowledge(queue, entry_id)
+    with anyio.fail_after(5):
+        await outbox.drain()
+    assert await valkey.get(queue.depth) == b"0"
+    assert (await valkey.xpending(queue.stream, streams.GROUP_WORKERS))["pending"] == 0
+
+
+async def test_the_workers_group_reads_calls_that_came_before_it_and_is_made_once(valkey: Redis) -> None:
+    queue = streams.queue("k8s")
+    await valkey.xadd(queue.stream, {b"n": b"early"})
+    await ensure_group(valkey, "k8s")
+    await ensure_group(valkey, "k8s")  # BUSYGROUP: already there, nothing to do
+    read: Any = await valkey.xreadgroup(streams.GROUP_WORKERS, "w1", {queue.stream: ">"})
+    assert read[0][1][0][1] == {b"n": b"early"}
+
+
+async def test_appends_are_bounded_by_the_length_streams_py_gives(outbox: Outbox, valkey: Redis) -> None:
+    assert xadd("s", 5, [b"k", b"v"]) == (b"XADD", "s", b"MAXLEN", b"~", 5, b"*", b"k", b"v")
+    for n in range(1000):
+        outbox.append(b"bounded", 10, [b"n", n])
+    with anyio.fail_after(5):
+        await outbox.drain()
+    assert await valkey.xlen("bounded") <= 10 + 100  # trimmed approximately: whole nodes of 100 entries
+
+
+async def test_replies_reach_the_replica_s_stream_which_expires_when_nobody_writes(
+    outbox: Outbox, valkey: Redis
+) -> None:
+    outbox.reply(b"replica-1", CallReply(b"7", ReplyKind.RESULT, b"{}"))
+    outbox.reply(b"replica-1", SessionEvent(b"session", b"{}"))
+    with anyio.fail_after(5):
+        await outbox.drain()
+    stream = streams.replies("replica-1")
+    assert [read_reply(fields) for _, fields in await entries(valkey, stream)] == [
+        CallReply(b"7", ReplyKind.RESULT, b"{}"),
+        SessionEvent(b"session", b"{}"),
+    ]
+    assert 0 < await valkey.ttl(stream) <= streams.REPLIES_TTL
+
+
+async def test_control_messages_are_published_on_a_bounded_stream(outbox: Outbox, valkey: Redis) -> None:
+    outbox.publish(streams.CONTROL, CancelCall(key="s 1"))
+    with anyio.fail_after(5):
+        await outbox.drain()
+    [(_, fields)] = await entries(valkey, streams.CONTROL)
+    assert decode_control(fields) == CancelCall(key="s 1")
+
+
+async def test_a_valkey_that_cannot_be_reached_fails_every_waiting_caller() -> None:
+    out = Outbox(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        first, second = out.send(b"PING"), out.send(b"GET", b"k")
+        out.post(b"INCR", b"n")
+        with anyio.fail_after(10):
+            for waiting in (first, second):
+                with pytest.raises(ConnectionClosed, match="cannot reach valkey"):
+                    await waiting
+    finally:
+        out.close()
