@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Fields = Mapping[bytes, bytes]
+ANONYMOUS = b"anonymous"  # Call.principal of a caller that did not sign in (auth off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ options) is said once. The service's own name wins.
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 PREFIX = "MUSTER_"
@@ -29,9 +29,12 @@ class ServiceSettings(BaseSettings):
     """The base of `IngressSettings`, `WorkerSettings` and `DiscoverySettings`; each sets its own env_prefix."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid")
-    shared_names: ClassVar[frozenset[str]] = frozenset({"valkey_url", "log_level", "log_json"})
+    shared_names: ClassVar[frozenset[str]] = frozenset({"valkey_url", "valkey_timeout", "log_level", "log_json"})
 
     valkey_url: str = "redis://127.0.0.1:6379/0"
+    # seconds one Valkey command (or connecting) may take on the per-call path: a frozen Valkey fails a call
+    # with -32006 that fast; much lower than 1 s and a busy Valkey's pauses would fail calls too
+    valkey_timeout: float = Field(1.0, gt=0)
     log_level: LogLevel = "INFO"
     log_json: bool = True  # one JSON object per line; text for a person at a terminal
 

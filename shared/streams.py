@@ -5,7 +5,10 @@ can shard by server, and no script or transaction on the per-call path spans two
 
     muster:{<server>}:calls            stream  ingress -> workers, consumer group GROUP_WORKERS (CALLS_MAXLEN)
     muster:{<server>}:depth            counter accepted, unacknowledged calls: the queue bound is checked on it
+    muster:{<server>}:shares           hash    principal -> its calls in the calls stream or running (fairness)
+    muster:{<server>}:overflow:<who>   stream  a principal's calls beyond its fair share, promoted one by one
     muster:{<server>}:started:<entry>  string  a call that is not safe to run twice was sent (STARTED_TTL)
+    muster:{<server>}:circuits         hash    worker -> the state of its circuit breaker, where not closed
     muster:{<server>}:subscribed       set     resource URIs that have (or recently had) subscribers
     muster:{<server>}:subs:<uri>       set     the sessions subscribed to one resource
 
@@ -15,7 +18,8 @@ One key family per ingress replica, worker or session:
     muster:inbox:<worker>      stream  ingress -> the worker running a call: answers to its relayed requests
     muster:session:<id>        hash    one MCP session (protocol, capabilities, principal, level, stream holder)
     muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri"
-    muster:worker:<id>:alive   string  the worker's heartbeat
+    muster:worker:<id>:beat    counter the worker's heartbeat: alive while it advances (BEAT_TTL)
+    muster:replica:<id>:beat   counter an ingress replica's heartbeat: its callers are there while it advances
 
 And the keys everybody shares:
 
@@ -51,6 +55,9 @@ DEAD_LETTER_MAXLEN: Final = 10_000
 REPLIES_TTL: Final = 3600  # a reply stream lives this long after the last reply any writer sent to it
 REPLIES_TTL_RENEW: Final = 60  # how often one writer renews a reply stream's lifetime
 STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
+# A heartbeat counter is judged by whether it advances, never by whether it expired (an outage or a freeze of
+# Valkey would expire every key at once); the TTL only lets the counters of processes long gone disappear.
+BEAT_TTL: Final = 24 * 3600
 
 
 def _server(server: str) -> str:
@@ -71,6 +78,11 @@ def started(server: str, entry_id: str) -> str:
     return _server(server) + "started:" + entry_id
 
 
+def circuits(server: str) -> str:
+    """The workers whose circuit breaker to this server is not closed, with its state ("open", "half-open")."""
+    return _server(server) + "circuits"
+
+
 def subscribed(server: str) -> str:
     """The resource URIs of one server that have (or recently had) subscribers."""
     return _server(server) + "subscribed"
@@ -81,6 +93,16 @@ def subscribers(server: str, uri: str) -> str:
     return _server(server) + "subs:" + uri
 
 
+def shares(server: str) -> str:
+    """How many calls each principal has in the server's calls stream or running: its share."""
+    return _server(server) + "shares"
+
+
+def overflow(server: str, principal: str) -> str:
+    """A principal's calls beyond its fair share of the server's queue, oldest first."""
+    return _server(server) + "overflow:" + principal
+
+
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
     """The keys of one server's queue, as the bytes the per-call path sends."""
@@ -88,15 +110,22 @@ class QueueKeys:
     server: str
     stream: bytes
     depth: bytes
+    shares: bytes
+    prefix: bytes  # of the keys made per entry or per principal
 
     def started(self, entry_id: bytes) -> bytes:
-        return started(self.server, entry_id.decode()).encode()
+        return self.prefix + b"started:" + entry_id
+
+    def overflow(self, principal: bytes) -> bytes:
+        return self.prefix + b"overflow:" + principal
 
 
 @functools.lru_cache(maxsize=4096)
 def queue(server: str) -> QueueKeys:
     """The keys of one server's queue, built once per server rather than once per call."""
-    return QueueKeys(server, calls(server).encode(), depth(server).encode())
+    return QueueKeys(
+        server, calls(server).encode(), depth(server).encode(), shares(server).encode(), _server(server).encode()
+    )
 
 
 def replies(replica: str) -> str:
@@ -116,5 +145,9 @@ def session_subscriptions(session_id: str) -> str:
     return f"{PREFIX}session:{session_id}:subs"
 
 
-def worker_alive(worker: str) -> str:
-    return f"{PREFIX}worker:{worker}:alive"
+def worker_beat(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}:beat"
+
+
+def replica_beat(replica: str) -> str:
+    return f"{PREFIX}replica:{replica}:beat"

@@ -1,11 +1,12 @@
 """Valkey access: redis-py clients for blocking reads and the control plane, and the coalescing writer of the hot
-path with the few things every service writes through it (replies, acknowledgements, bounded appends, scripts).
+path with the few things every service writes through it (replies, bounded appends, scripts).
 
 Every write the hot path makes in one event-loop turn goes out as one pipeline: at 64 concurrent callers
 that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-costs.md).
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,11 +29,11 @@ Command = Sequence[Arg]
 BLOCK_SECONDS = 5  # the longest blocking read muster makes
 
 
-def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> Redis:
+def connect(url: str, *, max_connections: int = 64, name: str | None = None, timeout: float = 5.0) -> Redis:
     """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first.
 
-    The read timeout is longer than the longest blocking read muster makes, so that a read that simply
-    found nothing is never mistaken for a dead connection.
+    Connecting is bounded by `timeout`; the read timeout is that much longer than the longest blocking read
+    muster makes, so that a read that simply found nothing is never mistaken for a dead connection.
     """
     client: Redis = Redis.from_url(
         url,
@@ -40,8 +41,8 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> 
         max_connections=max_connections,
         client_name=name,
         health_check_interval=30,
-        socket_timeout=BLOCK_SECONDS * 3,
-        socket_connect_timeout=5,
+        socket_timeout=BLOCK_SECONDS + timeout,
+        socket_connect_timeout=timeout,
     )
     return client
 
@@ -61,18 +62,8 @@ def xadd(stream: bytes | str, maxlen: int, fields: Iterable[Arg]) -> tuple[Arg, 
     return (b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*", *fields)
 
 
-# Scripts. Each runs on one key or on keys of one server's hash tag, so each stays on one Cluster node.
-
-# KEYS: calls stream, depth counter (one server's). ARGV: bound, maxlen, then the entry's field/value pairs.
-# The counter holds accepted, not yet acknowledged calls; workers decrement it when they acknowledge.
-ENQUEUE = b"""
-local depth = redis.call('INCR', KEYS[2])
-if depth > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[2])
-  return false
-end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-"""
+# Scripts. Each runs on one key or on keys of one server's hash tag, so each stays on one Cluster node (the queue's
+# own scripts are in queue.py).
 
 # KEYS: key. ARGV: expected value[, hash field]. Deletes the key (or the field of the hash) only while it holds
 # the expected value: a holder lets go of what it holds, never of what another took over since.
@@ -92,8 +83,9 @@ class Outbox:
     The write happens in the loop's callback itself, not in a task: a flush costs one write, no extra turn.
     """
 
-    def __init__(self, url: str, *, name: str | None = None) -> None:
-        self.connection = Connection(url, name=name)
+    def __init__(self, url: str, *, name: str | None = None, timeout: float = 5.0) -> None:
+        # `timeout` bounds each command and each connection attempt: a frozen Valkey fails a caller that fast
+        self.connection = Connection(url, name=name, connect_timeout=timeout, command_timeout=timeout)
         self._packed: list[bytes] = []
         self._futures: list[asyncio.Future[Any] | None] = []
         self._scheduled = False
@@ -124,33 +116,41 @@ class Outbox:
         that is gone does not stay; a live replica's stream may expire while idle and is created again by the
         next reply, whose id is newer than anything its reader has seen.
         """
+        stream, renew = self._reply_stream(replica)
+        self.append(stream, streams.REPLIES_MAXLEN, entry.fields())
+        if renew:
+            self.post(b"EXPIRE", stream, streams.REPLIES_TTL)
+
+    def deliver(self, replica: bytes, entry: ReplyStreamEntry) -> "asyncio.Future[Any]":
+        """As `reply`, for a reply that must arrive: the future says whether Valkey has it."""
+        stream, renew = self._reply_stream(replica)
+        written = self.send(*xadd(stream, streams.REPLIES_MAXLEN, entry.fields()))
+        if renew:
+            self.post(b"EXPIRE", stream, streams.REPLIES_TTL)
+        return written
+
+    def _reply_stream(self, replica: bytes) -> tuple[bytes, bool]:
+        """The replica's reply stream, and whether its lifetime is due for renewal (after this append)."""
         now = time.monotonic()
         known = self._reply_streams.get(replica)
-        if known is None or known[1] < now:
-            stream = streams.replies(replica.decode()).encode()
-            self._reply_streams[replica] = (stream, now + streams.REPLIES_TTL_RENEW)
-            self.append(stream, streams.REPLIES_MAXLEN, entry.fields())
-            self.post(b"EXPIRE", stream, streams.REPLIES_TTL)
-            return
-        self.append(known[0], streams.REPLIES_MAXLEN, entry.fields())
-
-    def acknowledge(self, queue: streams.QueueKeys, entry_id: bytes) -> None:
-        """A call is done with: acknowledged in its server's group, and no longer counted against the queue bound."""
-        self.post(b"XACK", queue.stream, streams.GROUP_WORKERS, entry_id)
-        self.post(b"DECR", queue.depth)
+        if known is not None and known[1] >= now:
+            return known[0], False
+        stream = streams.replies(replica.decode()).encode()
+        self._reply_streams[replica] = (stream, now + streams.REPLIES_TTL_RENEW)
+        return stream, True
 
     async def script(self, script: bytes, keys: Sequence[bytes | str], args: Sequence[Arg]) -> Any:
-        """Run a Lua script by its SHA, loading it first where Valkey does not know it (yet, or any more)."""
+        """Run a Lua script by its SHA; where Valkey does not know it (yet, or any more: it restarted), by its text,
+        which also teaches it to Valkey. Any number of callers may meet NOSCRIPT at once: each just runs EVAL."""
         sha = self._scripts.get(script)
         if sha is None:
-            sha = self._scripts[script] = await self.send(b"SCRIPT", b"LOAD", script)
+            sha = self._scripts[script] = hashlib.sha1(script).hexdigest().encode()
         try:
             return await self.send(b"EVALSHA", sha, len(keys), *keys, *args)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            del self._scripts[script]  # Valkey restarted and forgot its scripts
-            return await self.script(script, keys, args)
+        return await self.send(b"EVAL", script, len(keys), *keys, *args)
 
     def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:
         self._packed.append(pack(*command))

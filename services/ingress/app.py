@@ -43,8 +43,8 @@ class Parts:
 @contextlib.asynccontextmanager
 async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
     name = f"muster-ingress-{settings.replica_id}"
-    client = connect(settings.valkey_url, max_connections=256, name=name)
-    outbox = Outbox(settings.valkey_url, name=f"{name}-out")
+    client = connect(settings.valkey_url, max_connections=256, name=name, timeout=settings.valkey_timeout)
+    outbox = Outbox(settings.valkey_url, name=f"{name}-out", timeout=settings.valkey_timeout)
     get_streams = GetStreams()
     sessions = Sessions(outbox, settings.replica_id, settings.session_ttl, settings.session_recheck)
     calls = Calls(
@@ -55,6 +55,9 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
         queue_limit=settings.queue_limit,
         max_pending=settings.max_pending,
         retry_after=settings.retry_after,
+        max_pending_per_server=settings.max_pending_per_server,
+        fair_share=settings.fair_share,
+        enqueue_seconds=settings.valkey_timeout * 0.9,  # the outbox gives up after valkey_timeout
     )
     current = CurrentCatalog()
     broadcasts = Broadcasts(client, current, get_streams, sessions)
@@ -62,13 +65,15 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
     tasks: list[asyncio.Task[None]] = []
     try:
         await broadcasts.start()
-        tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
+        loops = (calls.read_replies(), calls.sweep(), calls.beat(settings.heartbeat_seconds), broadcasts.run())
+        tasks = [asyncio.create_task(t) for t in loops]
         yield Parts(client, calls, current, get_streams, Endpoint(settings, sessions, handlers, get_streams))
     finally:
         get_streams.close_all()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await calls.close()
         await client.aclose()
         outbox.close()
 

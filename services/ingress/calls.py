@@ -2,7 +2,11 @@
 
 One reader task demultiplexes the reply stream to the waiting requests (and hands the session events on it to
 the GET streams), and one sweeper answers the calls whose deadline passed, so no request needs a timer or a
-task of its own.
+task of its own. A heartbeat tells the workers that this replica's callers are still there: calls for a replica
+that died are not run, and its reply stream is removed.
+
+Bounds: the server's queue (across replicas, in Valkey), this replica's calls in flight, and this replica's calls
+in flight to one server, so that servers that hang cannot take all of this replica's room from the others.
 """
 
 import asyncio
@@ -10,15 +14,15 @@ import heapq
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 
 from redis.asyncio import Redis
 
 from services.ingress.get_streams import GetStreams
-from shared import errors, streams
+from shared import errors, queue, streams
 from shared.follow import BEGINNING, Follow
 from shared.messages import Call, CallReply, ReplyKind, SessionEvent, read_reply
-from shared.valkey import BLOCK_SECONDS, ENQUEUE, Outbox
+from shared.valkey import BLOCK_SECONDS, Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +30,16 @@ logger = logging.getLogger(__name__)
 # answers in the worker's place.
 SWEEP_GRACE = 2.0
 SWEEP_SECONDS = 0.25
+CLOCK_PRECISION = 0.05  # seconds: a measurement of Valkey's clock that took longer is not used
 
 
 class Pending:
     """The replies of one call, in order, for the request that waits for them."""
 
-    __slots__ = ("replies", "waiter")
+    __slots__ = ("replies", "server", "waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, server: bytes) -> None:
+        self.server = server
         self.replies: deque[CallReply] = deque()
         self.waiter: asyncio.Future[None] | None = None
 
@@ -61,6 +67,9 @@ class Calls:
         queue_limit: int,
         max_pending: int,
         retry_after: float,
+        max_pending_per_server: int | None = None,
+        fair_share: int = 128,
+        enqueue_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.outbox = outbox
@@ -68,8 +77,15 @@ class Calls:
         self.get_streams = get_streams
         self.queue_limit = queue_limit
         self.max_pending = max_pending
+        self.max_pending_per_server = max_pending_per_server or max_pending
+        self.fair_share = fair_share
+        # How long Valkey may take to queue a call: past it, this replica has given up on the ENQUEUE (the
+        # outbox's timeout), so Valkey must not queue it when it runs the script later. Kept in Valkey's clock.
+        self.enqueue_seconds = enqueue_seconds
+        self.valkey_clock: float | None = None  # Valkey's clock minus this host's, as last measured
         self.retry_after = retry_after
         self.pending: dict[bytes, Pending] = {}
+        self.per_server: Counter[bytes] = Counter()  # calls in flight from here, by server
         self._deadlines: list[tuple[float, bytes]] = []
         self._ids = itertools.count(1)
         # the replica id is new, so everything in its stream is for this process
@@ -81,28 +97,50 @@ class Calls:
         return b"%d" % next(self._ids)
 
     async def submit(self, call: Call) -> Pending:
-        """Enqueue the call; raises QueueFull when its server's queue or this replica is at its bound."""
+        """Enqueue the call; raises QueueFull when its server's queue, this replica, or this replica's room for
+        the server is at its bound."""
         if len(self.pending) >= self.max_pending:
             raise errors.QueueFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
-        pending = self.pending[call.call_id] = Pending()
+        if self.per_server[call.server] >= self.max_pending_per_server:
+            raise errors.QueueFull(
+                f"this muster replica has too many calls in flight to {call.server.decode()}; retry shortly",
+                self.retry_after,
+            )
+        pending = self._hold(call)
         heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.call_id))
-        queue = streams.queue(call.server.decode())
+        until_ms = 0
+        if self.enqueue_seconds is not None and self.valkey_clock is not None:
+            until_ms = int((time.time() + self.valkey_clock + self.enqueue_seconds) * 1000)
         try:
-            entry = await self.outbox.script(
-                ENQUEUE, (queue.stream, queue.depth), (self.queue_limit, streams.CALLS_MAXLEN, *call.fields())
+            entry = await queue.enqueue(
+                self.outbox, call, bound=self.queue_limit, fair_share=self.fair_share, until_ms=until_ms
             )
         except BaseException:
-            self.pending.pop(call.call_id, None)
+            self.done(call.call_id)
             raise
         if entry is None:
-            self.pending.pop(call.call_id, None)
+            self.done(call.call_id)
             raise errors.QueueFull(
-                f"the queue of {queue.server} is full ({self.queue_limit} calls); retry shortly", self.retry_after
+                f"the queue of {call.server.decode()} is full ({self.queue_limit} calls); retry shortly",
+                self.retry_after,
             )
         return pending
 
-    def done(self, call_id: bytes) -> None:
-        self.pending.pop(call_id, None)
+    def _hold(self, call: Call) -> Pending:
+        pending = self.pending[call.call_id] = Pending(call.server)
+        self.per_server[call.server] += 1
+        return pending
+
+    def done(self, call_id: bytes) -> Pending | None:
+        """The call is no longer waited for here."""
+        pending = self.pending.pop(call_id, None)
+        if pending is not None:
+            left = self.per_server[pending.server] - 1
+            if left:
+                self.per_server[pending.server] = left
+            else:
+                del self.per_server[pending.server]
+        return pending
 
     async def read_replies(self) -> None:
         async for batch in self._replies:
@@ -120,7 +158,7 @@ class Calls:
                     if pending is not None:
                         pending.push(reply)
                         if reply.final:
-                            del self.pending[reply.call_id]
+                            self.done(reply.call_id)
 
     async def sweep(self) -> None:
         while True:
@@ -134,9 +172,40 @@ class Calls:
             heapq.heapify(self._deadlines)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, call_id = heapq.heappop(self._deadlines)
-            pending = self.pending.pop(call_id, None)
+            pending = self.done(call_id)
             if pending is not None:
                 body = errors.DeadlineExceeded(
                     "no outcome before the call's deadline; it may or may not have run"
                 ).body()
                 pending.push(CallReply(call_id, ReplyKind.ERROR, body))
+
+    async def beat(self, interval: float) -> None:
+        """This replica's heartbeat: while it advances, workers run the calls it sends and reply to it. It also
+        measures Valkey's clock against this host's."""
+        key = streams.replica_beat(self.replica.decode())
+        failing = False
+        while True:
+            try:
+                sent = time.time()
+                beat = self.outbox.send(b"INCR", key)
+                self.outbox.post(b"EXPIRE", key, streams.BEAT_TTL)
+                clock = self.outbox.send(b"TIME")
+                await beat
+                seconds, micros = await clock
+                received = time.time()
+                if received - sent < CLOCK_PRECISION:
+                    self.valkey_clock = int(seconds) + int(micros) / 1e6 - (sent + received) / 2
+                failing = False
+            except ConnectionError as exc:
+                if not failing:
+                    logger.warning("the replica's heartbeat failed: %s", exc)
+                failing = True
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        """A clean stop: this replica's reply stream and heartbeat go, nobody will read or need them."""
+        replica = self.replica.decode()
+        try:
+            await self.outbox.send(b"DEL", streams.replies(replica), streams.replica_beat(replica))
+        except ConnectionError as exc:  # they expire
+            logger.info("could not remove the reply stream: %s", exc)

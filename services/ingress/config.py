@@ -34,6 +34,16 @@ class IngressSettings(ServiceSettings):
     call_timeout: float = Field(120.0, gt=0)  # seconds from acceptance to outcome, for calls that set no shorter one
     queue_limit: int = Field(10_000, gt=0)  # accepted, unfinished calls per upstream server, across all replicas
     max_pending: int = Field(20_000, gt=0)  # calls one replica waits for at once
+    # calls one replica waits for at once to one server: a quarter of the replica's room, so that up to three
+    # servers that hang leave room for the others
+    max_pending_per_server: int = Field(5_000, gt=0)
+    # Calls one principal (the signed-in user; without sign-in, the agent session) may have in a server's queue
+    # or running; beyond it they wait in the principal's own overflow, so that one agent's burst cannot starve
+    # another's call. At least the total concurrency of the workers for one server (workers x
+    # MUSTER_WORKER_SERVER_CONCURRENCY), or one principal alone cannot use them all; each share beyond that
+    # only adds to how long other principals' calls may wait.
+    fair_share: int = Field(128, gt=0)
+    heartbeat_seconds: float = Field(1.0, gt=0)  # workers judge the replica alive while this heartbeat advances
     retry_after: float = Field(1.0, ge=0)  # what a caller told "queue full" should wait
     session_ttl: int = Field(24 * 3600, gt=0)  # seconds an unused session lives
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session

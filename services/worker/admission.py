@@ -1,11 +1,14 @@
-"""Whether a call taken from its queue may run now: not past its deadline, not cancelled, and, if it is not safe
-to run twice, not possibly run already by a worker that died. A call that is not safe to run twice is marked as
-started before it is sent, so that its redelivery can tell."""
+"""Whether a call taken from its queue may run now: not past its deadline, not cancelled, its caller still there
+(the ingress replica waiting for it alive), and, if it is not safe to run twice, not possibly run already by a
+worker that died. A call that is not safe to run twice is marked as started before it is sent, so that its
+redelivery can tell."""
 
 import time
 
+from services.worker.liveness import Liveness
 from shared import errors, streams
 from shared.messages import Call
+from shared.resp import ConnectionClosed
 from shared.valkey import Outbox
 
 CANCEL_MEMORY = 600.0  # seconds a cancellation is remembered for calls still in a queue
@@ -13,10 +16,12 @@ MAX_REMEMBERED = 10_000
 
 
 class Admission:
-    def __init__(self, outbox: Outbox, worker_id: str) -> None:
+    def __init__(self, outbox: Outbox, worker_id: str, liveness: Liveness) -> None:
         self.outbox = outbox
         self.worker_id = worker_id.encode()
+        self.liveness = liveness
         self.cancelled: dict[bytes, float] = {}  # call key -> until when it is remembered
+        self.callers_gone = 0
 
     def cancel(self, key: bytes) -> None:
         now = time.monotonic()
@@ -32,11 +37,26 @@ class Admission:
             ).body()
         if call.key in self.cancelled:
             return errors.Cancelled("cancelled before it ran").body()
+        self.liveness.watch_replica(call.replica, time.monotonic())
+        if self.liveness.replica_gone(call.replica):
+            self.callers_gone += 1
+            return errors.Cancelled(
+                "its caller is gone (the ingress replica that took it stopped); it did not run"
+            ).body()
         if not call.safe:
-            marker = queue.started(entry_id)
-            if redelivered and await self.outbox.send(b"EXISTS", marker):
-                return errors.OutcomeUnknown(
-                    "the worker running this call stopped; it may have run, and it is not safe to run twice"
+            try:
+                return await self._mark_started(queue, entry_id, redelivered)
+            except ConnectionClosed as exc:
+                return errors.ServiceUnavailable(
+                    f"muster could not reach its valkey; the call did not run: {exc}", 1.0
                 ).body()
-            await self.outbox.send(b"SET", marker, self.worker_id, b"EX", streams.STARTED_TTL)
+        return None
+
+    async def _mark_started(self, queue: streams.QueueKeys, entry_id: bytes, redelivered: bool) -> bytes | None:
+        marker = queue.started(entry_id)
+        if redelivered and await self.outbox.send(b"EXISTS", marker):
+            return errors.OutcomeUnknown(
+                "the worker running this call stopped; it may have run, and it is not safe to run twice"
+            ).body()
+        await self.outbox.send(b"SET", marker, self.worker_id, b"EX", streams.STARTED_TTL)
         return None

@@ -17,8 +17,11 @@ from faststream.redis.message import RedisBatchStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.worker.breaker import Breaker, State
 from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.execute import RetryPolicy
+from services.worker.liveness import Heartbeat, Liveness
 from services.worker.reclaim import Reclaimer
 from services.worker.upstream import Upstream
 from shared import records, streams
@@ -53,6 +56,13 @@ class Worker:
         self.broker = broker
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()
+        self.heartbeat = Heartbeat(
+            settings.valkey_url,
+            settings.id,
+            interval=settings.heartbeat_seconds,
+            timeout=max(settings.valkey_timeout, settings.heartbeat_seconds),
+            stall=settings.loop_stall_seconds,
+        )
         # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
@@ -63,16 +73,22 @@ class Worker:
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         s = self.settings
-        self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
-        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
-        self.dispatcher = Dispatcher(self.outbox, s.id)
+        self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}", timeout=s.valkey_timeout)
+        self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out", timeout=s.valkey_timeout)
+        liveness = Liveness.of(
+            s.id,
+            heartbeat=s.heartbeat_seconds,
+            dead_after=s.dead_after_seconds,
+            replica_dead_after=s.replica_dead_after_seconds,
+        )
+        retry = RetryPolicy(s.retry_attempts, s.retry_backoff_seconds, s.retry_backoff_max_seconds)
+        self.dispatcher = Dispatcher(self.outbox, s.id, liveness, retry)
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
             self.servers.values,
+            liveness,
             worker_id=s.id,
-            heartbeat=s.heartbeat_seconds,
-            dead_after=s.dead_after_seconds,
             interval=s.reclaim_seconds,
             max_deliveries=s.max_deliveries,
         )
@@ -84,12 +100,40 @@ class Worker:
 
     async def start(self) -> None:
         """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
-        await self.reclaimer.beat()
+        self.heartbeat.start()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run_heartbeat(), self.reclaimer.run(), self._follow(), self._maintain()):
+        for loop in (self.reclaimer.run(), self._follow(), self._maintain(), self._tick()):
             self.loops.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
+
+    def ready(self) -> dict[str, str]:
+        """What keeps this worker from doing its work, for /readyz: each check "ok" or why not."""
+        unsettled = self.dispatcher.outcomes.unsettled
+        stopped = [u.name for u in self.servers.values() if u.subscriber is None or not u.subscriber.running]
+        return {
+            "heartbeat": "ok" if not self.heartbeat.failing else "valkey does not take the heartbeat",
+            "outcomes": "ok" if not unsettled else f"{unsettled} outcomes wait for valkey",
+            "readers": "ok" if not stopped else f"not reading the queues of {', '.join(sorted(stopped))}",
+        }
+
+    def circuits(self) -> dict[str, str]:
+        """Each server's circuit breaker state in this worker: "closed", "open" or "half-open"."""
+        return {name: upstream.breaker.state.value for name, upstream in self.servers.items()}
+
+    async def _tick(self) -> None:
+        # The heartbeat thread stops beating when the event loop stops ticking: its calls would not finish.
+        while True:
+            self.heartbeat.ticked()
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    def _circuit_changed(self, server: str, state: State) -> None:
+        key = streams.circuits(server)
+        if state is State.CLOSED:
+            self.outbox.post(b"HDEL", key, self.settings.id)
+        else:
+            self.outbox.post(b"HSET", key, self.settings.id, state.value)
+            self.outbox.post(b"EXPIRE", key, streams.BEAT_TTL)
 
     async def stop(self) -> None:
         """Before the broker stops: no loop may start a reader again while the readers stop."""
@@ -104,11 +148,14 @@ class Worker:
         except (ConnectionError, OSError) as exc:  # Valkey may be gone first at shutdown
             logger.warning("outcomes not written before stopping: %s", exc)
         await asyncio.gather(*(u.close() for u in self.servers.values()))
+        for name, upstream in self.servers.items():
+            if upstream.breaker.state is not State.CLOSED:
+                self.outbox.post(b"HDEL", streams.circuits(name), self.settings.id)
+        with contextlib.suppress(ConnectionError):
+            await self.outbox.drain()
         self.outbox.close()
-        try:
-            await self.client.delete(streams.worker_alive(self.settings.id))
-        except (RedisError, OSError) as exc:  # Valkey may already be gone at shutdown
-            logger.info("could not clear the heartbeat: %s", exc)
+        # The heartbeat stops last: calls still pending here are taken over once it stood still long enough.
+        self.heartbeat.stop()
         await self.client.aclose()
 
     async def _follow(self) -> None:
@@ -168,7 +215,16 @@ class Worker:
         if upstream is not None:
             upstream.configure(record)
             return
-        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
+        s = self.settings
+        breaker = Breaker(
+            record.name,
+            failures=s.breaker_failures,
+            cooldown=s.breaker_cooldown_seconds,
+            probe_timeout=s.breaker_probe_seconds,
+            on_change=self._circuit_changed,
+        )
+        upstream = self.servers[record.name] = Upstream.of(record, s.server_concurrency, breaker)
+        self.reclaimer.adopt(upstream)  # what an earlier incarnation of this worker held, first
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 

@@ -15,6 +15,21 @@ class WorkerSettings(ServiceSettings):
     batch: int = Field(32, gt=0)  # entries fetched per read
     poll_ms: int = Field(1000, gt=0)  # how long one read blocks; also bounds how fast a stopping worker notices
     heartbeat_seconds: float = Field(1.0, gt=0)
-    dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
+    # A worker whose heartbeat stood still this long (while this worker's own advanced: an outage of Valkey
+    # stops both) is dead, and its calls are taken over. Ingress replicas are given longer: calls for a replica
+    # judged gone are not run and their replies are dropped.
+    dead_after_seconds: float = Field(5.0, gt=0)
+    replica_dead_after_seconds: float = Field(15.0, gt=0)
+    loop_stall_seconds: float = Field(60.0, gt=0)  # an event loop that has not run this long stops the heartbeat
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    # A request that failed is sent again, up to `retry_attempts` in all, after a jittered exponential backoff
+    # and within its deadline, only where that is safe (read-only or idempotent, or certainly not sent).
+    retry_attempts: int = Field(3, gt=0)
+    retry_backoff_seconds: float = Field(0.1, ge=0)
+    retry_backoff_max_seconds: float = Field(2.0, ge=0)
+    # Each server's circuit breaker (per worker): open after this many failures in a row (no connection, a
+    # dropped one, 5xx, no answer in time); a probe after the cooldown; a probe unanswered this long has failed.
+    breaker_failures: int = Field(5, gt=0)
+    breaker_cooldown_seconds: float = Field(3.0, gt=0)
+    breaker_probe_seconds: float = Field(10.0, gt=0)

@@ -1,7 +1,8 @@
 """Calls from their queue to their one outcome: admitted, run within their lane's room, cancelled on request.
 
 The pieces: admission.py (may it run now?), execute.py (the call at its upstream), relays.py (what the upstream
-sends during the call), outcomes.py (the reply, acknowledgement and clean-up, in one pipeline).
+sends during the call), outcomes.py (the reply and FINISH, written until Valkey has them). A call holds its
+place in the lane until its outcome is written, so what waits for Valkey is bounded by the lanes.
 """
 
 import asyncio
@@ -9,7 +10,8 @@ import logging
 import time
 
 from services.worker.admission import Admission
-from services.worker.execute import Executor
+from services.worker.execute import Executor, RetryPolicy
+from services.worker.liveness import Liveness
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
 from services.worker.upstream import Upstream
@@ -24,13 +26,16 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class Dispatcher:
-    def __init__(self, outbox: Outbox, worker_id: str) -> None:
+    def __init__(
+        self, outbox: Outbox, worker_id: str, liveness: Liveness | None = None, retry: RetryPolicy | None = None
+    ) -> None:
         self.outbox = outbox
         self.background = Background()
-        self.admission = Admission(outbox, worker_id)
+        self.liveness = liveness or Liveness.of(worker_id, heartbeat=1.0, dead_after=5.0, replica_dead_after=15.0)
+        self.admission = Admission(outbox, worker_id, self.liveness)
         self.relays = Relays(outbox, worker_id)
-        self.outcomes = Outcomes(outbox, self.relays)
-        self.executor = Executor(self.relays, self.background)
+        self.outcomes = Outcomes(outbox, self.relays, self.liveness)
+        self.executor = Executor(self.relays, self.background, retry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -46,7 +51,7 @@ class Dispatcher:
                 call = Call.from_fields(fields)
             except (KeyError, ValueError) as exc:
                 lane.release()
-                self.outcomes.discard(lane.queue, entry_id, f"malformed: {exc}")
+                self.outcomes.discard(lane.queue, entry_id, f"malformed: missing or bad field {exc}")
                 continue
             self.running[call.key] = self.background.spawn(self._run(upstream, entry_id, call, redelivered))
         await asyncio.sleep(0)  # let the calls go out upstream before the reader asks Valkey for more
@@ -59,18 +64,19 @@ class Dispatcher:
             task.cancel()
 
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
-        queue = upstream.lane.queue
         try:
-            kind, body = await self._outcome(upstream, entry_id, call, redelivered)
-        except asyncio.CancelledError:
-            kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
-        except Exception as exc:
-            logger.exception("call %s on %s failed inside the worker", call.call_id, upstream.name)
-            kind, body = ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"muster worker error: {exc}")
+            try:
+                kind, body = await self._outcome(upstream, entry_id, call, redelivered)
+            except asyncio.CancelledError:
+                kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
+            except Exception as exc:  # the outermost edge of one call: it still gets its one outcome
+                logger.exception("call %s on %s failed inside the worker", call.call_id, upstream.name)
+                kind, body = ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"muster worker error: {exc}")
+            finally:
+                self.running.pop(call.key, None)
+            await self.outcomes.finish(upstream.lane.queue, entry_id, call, kind, body)
         finally:
-            self.running.pop(call.key, None)
             upstream.lane.release()
-        self.outcomes.finish(queue, entry_id, call, kind, body, None if call.safe else queue.started(entry_id))
 
     async def _outcome(
         self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool
@@ -82,6 +88,7 @@ class Dispatcher:
         return await self.executor.execute(upstream, call, deadline)
 
     async def drain(self, seconds: float) -> None:
-        """Waits (within a bound) for the calls running here, then for their outcomes to be written."""
+        """Waits (within a bound) for the calls running here and their outcomes to be written."""
         await self.background.wait(seconds)
+        await self.outcomes.background.wait(seconds)
         await self.outbox.drain()

@@ -1,9 +1,12 @@
 """One call at its upstream: the session it runs in, the request, and what each way of failing means for the
-caller (retry later, outcome unknown, deadline exceeded). A call that is not safe to run twice is sent again
-only where it certainly never reached the upstream."""
+caller (retry later, outcome unknown, deadline exceeded). A failed request is sent again, after a jittered
+backoff and within the call's deadline, only where that is safe: the call is read-only or idempotent, or it
+certainly never reached the upstream. Every attempt tells the server's circuit breaker how it went."""
 
 import asyncio
 import logging
+import random
+from dataclasses import dataclass
 
 import orjson
 
@@ -22,38 +25,64 @@ RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when
 BUSY = (429, 502, 503, 504)
 
 
-def _unavailable(server: str, exc: Exception, retry_after: float | None = None) -> Outcome:
+def _unavailable(server: str, exc: object, retry_after: float | None = None) -> Outcome:
     return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or RETRY_AFTER).body()
 
 
-def _not_opened(server: str, exc: Exception) -> Outcome:
-    """No session to send the call in: the call itself was not sent, so it is safe to say "later"."""
-    if isinstance(exc, Timeout) and not isinstance(exc, ConnectFailed):  # a connect timeout: unavailable
-        return ReplyKind.ERROR, errors.DeadlineExceeded(f"{server} did not open a session before the deadline").body()
-    return _unavailable(server, exc, exc.retry_after if isinstance(exc, StatusError) else None)
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """One attempt that failed: what the caller gets if there is no other, and whether there may be one."""
+
+    outcome: Outcome
+    again: bool  # the request certainly did not reach the upstream, or the call is safe to repeat
+    at_once: bool = False  # a stale session or pooled connection, not a sick upstream: no backoff
 
 
-def _failed(server: str, call: Call, attempt: int, exc: Exception) -> Outcome | None:
-    """What a failed request means for its caller; None: send it again."""
-    if isinstance(exc, SessionLost):
-        return None  # the upstream refused the session, not the call: open a new one and send again
+def _down(exc: Exception) -> bool:
+    """Whether a failure says the upstream is down, as its circuit breaker counts."""
     if isinstance(exc, ConnectionLost):
-        if not exc.sent or (call.safe and attempt == 1):  # not sent, or safe to send again: once more
-            return None
-        if call.safe:
-            return _unavailable(server, exc)
-        return ReplyKind.ERROR, errors.OutcomeUnknown(
-            f"the connection to {server} broke during the call; it may have run"
-        ).body()
+        return exc.received or not exc.reused  # not the race of a pooled connection the server just closed
+    if isinstance(exc, StatusError):
+        return exc.status >= 500
+    return isinstance(exc, (ConnectFailed, Timeout))
+
+
+def _not_opened(server: str, exc: Exception) -> Failed:
+    """No session to send the call in: the call itself was not sent, so it may go again, or the caller may."""
+    if isinstance(exc, Timeout) and not isinstance(exc, ConnectFailed):  # the deadline passed while opening
+        return Failed(
+            (ReplyKind.ERROR, errors.DeadlineExceeded(f"{server} did not open a session before the deadline").body()),
+            again=False,
+        )
+    if isinstance(exc, UnknownServer) or (isinstance(exc, StatusError) and exc.status < 500):
+        return Failed(_unavailable(server, exc, getattr(exc, "retry_after", None)), again=False)
+    return Failed(_unavailable(server, exc, exc.retry_after if isinstance(exc, StatusError) else None), again=True)
+
+
+def _failed(server: str, call: Call, exc: Exception) -> Failed:
+    """What a failed request means for its caller, and whether it may be sent again."""
+    if isinstance(exc, SessionLost):  # the upstream refused the session, not the call: open a new one
+        body = errors.UpstreamUnavailable(f"{server} keeps rejecting new sessions", RETRY_AFTER).body()
+        return Failed((ReplyKind.ERROR, body), again=True, at_once=True)
+    if isinstance(exc, ConnectFailed):  # not sent: safe to say "later", and to try again
+        return Failed(_unavailable(server, exc), again=True)
+    if isinstance(exc, ConnectionLost):
+        stale = exc.reused and not exc.received
+        if not exc.sent or call.safe:
+            return Failed(_unavailable(server, exc), again=True, at_once=stale)
+        return Failed(
+            (
+                ReplyKind.ERROR,
+                errors.OutcomeUnknown(f"the connection to {server} broke during the call; it may have run").body(),
+            ),
+            again=False,
+        )
     if isinstance(exc, StatusError):
         if exc.status in BUSY:
-            return _unavailable(server, exc, exc.retry_after)
-        return ReplyKind.ERROR, errors.error_body(
-            errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status}
-        )
-    if isinstance(exc, ConnectFailed):  # not sent: safe to say "later"
-        return _unavailable(server, exc)
-    return ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")
+            return Failed(_unavailable(server, exc, exc.retry_after), again=call.safe and exc.status != 429)
+        body = errors.error_body(errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status})
+        return Failed((ReplyKind.ERROR, body), again=call.safe and exc.status >= 500)
+    return Failed((ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")), again=False)
 
 
 # MalformedResponse, ResponseTooLarge: it answered, but not usably.
@@ -65,42 +94,88 @@ OPEN_FAILURES = (
 REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedResponse, ResponseTooLarge)
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Attempts per call, and the jittered exponential backoff between them."""
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        base: float = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.5)
+
+
 class Executor:
-    def __init__(self, relays: Relays, background: Background) -> None:
+    def __init__(self, relays: Relays, background: Background, retry: RetryPolicy | None = None) -> None:
         self.relays = relays
         self.background = background
+        self.retry = retry or RetryPolicy()
+        self.retries = 0
 
     async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
-        """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
-        for attempt in (1, 2, 3):
-            try:
-                session = await upstream.session(call, deadline)
-            except OPEN_FAILURES as exc:
-                return _not_opened(upstream.name, exc)
-            upstream_id = session.next_id()
-            try:
-                outcome = await session.request(
-                    call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
+        """The call's outcome at the upstream, sent again where that is safe, with backoff, within its deadline.
+        Cancelled (by the caller), it tells the upstream so and re-raises."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            wait = upstream.breaker.admit()
+            if wait is not None:
+                return _unavailable(
+                    upstream.name, "not sent: its circuit is open after repeated failures", max(0.1, round(wait, 1))
                 )
-            except asyncio.CancelledError:
-                self.cancel_upstream(session, upstream_id, "cancelled by the client")
-                raise
-            except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
-                return _unavailable(upstream.name, exc)
-            except Timeout:
-                self.cancel_upstream(session, upstream_id, "deadline exceeded")
-                return ReplyKind.ERROR, errors.DeadlineExceeded(
-                    f"{upstream.name} did not answer before the call's deadline"
-                ).body()
-            except REQUEST_FAILURES as exc:
-                failed = _failed(upstream.name, call, attempt, exc)
-                if failed is None:
-                    continue
-                return failed
-            return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
-        return ReplyKind.ERROR, errors.UpstreamUnavailable(
-            f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
-        ).body()
+            attempt += 1
+            result = await self._once(upstream, call, deadline)
+            if not isinstance(result, Failed):
+                return result
+            limit = max(self.retry.attempts, 3) if result.at_once else self.retry.attempts
+            delay = 0.0 if result.at_once else self.retry.delay(attempt)
+            if not result.again or attempt >= limit or loop.time() + delay >= deadline:
+                return result.outcome
+            self.retries += 1
+            logger.info(
+                "call %s to %s failed (attempt %d of %d); sending it again in %.2f s",
+                call.call_id.decode(),
+                upstream.name,
+                attempt,
+                limit,
+                delay,
+            )
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _once(self, upstream: Upstream, call: Call, deadline: float) -> Outcome | Failed:
+        breaker = upstream.breaker
+        try:
+            session = await upstream.session(call, deadline)
+        except OPEN_FAILURES as exc:
+            if _down(exc):
+                breaker.failed(exc)
+            return _not_opened(upstream.name, exc)
+        upstream_id = session.next_id()
+        try:
+            outcome = await session.request(
+                call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
+            )
+        except asyncio.CancelledError:
+            self.cancel_upstream(session, upstream_id, "cancelled by the client")
+            raise
+        except ConnectFailed as exc:  # not sent, also when connecting timed out
+            breaker.failed(exc)
+            return _failed(upstream.name, call, exc)
+        except Timeout as exc:
+            breaker.failed(exc)
+            self.cancel_upstream(session, upstream_id, "deadline exceeded")
+            return ReplyKind.ERROR, errors.DeadlineExceeded(
+                f"{upstream.name} did not answer before the call's deadline"
+            ).body()
+        except REQUEST_FAILURES as exc:
+            if _down(exc):
+                breaker.failed(exc)
+            return _failed(upstream.name, call, exc)
+        breaker.succeeded()
+        return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""

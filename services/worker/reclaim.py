@@ -1,27 +1,33 @@
-"""Liveness and recovery: each worker keeps a heartbeat key alive and takes over the calls of workers whose
-heartbeat is gone.
+"""Recovery: the calls of workers that died are taken over, each server's in a task of its own, so that a full
+lane delays only its own server's takeover; a worker restarted under the same id first takes back what its
+previous incarnation held. Replies to ingress replicas that died are removed.
 
-Entries are claimed by consumer rather than by idle time, so a call that legitimately runs for minutes is
-never taken from a live worker.
+Entries are claimed by consumer, judged dead by its heartbeat (liveness.py), never by idle time: a call that
+legitimately runs for minutes is never taken from a live worker.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from services.worker.dispatch import Dispatcher
+from services.worker.liveness import Liveness
 from services.worker.upstream import Upstream
 from shared import streams
+from shared.lifecycle import Background
 
 logger = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 FORGET_IDLE_MS = 3600_000  # a dead consumer with nothing pending is removed from the group after an hour
 CLAIM_MIN_IDLE_MS = 1000  # if another worker claimed these a moment ago, it wins and this claim takes nothing
+
+Consumers = dict[str, list[tuple[str, int, int]]]  # server -> (consumer, pending, idle ms)
 
 
 class Reclaimer:
@@ -30,81 +36,115 @@ class Reclaimer:
         client: Redis,
         dispatcher: Dispatcher,
         upstreams: Callable[[], Iterable[Upstream]],
+        liveness: Liveness,
         *,
         worker_id: str,
-        heartbeat: float,
-        dead_after: float,
         interval: float,
         max_deliveries: int,
     ) -> None:
         self.client = client
         self.dispatcher = dispatcher
         self.upstreams = upstreams
+        self.liveness = liveness
         self.worker_id = worker_id
-        self.heartbeat = heartbeat
-        self.dead_after_ms = int(dead_after * 1000)
         self.interval = interval
         self.max_deliveries = max_deliveries
+        self.lanes: dict[str, asyncio.Task[Any]] = {}  # server -> the takeover running on its lane
+        self.background = Background()
         self.reclaimed = 0
         self.dead_lettered = 0
-
-    async def beat(self) -> None:
-        await self.client.set(streams.worker_alive(self.worker_id), b"1", px=self.dead_after_ms)
-
-    async def run_heartbeat(self) -> None:
-        while True:
-            try:
-                await self.beat()
-            except (RedisError, OSError) as exc:
-                logger.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(self.heartbeat)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            for upstream in list(self.upstreams()):
-                try:
-                    await self.reclaim(upstream)
-                except (RedisError, OSError) as exc:
-                    logger.warning("reclaiming on %s failed: %s", upstream.name, exc)
+            try:
+                await self.sweep()
+            except (RedisError, OSError) as exc:
+                self.liveness.lost_contact()
+                logger.warning("looking for dead workers failed: %s", exc)
 
-    async def reclaim(self, upstream: Upstream) -> int:
-        """Takes over the calls that dead workers held on this server's queue; returns how many it claimed."""
-        queue = upstream.lane.queue
-        taken = 0
-        consumers: Any = await self.client.xinfo_consumers(queue.stream, streams.GROUP_WORKERS)
-        for consumer in consumers:
-            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
-            if name == self.worker_id or await self.client.exists(streams.worker_alive(name)):
-                continue
-            if not consumer["pending"]:
-                if consumer["idle"] > FORGET_IDLE_MS:
-                    await self.client.xgroup_delconsumer(queue.stream, streams.GROUP_WORKERS, name)
-                continue
-            taken += await self._take_over(upstream, name)
-        return taken
+    def adopt(self, upstream: Upstream) -> None:
+        """Take back, as redeliveries, the calls a previous incarnation of this worker (same id) held."""
+        self._on_lane(upstream, self.worker_id, 0)
 
-    async def _take_over(self, upstream: Upstream, dead: str) -> int:
+    async def sweep(self) -> None:
+        """One look at every server's consumers and the replicas calls came from; takes over from the dead."""
+        upstreams = list(self.upstreams())
+        consumers = await self._consumers(upstreams)
+        others = {name for rows in consumers.values() for name, _, _ in rows if name != self.worker_id}
+        keys = [*self.liveness.watched(time.monotonic()), *(streams.worker_beat(name).encode() for name in others)]
+        values: list[Any] = await self.client.mget(keys)
+        self.liveness.observe(dict(zip(keys, values, strict=True)))
+        for upstream in upstreams:
+            for name, pending, idle in consumers.get(upstream.name, ()):
+                if name == self.worker_id or not self.liveness.dead(streams.worker_beat(name).encode()):
+                    continue
+                if pending:
+                    self._on_lane(upstream, name, CLAIM_MIN_IDLE_MS)
+                elif idle > FORGET_IDLE_MS:
+                    await self.client.xgroup_delconsumer(upstream.lane.queue.stream, streams.GROUP_WORKERS, name)
+        await self._bury_replicas()
+
+    async def _consumers(self, upstreams: list[Upstream]) -> Consumers:
+        pipe = self.client.pipeline(transaction=False)
+        for upstream in upstreams:
+            pipe.xinfo_consumers(upstream.lane.queue.stream, streams.GROUP_WORKERS)
+        replies = await pipe.execute(raise_on_error=False)
+        found: Consumers = {}
+        for upstream, reply in zip(upstreams, replies, strict=True):
+            if isinstance(reply, ResponseError):  # no group (yet, or any more): the lane's reader recreates it
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            found[upstream.name] = [(_text(c["name"]), c["pending"], c["idle"]) for c in reply]
+        return found
+
+    async def _bury_replicas(self) -> None:
+        """A replica that died takes its callers with it: nobody reads its reply stream any more."""
+        gone = [replica.decode() for replica in self.liveness.gone_replicas()]
+        if not gone:
+            return
+        await self.client.delete(*(streams.replies(r) for r in gone), *(streams.replica_beat(r) for r in gone))
+        for replica in gone:
+            self.liveness.forget_replica(replica.encode())
+        logger.warning("ingress replicas gone, their reply streams removed: %s", ", ".join(gone))
+
+    def _on_lane(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> None:
+        """Starts a takeover on the server's lane, unless one runs there already (the next sweep comes back)."""
+        running = self.lanes.get(upstream.name)
+        if running is None or running.done():
+            self.lanes[upstream.name] = self.background.spawn(self._take_over(upstream, consumer, min_idle_ms))
+
+    async def _take_over(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> None:
+        try:
+            while await self._claim(upstream, consumer, min_idle_ms) == CLAIM_BATCH:
+                pass
+        except (RedisError, OSError) as exc:
+            logger.warning("taking over the calls of %s on %s failed: %s", consumer, upstream.name, exc)
+
+    async def _claim(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> int:
+        """Claims a batch of the consumer's calls on this server and runs them; returns how many it claimed."""
         queue = upstream.lane.queue
         rows: Any = await self.client.xpending_range(
-            queue.stream, streams.GROUP_WORKERS, min="-", max="+", count=CLAIM_BATCH, consumername=dead
+            queue.stream, streams.GROUP_WORKERS, min="-", max="+", count=CLAIM_BATCH, consumername=consumer
         )
         if not rows:
             return 0
         deliveries = {row["message_id"]: row["times_delivered"] for row in rows}
         claimed: Any = await self.client.xclaim(
-            queue.stream,
-            streams.GROUP_WORKERS,
-            self.worker_id,
-            min_idle_time=CLAIM_MIN_IDLE_MS,
-            message_ids=list(deliveries),
+            queue.stream, streams.GROUP_WORKERS, self.worker_id, min_idle_time=min_idle_ms, message_ids=list(deliveries)
         )
-        logger.warning("worker %s is gone: took over %d of its calls on %s", dead, len(claimed), upstream.name)
+        if consumer == self.worker_id:
+            logger.warning(
+                "took back %d calls on %s that this worker held before it restarted", len(claimed), queue.server
+            )
+        else:
+            logger.warning("worker %s is gone: took over %d of its calls on %s", consumer, len(claimed), queue.server)
         outcomes = self.dispatcher.outcomes
         entries = []
         for entry_id, fields in claimed:
             if not fields:
-                outcomes.discard(queue, entry_id, "trimmed away: nothing left to run or to answer")
+                outcomes.discard(queue, entry_id, "deleted: it was answered already")
             elif deliveries.get(entry_id, 1) >= self.max_deliveries:
                 self.dead_lettered += 1
                 outcomes.dead_letter(queue, entry_id, fields, deliveries[entry_id])
@@ -113,4 +153,8 @@ class Reclaimer:
         self.reclaimed += len(entries)
         if entries:
             await self.dispatcher.take(upstream, entries, redelivered=True)
-        return len(claimed)
+        return len(rows)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,11 +1,13 @@
-"""One upstream server as this worker serves it: its record, its lane, the reader of its queue, and its pooled
-connections and sessions (one per credential), rebuilt when the server's address or headers change."""
+"""One upstream server as this worker serves it: its record, its lane, its circuit breaker, the reader of its
+queue, and its pooled connections and sessions (one per credential), rebuilt when the server's address or
+headers change."""
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.worker.breaker import Breaker
 from shared import streams
 from shared.http1 import Headers, Pool
 from shared.messages import Call, ServerRecord
@@ -39,14 +41,15 @@ class Lane(asyncio.BoundedSemaphore):
 class Upstream:
     record: ServerRecord
     lane: Lane
+    breaker: Breaker
     subscriber: Any = None  # the FastStream reader of the server's queue, while it runs
     pool: Pool | None = None
     sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> session
     removed: bool = False
 
     @classmethod
-    def of(cls, record: ServerRecord, concurrency: int) -> "Upstream":
-        return cls(record, Lane(record.name, concurrency))
+    def of(cls, record: ServerRecord, concurrency: int, breaker: Breaker | None = None) -> "Upstream":
+        return cls(record, Lane(record.name, concurrency), breaker or Breaker(record.name))
 
     @property
     def name(self) -> str:

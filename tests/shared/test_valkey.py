@@ -1,5 +1,6 @@
 """The Valkey access of every service, against a real valkey-server."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,10 +13,21 @@ from muster.stack import free_port
 from shared import streams
 from shared.messages import CallReply, CancelCall, ReplyKind, SessionEvent, decode_control, read_reply
 from shared.resp import ConnectionClosed
-from shared.valkey import COMPARE_AND_DELETE, ENQUEUE, Outbox, ensure_group, xadd
+from shared.valkey import COMPARE_AND_DELETE, Outbox, connect, ensure_group, xadd
 from tests.conftest import entries
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def valkey(valkey_url: str) -> AsyncIterator[Redis]:
+    """The session's valkey-server, emptied (tests/shared/conftest.py's `valkey` is a server of the test's own)."""
+    client = connect(valkey_url, name="muster-test")
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -52,6 +64,19 @@ async def test_a_script_is_loaded_again_when_valkey_forgot_it(outbox: Outbox, va
         assert await valkey.exists("lease") == 0
 
 
+async def test_a_script_valkey_forgot_runs_for_every_one_of_many_concurrent_callers(
+    outbox: Outbox, valkey: Redis
+) -> None:
+    # Valkey restarted and forgot its scripts while 50 callers run one at once: each gets its answer.
+    with anyio.fail_after(5):
+        assert await outbox.script(COMPARE_AND_DELETE, ("lease",), ("me",)) == 0
+    await valkey.script_flush()
+    await valkey.mset({f"lease-{n}": "me" for n in range(50)})
+    with anyio.fail_after(5):
+        done = await asyncio.gather(*(outbox.script(COMPARE_AND_DELETE, (f"lease-{n}",), ("me",)) for n in range(50)))
+    assert done == [1] * 50
+
+
 async def test_compare_and_delete_lets_go_only_of_what_the_holder_still_holds(outbox: Outbox, valkey: Redis) -> None:
     await valkey.set("lease", "someone-else")
     await valkey.hset("session", mapping={"stream": "replica-2", "protocol": "2025-11-25"})
@@ -61,30 +86,6 @@ async def test_compare_and_delete_lets_go_only_of_what_the_holder_still_holds(ou
         assert await outbox.script(COMPARE_AND_DELETE, ("session",), ("replica-2", "stream")) == 1
     assert await valkey.get("lease") == b"someone-else"
     assert await valkey.hgetall("session") == {b"protocol": b"2025-11-25"}
-
-
-async def test_enqueue_refuses_past_the_bound_and_leaves_the_count_as_it_was(outbox: Outbox, valkey: Redis) -> None:
-    queue = streams.queue("k8s")
-    with anyio.fail_after(5):
-        for n in range(2):
-            entry = await outbox.script(ENQUEUE, (queue.stream, queue.depth), (2, streams.CALLS_MAXLEN, b"n", n))
-            assert entry is not None
-        assert await outbox.script(ENQUEUE, (queue.stream, queue.depth), (2, streams.CALLS_MAXLEN, b"n", 2)) is None
-    assert await valkey.get(queue.depth) == b"2" and await valkey.xlen(queue.stream) == 2
-
-
-async def test_acknowledging_a_call_frees_its_place_in_the_queue(outbox: Outbox, valkey: Redis) -> None:
-    queue = streams.queue("k8s")
-    await ensure_group(valkey, "k8s")
-    with anyio.fail_after(5):
-        await outbox.script(ENQUEUE, (queue.stream, queue.depth), (10, streams.CALLS_MAXLEN, b"n", 1))
-    read: Any = await valkey.xreadgroup(streams.GROUP_WORKERS, "w1", {queue.stream: ">"})
-    entry_id = read[0][1][0][0]
-    outbox.acknowledge(queue, entry_id)
-    with anyio.fail_after(5):
-        await outbox.drain()
-    assert await valkey.get(queue.depth) == b"0"
-    assert (await valkey.xpending(queue.stream, streams.GROUP_WORKERS))["pending"] == 0
 
 
 async def test_the_workers_group_reads_calls_that_came_before_it_and_is_made_once(valkey: Redis) -> None:

@@ -111,3 +111,43 @@ async def test_a_call_without_an_outcome_past_its_deadline_is_answered_in_the_wo
         reply = await pending.next()
     assert reply.final and orjson.loads(reply.body)["code"] == errors.DEADLINE_EXCEEDED
     assert calls.pending == {}
+
+
+async def test_servers_that_hang_cannot_take_the_replica_s_room_from_another(valkey: Redis, outbox: Outbox) -> None:
+    calls = _calls(valkey, outbox, max_pending=10, max_pending_per_server=4)
+    for server in (b"hung-1", b"hung-2"):
+        for _ in range(4):
+            await calls.submit(_call(calls, server=server))
+        with pytest.raises(errors.QueueFull, match=f"too many calls in flight to {server.decode()}"):
+            await calls.submit(_call(calls, server=server))
+    healthy = _call(calls, server=b"healthy")
+    await calls.submit(healthy)  # 8 of the replica's 10 are taken, but not by this server
+    calls.done(healthy.call_id)
+    assert calls.per_server == {b"hung-1": 4, b"hung-2": 4}
+
+
+async def test_a_call_valkey_would_queue_after_the_replica_gave_up_is_not_queued(valkey: Redis, outbox: Outbox) -> None:
+    calls = _calls(valkey, outbox, enqueue_seconds=0.5)
+    calls.valkey_clock = 60.0  # as if Valkey's clock ran a minute ahead of this host's: time enough
+    await calls.submit(_call(calls))
+    calls.valkey_clock = -60.0  # as if Valkey ran the script a minute after it was sent
+    with pytest.raises(ConnectionError, match="too late"):
+        await calls.submit(_call(calls))
+    assert await valkey.xlen(streams.calls("k8s")) == 1 and len(calls.pending) == 1
+
+
+async def test_the_replica_beats_and_measures_valkey_s_clock_and_leaves_nothing_behind(
+    valkey: Redis, outbox: Outbox
+) -> None:
+    calls = _calls(valkey, outbox)
+    beating = asyncio.create_task(calls.beat(0.05))
+    try:
+        with anyio.fail_after(5):
+            while int(await valkey.get(streams.replica_beat(REPLICA)) or 0) < 3:
+                await anyio.sleep(0.02)
+    finally:
+        beating.cancel()
+    assert calls.valkey_clock is not None and abs(calls.valkey_clock) < 1  # one machine, one clock
+    outbox.reply(REPLICA.encode(), CallReply(b"1", ReplyKind.RESULT, b"{}"))
+    await calls.close()
+    assert await valkey.exists(streams.replies(REPLICA), streams.replica_beat(REPLICA)) == 0

@@ -17,7 +17,8 @@ from services.worker.dispatch import Dispatcher
 from services.worker.upstream import Upstream
 from shared import streams
 from shared.messages import Call, CallReply, ReplyKind, ServerRecord, read_reply
-from shared.valkey import ENQUEUE, Outbox, ensure_group
+from shared.queue import enqueue
+from shared.valkey import Outbox, ensure_group
 from tests.conftest import ROOT, StandIn, entries
 
 WORKER = "worker-under-test"
@@ -90,7 +91,7 @@ class Bench:
         queue = streams.queue(calls[0].server.decode())
         await ensure_group(self.valkey, queue.server)
         for call in calls:
-            await self.outbox.script(ENQUEUE, (queue.stream, queue.depth), (100, streams.CALLS_MAXLEN, *call.fields()))
+            await enqueue(self.outbox, call, bound=100, fair_share=100)
         read: Any = await self.valkey.xreadgroup(streams.GROUP_WORKERS, WORKER, {queue.stream: ">"})
         return [(entry_id, fields) for entry_id, fields in read[0][1]]
 
@@ -138,3 +139,10 @@ def error_code(reply: CallReply) -> int:
     assert reply.kind is ReplyKind.ERROR, reply
     code: int = orjson.loads(reply.body)["code"]
     return code
+
+
+async def wait_running(standin: StandIn, count: int) -> None:
+    """Until the upstream runs `count` calls at once."""
+    with anyio.fail_after(10):
+        while (await anyio.to_thread.run_sync(standin.stats))["running"] < count:
+            await anyio.sleep(0.02)

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from services.worker.admission import CANCEL_MEMORY, MAX_REMEMBERED, Admission
+from services.worker.liveness import Liveness
 from shared import errors, streams
 from tests.services.worker.conftest import NS, WORKER, Bench
 
@@ -22,7 +23,7 @@ def _code(refusal: bytes | None) -> int:
 
 
 async def test_a_call_not_safe_to_run_twice_is_marked_before_it_runs(bench: Bench) -> None:
-    admission = Admission(bench.outbox, WORKER)
+    admission = Admission(bench.outbox, WORKER, bench.dispatcher.liveness)
     queue = streams.queue("k8s")
     assert await admission.admit(queue, ENTRY, bench.call("k8s", "delete", NS, safe=False), redelivered=False) is None
     marker = queue.started(ENTRY)
@@ -33,7 +34,7 @@ async def test_a_call_not_safe_to_run_twice_is_marked_before_it_runs(bench: Benc
 
 
 async def test_a_redelivered_call_that_may_have_run_is_outcome_unknown(bench: Bench) -> None:
-    admission = Admission(bench.outbox, WORKER)
+    admission = Admission(bench.outbox, WORKER, bench.dispatcher.liveness)
     queue = streams.queue("k8s")
     call = bench.call("k8s", "delete", NS, safe=False)
     await admission.admit(queue, ENTRY, call, redelivered=False)  # the worker that died got this far
@@ -43,7 +44,7 @@ async def test_a_redelivered_call_that_may_have_run_is_outcome_unknown(bench: Be
 
 
 async def test_late_or_cancelled_calls_are_refused(bench: Bench) -> None:
-    admission = Admission(bench.outbox, WORKER)
+    admission = Admission(bench.outbox, WORKER, bench.dispatcher.liveness)
     queue = streams.queue("k8s")
     late = bench.call("k8s", "get", NS, deadline_ms=int(time.time() * 1000) - 1)
     assert _code(await admission.admit(queue, ENTRY, late, redelivered=False)) == errors.DEADLINE_EXCEEDED
@@ -55,9 +56,24 @@ async def test_late_or_cancelled_calls_are_refused(bench: Bench) -> None:
 def test_cancellations_are_remembered_for_a_while_and_not_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    admission = Admission(None, WORKER)  # type: ignore[arg-type]  # remembering needs no Valkey
+    liveness = Liveness.of(WORKER, heartbeat=1, dead_after=5, replica_dead_after=15)
+    admission = Admission(None, WORKER, liveness)  # type: ignore[arg-type]  # remembering needs no Valkey
     admission.cancel(b"old")
     now[0] += CANCEL_MEMORY + 1
     for n in range(MAX_REMEMBERED):
         admission.cancel(b"%d" % n)
     assert b"old" not in admission.cancelled and len(admission.cancelled) == MAX_REMEMBERED
+
+
+async def test_a_call_whose_replica_is_gone_is_not_run(bench: Bench) -> None:
+    liveness = bench.dispatcher.liveness
+    admission = Admission(bench.outbox, WORKER, liveness)
+    queue = streams.queue("k8s")
+    call = bench.call("k8s", "get", NS)
+    assert await admission.admit(queue, ENTRY, call, redelivered=False) is None  # the replica is now watched
+    replica_beat = streams.replica_beat(call.replica.decode()).encode()
+    assert replica_beat in liveness.watched(time.monotonic())
+    for own in range(liveness.replica_beats + 1):  # this worker beats on, the replica's counter stands still
+        liveness.observe({liveness.own: b"%d" % own, replica_beat: b"7"})
+    refusal = await admission.admit(queue, ENTRY, call, redelivered=False)
+    assert _code(refusal) == errors.CANCELLED and b"caller is gone" in (refusal or b"")

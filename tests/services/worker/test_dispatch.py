@@ -11,15 +11,9 @@ import pytest
 from shared import errors
 from shared.messages import ReplyKind
 from tests.conftest import StandIn
-from tests.services.worker.conftest import NS, Bench, error_code
+from tests.services.worker.conftest import NS, Bench, error_code, wait_running
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_running(standin: StandIn, count: int) -> None:
-    with anyio.fail_after(10):
-        while (await anyio.to_thread.run_sync(standin.stats))["running"] < count:
-            await anyio.sleep(0.02)
 
 
 async def test_a_call_s_outcome_leaves_with_its_acknowledgement(bench: Bench, k8s: StandIn) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import orjson
 import pytest
 
-from services.worker.execute import Executor
+from services.worker.execute import Executor, RetryPolicy
 from services.worker.relays import Relays
 from shared import errors
 from shared.lifecycle import Background
@@ -65,8 +65,32 @@ async def test_a_busy_upstream_makes_the_call_unavailable_for_as_long_as_it_says
 
 async def test_another_http_status_is_reported_with_it(bench: Bench, k8s: StandIn, executor: Executor) -> None:
     k8s.fault(action="http_status", method="tools/call", status=500, body="boom", count=1)
-    error = _error(await executor.execute(bench.upstream(k8s), bench.call("k8s", "get", NS), _deadline()))
+    before = k8s.stats()["tools"].get("delete", 0)
+    call = bench.call("k8s", "delete", DELETE, safe=False)
+    error = _error(await executor.execute(bench.upstream(k8s), call, _deadline()))
     assert error["code"] == errors.UPSTREAM_UNAVAILABLE and error["data"] == {"status": 500}
+    assert k8s.stats()["tools"].get("delete", 0) == before  # not sent again: it is not safe to repeat
+
+
+async def test_a_read_only_call_that_met_a_5xx_is_sent_again_after_a_backoff(
+    bench: Bench, k8s: StandIn, executor: Executor
+) -> None:
+    k8s.fault(action="http_status", method="tools/call", status=503, body="busy", count=2)
+    executor.retry = RetryPolicy(attempts=3, backoff=0.2, max_backoff=1.0)
+    started = asyncio.get_running_loop().time()
+    kind, body = await executor.execute(bench.upstream(k8s), bench.call("k8s", "get", NS), _deadline())
+    assert kind is ReplyKind.RESULT and orjson.loads(body)["isError"] is False
+    # two backoffs, jittered to 0.5-1.5 times 0.2 s and 0.4 s
+    assert 0.3 <= asyncio.get_running_loop().time() - started < 3
+    assert executor.retries == 2
+
+
+async def test_retries_stop_at_the_attempts_allowed(bench: Bench, k8s: StandIn, executor: Executor) -> None:
+    k8s.fault(action="http_status", method="tools/call", status=502, count=5)
+    executor.retry = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.01)
+    error = _error(await executor.execute(bench.upstream(k8s), bench.call("k8s", "get", NS), _deadline()))
+    assert error["code"] == errors.UPSTREAM_UNAVAILABLE
+    assert k8s.stats()["requests"]["POST fault http_status"] >= 2 and executor.retries == 1
 
 
 async def test_a_session_the_upstream_forgot_is_opened_again_for_the_same_call(
