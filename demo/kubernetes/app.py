@@ -82,6 +82,7 @@ class Stats:
     methods: Counter[str] = field(default_factory=Counter)
     tools: Counter[str] = field(default_factory=Counter)
     started: Counter[str] = field(default_factory=Counter)
+    runs: Counter[str] = field(default_factory=Counter)  # "<tool> <arguments as sorted JSON>": who ran how often
     finished: Counter[str] = field(default_factory=Counter)
     cancelled: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
@@ -138,6 +139,7 @@ class StandIn:
         if problem:
             return _text(f"input schema validation failed: {problem}", error=True)
         self.stats.started[name] += 1
+        self.stats.runs[f"{name} {json.dumps(arguments, sort_keys=True)}"] += 1
         self.stats.running += 1
         try:
             await self._tool_faults(name)
@@ -321,6 +323,7 @@ class StandIn:
                     "methods": s.methods,
                     "tools": s.tools,
                     "started": s.started,
+                    "runs": s.runs,
                     "finished": s.finished,
                     "cancelled": s.cancelled,
                     "sessions": s.sessions,

@@ -37,6 +37,7 @@ class Dispatcher:
         self.outcomes = Outcomes(outbox, self.relays, self.liveness)
         self.executor = Executor(self.relays, self.background, retry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
+        self.held: set[bytes] = set()  # entry ids this process took and has not let go of
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
         """Start the entries as the lane has room, then hold the reader back while the lane is full.
@@ -53,6 +54,7 @@ class Dispatcher:
                 lane.release()
                 self.outcomes.discard(lane.queue, entry_id, f"malformed: missing or bad field {exc}")
                 continue
+            self.held.add(entry_id)
             self.running[call.key] = self.background.spawn(self._run(upstream, entry_id, call, redelivered))
         await asyncio.sleep(0)  # let the calls go out upstream before the reader asks Valkey for more
         await lane.room()
@@ -76,6 +78,7 @@ class Dispatcher:
                 self.running.pop(call.key, None)
             await self.outcomes.finish(upstream.lane.queue, entry_id, call, kind, body)
         finally:
+            self.held.discard(entry_id)
             upstream.lane.release()
 
     async def _outcome(

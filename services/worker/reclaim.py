@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 CLAIM_BATCH = 100
 FORGET_IDLE_MS = 3600_000  # a dead consumer with nothing pending is removed from the group after an hour
 CLAIM_MIN_IDLE_MS = 1000  # if another worker claimed these a moment ago, it wins and this claim takes nothing
+ADOPT_ROUNDS = 100  # claims in a row by one takeover, at most
 
 Consumers = dict[str, list[tuple[str, int, int]]]  # server -> (consumer, pending, idle ms)
 
@@ -64,8 +65,10 @@ class Reclaimer:
                 logger.warning("looking for dead workers failed: %s", exc)
 
     def adopt(self, upstream: Upstream) -> None:
-        """Take back, as redeliveries, the calls a previous incarnation of this worker (same id) held."""
-        self._on_lane(upstream, self.worker_id, 0)
+        """Take back, as redeliveries, the calls a previous incarnation of this worker (same id) held: entries
+        pending for this consumer that this process did not take. Nobody else takes them while this worker's
+        heartbeat advances."""
+        self._on_lane(upstream, self.worker_id, CLAIM_MIN_IDLE_MS)
 
     async def sweep(self) -> None:
         """One look at every server's consumers and the replicas calls came from; takes over from the dead."""
@@ -116,29 +119,35 @@ class Reclaimer:
             self.lanes[upstream.name] = self.background.spawn(self._take_over(upstream, consumer, min_idle_ms))
 
     async def _take_over(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> None:
+        own = consumer == self.worker_id
         try:
-            while await self._claim(upstream, consumer, min_idle_ms) == CLAIM_BATCH:
-                pass
+            for _ in range(ADOPT_ROUNDS):
+                found, claimed = await self._claim(upstream, consumer, min_idle_ms)
+                if claimed < found and own:  # claimed a moment ago by the previous incarnation: soon
+                    await asyncio.sleep(min_idle_ms / 1000)
+                elif found < CLAIM_BATCH or claimed < found:  # all taken, or the rest by someone else
+                    return
         except (RedisError, OSError) as exc:
             logger.warning("taking over the calls of %s on %s failed: %s", consumer, upstream.name, exc)
 
-    async def _claim(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> int:
-        """Claims a batch of the consumer's calls on this server and runs them; returns how many it claimed."""
+    async def _claim(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> tuple[int, int]:
+        """Claims a batch of the consumer's calls on this server and runs them; returns how many it found and
+        how many of them it claimed."""
         queue = upstream.lane.queue
+        held = self.dispatcher.held if consumer == self.worker_id else set()
         rows: Any = await self.client.xpending_range(
-            queue.stream, streams.GROUP_WORKERS, min="-", max="+", count=CLAIM_BATCH, consumername=consumer
+            queue.stream, streams.GROUP_WORKERS, "-", "+", CLAIM_BATCH + len(held), consumername=consumer
         )
+        rows = [row for row in rows if row["message_id"] not in held][:CLAIM_BATCH]
         if not rows:
-            return 0
+            return 0, 0
         deliveries = {row["message_id"]: row["times_delivered"] for row in rows}
         claimed: Any = await self.client.xclaim(
             queue.stream, streams.GROUP_WORKERS, self.worker_id, min_idle_time=min_idle_ms, message_ids=list(deliveries)
         )
-        if consumer == self.worker_id:
-            logger.warning(
-                "took back %d calls on %s that this worker held before it restarted", len(claimed), queue.server
-            )
-        else:
+        if claimed and consumer == self.worker_id:
+            logger.warning("took back %d calls on %s held before this worker restarted", len(claimed), queue.server)
+        elif claimed:
             logger.warning("worker %s is gone: took over %d of its calls on %s", consumer, len(claimed), queue.server)
         outcomes = self.dispatcher.outcomes
         entries = []
@@ -153,7 +162,7 @@ class Reclaimer:
         self.reclaimed += len(entries)
         if entries:
             await self.dispatcher.take(upstream, entries, redelivered=True)
-        return len(rows)
+        return len(rows), len(claimed)
 
 
 def _text(value: Any) -> str:

@@ -195,3 +195,19 @@ def test_liveness_forgets_everything_when_its_own_counter_went_back() -> None:
     assert not liveness.dead(b"other")
     liveness.observe({b"own": b"3", b"other": b"5"})
     assert liveness.dead(b"other")
+
+
+async def test_taking_back_its_own_calls_leaves_those_this_process_runs(bench: Bench, k8s: StandIn) -> None:
+    upstream = bench.upstream(k8s)
+    k8s.fault(action="delay", tool="cluster_health", seconds=2, count=1)
+    before = k8s.stats()["started"].get("cluster_health", 0)
+    await bench.dispatcher.take(upstream, await bench.enqueue(bench.call("k8s", "cluster_health", {})))
+    await wait_running(k8s, 1)
+    await anyio.sleep(CLAIM_MIN_IDLE_MS / 1000 + 0.1)  # idle enough to be claimed, were it an orphan
+    reclaimer = _reclaimer(bench, upstream)
+    reclaimer.adopt(upstream)
+    await _taken_over(reclaimer)
+    assert reclaimer.reclaimed == 0
+    await bench.dispatcher.drain(5)
+    assert k8s.stats()["started"]["cluster_health"] == before + 1
+    assert await bench.settled("k8s") == (0, 0)
