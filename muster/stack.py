@@ -70,7 +70,9 @@ class Stack:
     def python(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
         return self.start(name, [sys.executable, "-m", module, *args], env)
 
-    def valkey(self, port: int) -> str:
+    def valkey(self, port: int, *, appendfsync: str = "everysec") -> str:
+        """Valkey with its append-only file in data/valkey; `appendfsync` "always" loses no acknowledged write
+        when it is killed, "everysec" (muster up's) up to the last second of them."""
         directory = self.data / "valkey"
         directory.mkdir(parents=True, exist_ok=True)
         self.start(
@@ -86,7 +88,7 @@ class Stack:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                appendfsync,
                 "--save",
                 "",
                 "--daemonize",

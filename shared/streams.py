@@ -24,6 +24,7 @@ One key family per ingress replica, worker or session:
 And the keys everybody shares:
 
     muster:servers             hash    server name -> ServerRecord: discovery writes, ingress and workers read
+    muster:replicas            set     ingress replicas: their heartbeats are watched by the workers
     muster:capabilities        stream  discovery -> ingress replicas and workers: these records changed
     muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
     muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
@@ -39,6 +40,7 @@ PREFIX: Final = "muster:"
 GROUP_WORKERS: Final = "workers"
 
 SERVERS: Final = PREFIX + "servers"
+REPLICAS: Final = PREFIX + "replicas"
 CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"

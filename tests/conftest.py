@@ -17,9 +17,11 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from muster.stack import Stack, free_port
+from shared import streams
 from shared.valkey import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,8 +100,8 @@ class Muster:
         self.servers = self.root / "servers"
         self.servers.mkdir()
 
-    def start_valkey(self) -> None:
-        self.valkey_url = self.stack.valkey(free_port())
+    def start_valkey(self, appendfsync: str = "everysec") -> None:
+        self.valkey_url = self.stack.valkey(free_port(), appendfsync=appendfsync)
         self.env = {
             "MUSTER_VALKEY_URL": self.valkey_url,
             "MUSTER_LOG_JSON": "false",
@@ -145,10 +147,22 @@ class Muster:
             env={**self.env, "MUSTER_SERVERS": str(self.servers), "MUSTER_PREFIX_MODE": prefix_mode},
         )
 
-    def worker(self, **env: str) -> Any:
-        worker_id = f"test-worker-{len(self.workers) + 1}-{os.getpid()}"
+    def worker(self, worker_id: str | None = None, **env: str) -> Any:
+        """A worker; `worker_id` the id of one that ran before (a restart), else a new one."""
+        worker_id = worker_id or f"test-worker-{len(self.workers) + 1}-{os.getpid()}"
         child = self.stack.python(worker_id, "services.worker", env={**self.env, "MUSTER_WORKER_ID": worker_id, **env})
         self.workers.append(child)
+        return child
+
+    def beating(self, child: Any, timeout: float = 30.0) -> Any:
+        """Waits until a worker's heartbeat advances (it runs, and reads its servers' queues); returns it."""
+        deadline = time.monotonic() + timeout
+        with SyncRedis.from_url(self.valkey_url) as valkey:
+            first = int(valkey.get(streams.worker_beat(child.name)) or 0)
+            while int(valkey.get(streams.worker_beat(child.name)) or 0) < first + 2:
+                assert time.monotonic() < deadline, f"{child.name} did not start beating within {timeout:.0f} s"
+                self.stack.check()
+                time.sleep(0.05)
         return child
 
     def ingress(self, **env: str) -> str:
@@ -250,10 +264,10 @@ def muster_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("muster")
 
 
-def make_muster(root: Path) -> Iterator[Muster]:
+def make_muster(root: Path, appendfsync: str = "everysec") -> Iterator[Muster]:
     m = Muster(root)
     try:
-        m.start_valkey()
+        m.start_valkey(appendfsync)
         yield m
     finally:
         m.stack.stop()

@@ -10,9 +10,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from redis import Redis
-
-from shared import streams
 from tests.conftest import HEADERS, Muster, initialize, make_muster
 
 pytestmark = pytest.mark.slow
@@ -40,21 +37,11 @@ def stop_workers(muster: Muster) -> None:
             muster.stack.stop_child(child)
 
 
-def beating(muster: Muster, child: Any) -> Any:
-    """Waits until the worker beats (it runs, and it reads its servers' queues); returns it."""
-    deadline = time.monotonic() + 30
-    with Redis.from_url(muster.valkey_url) as valkey:
-        while int(valkey.get(streams.worker_beat(child.name)) or 0) < 2:
-            assert time.monotonic() < deadline, f"{child.name} did not start"
-            time.sleep(0.05)
-    return child
-
-
 @pytest.fixture
 def worker(muster: Muster) -> Iterator[Any]:
     """Exactly one worker, and none left over afterwards."""
     stop_workers(muster)
-    yield beating(muster, muster.worker(**FAST_RECLAIM))
+    yield muster.beating(muster.worker(**FAST_RECLAIM))
     stop_workers(muster)
 
 
@@ -128,7 +115,7 @@ def call_and_kill_its_worker(muster: Muster, worker: Any, tool: str, arguments: 
             tg.start_soon(caller)
             await anyio.to_thread.run_sync(wait_started, muster, upstream_tool, before)
             # the survivor, running before the first one dies, as another replica would be
-            await anyio.to_thread.run_sync(beating, muster, muster.worker(**FAST_RECLAIM))
+            await anyio.to_thread.run_sync(muster.beating, muster.worker(**FAST_RECLAIM))
             muster.stack.stop_child(worker, signal.SIGKILL)
 
     anyio.run(scenario)

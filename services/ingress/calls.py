@@ -189,6 +189,7 @@ class Calls:
                 sent = time.time()
                 beat = self.outbox.send(b"INCR", key)
                 self.outbox.post(b"EXPIRE", key, streams.BEAT_TTL)
+                self.outbox.post(b"SADD", streams.REPLICAS, self.replica)  # again: Valkey may have lost it
                 clock = self.outbox.send(b"TIME")
                 await beat
                 seconds, micros = await clock
@@ -206,6 +207,7 @@ class Calls:
         """A clean stop: this replica's reply stream and heartbeat go, nobody will read or need them."""
         replica = self.replica.decode()
         try:
+            self.outbox.post(b"SREM", streams.REPLICAS, self.replica)
             await self.outbox.send(b"DEL", streams.replies(replica), streams.replica_beat(replica))
         except ConnectionError as exc:  # they expire
             logger.info("could not remove the reply stream: %s", exc)

@@ -37,7 +37,6 @@ class Admission:
             ).body()
         if call.key in self.cancelled:
             return errors.Cancelled("cancelled before it ran").body()
-        self.liveness.watch_replica(call.replica, time.monotonic())
         if self.liveness.replica_gone(call.replica):
             self.callers_gone += 1
             return errors.Cancelled(

@@ -26,8 +26,6 @@ from shared import streams
 
 logger = logging.getLogger(__name__)
 
-WATCH_SECONDS = 600.0  # a replica no call named for this long is no longer watched
-
 
 @functools.lru_cache(maxsize=1024)
 def _replica_key(replica: bytes) -> bytes:
@@ -112,7 +110,7 @@ class Liveness:
         self.replica_beats = replica_beats  # more: a replica judged dead loses its callers' replies
         self.clock: int | None = None  # the own counter at the last observation
         self._seen: dict[bytes, tuple[bytes | None, int]] = {}  # beat key -> (value, own counter when first seen)
-        self.replicas: dict[bytes, float] = {}  # replicas calls came from -> when a call last named it
+        self.replicas: set[bytes] = set()  # the ingress replicas there are (streams.REPLICAS)
 
     @classmethod
     def of(cls, worker_id: str, *, heartbeat: float, dead_after: float, replica_dead_after: float) -> "Liveness":
@@ -122,13 +120,13 @@ class Liveness:
             max(2, math.ceil(replica_dead_after / heartbeat)),
         )
 
-    def watch_replica(self, replica: bytes, now: float) -> None:
-        self.replicas[replica] = now
+    def watch_replicas(self, replicas: set[bytes]) -> None:
+        for gone in self.replicas - replicas:
+            self.forget_replica(gone)
+        self.replicas = replicas
 
-    def watched(self, now: float) -> list[bytes]:
-        """The beat keys to read: this worker's own, and those of the replicas calls named lately."""
-        for replica in [r for r, named in self.replicas.items() if now - named > WATCH_SECONDS]:
-            self.forget_replica(replica)
+    def watched(self) -> list[bytes]:
+        """The beat keys to read: this worker's own, and those of the replicas."""
         return [self.own, *(_replica_key(replica) for replica in self.replicas)]
 
     def observe(self, beats: Mapping[bytes, bytes | None]) -> None:
@@ -164,5 +162,5 @@ class Liveness:
         return [replica for replica in self.replicas if self.replica_gone(replica)]
 
     def forget_replica(self, replica: bytes) -> None:
-        self.replicas.pop(replica, None)
+        self.replicas.discard(replica)
         self._seen.pop(_replica_key(replica), None)

@@ -8,7 +8,6 @@ legitimately runs for minutes is never taken from a live worker.
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -74,8 +73,10 @@ class Reclaimer:
         """One look at every server's consumers and the replicas calls came from; takes over from the dead."""
         upstreams = list(self.upstreams())
         consumers = await self._consumers(upstreams)
+        replicas: Any = await self.client.smembers(streams.REPLICAS)
+        self.liveness.watch_replicas(set(replicas))
         others = {name for rows in consumers.values() for name, _, _ in rows if name != self.worker_id}
-        keys = [*self.liveness.watched(time.monotonic()), *(streams.worker_beat(name).encode() for name in others)]
+        keys = [*self.liveness.watched(), *(streams.worker_beat(name).encode() for name in others)]
         values: list[Any] = await self.client.mget(keys)
         self.liveness.observe(dict(zip(keys, values, strict=True)))
         for upstream in upstreams:
@@ -107,6 +108,7 @@ class Reclaimer:
         gone = [replica.decode() for replica in self.liveness.gone_replicas()]
         if not gone:
             return
+        await self.client.srem(streams.REPLICAS, *gone)
         await self.client.delete(*(streams.replies(r) for r in gone), *(streams.replica_beat(r) for r in gone))
         for replica in gone:
             self.liveness.forget_replica(replica.encode())

@@ -148,6 +148,7 @@ async def test_the_replica_beats_and_measures_valkey_s_clock_and_leaves_nothing_
     finally:
         beating.cancel()
     assert calls.valkey_clock is not None and abs(calls.valkey_clock) < 1  # one machine, one clock
+    assert await valkey.smembers(streams.REPLICAS) == {REPLICA.encode()}
     outbox.reply(REPLICA.encode(), CallReply(b"1", ReplyKind.RESULT, b"{}"))
     await calls.close()
-    assert await valkey.exists(streams.replies(REPLICA), streams.replica_beat(REPLICA)) == 0
+    assert await valkey.exists(streams.replies(REPLICA), streams.replica_beat(REPLICA), streams.REPLICAS) == 0

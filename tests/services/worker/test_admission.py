@@ -70,9 +70,10 @@ async def test_a_call_whose_replica_is_gone_is_not_run(bench: Bench) -> None:
     admission = Admission(bench.outbox, WORKER, liveness)
     queue = streams.queue("k8s")
     call = bench.call("k8s", "get", NS)
-    assert await admission.admit(queue, ENTRY, call, redelivered=False) is None  # the replica is now watched
+    liveness.watch_replicas({call.replica})
+    assert await admission.admit(queue, ENTRY, call, redelivered=False) is None
     replica_beat = streams.replica_beat(call.replica.decode()).encode()
-    assert replica_beat in liveness.watched(time.monotonic())
+    assert replica_beat in liveness.watched()
     for own in range(liveness.replica_beats + 1):  # this worker beats on, the replica's counter stands still
         liveness.observe({liveness.own: b"%d" % own, replica_beat: b"7"})
     refusal = await admission.admit(queue, ENTRY, call, redelivered=False)

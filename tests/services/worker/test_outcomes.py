@@ -114,7 +114,7 @@ async def test_no_reply_is_written_for_a_replica_that_is_gone(bench: Bench) -> N
     outcomes = _outcomes(bench.outbox, liveness)
     call = bench.call("k8s", "get", NS)
     [(entry_id, _)] = await bench.enqueue(call)
-    liveness.watch_replica(call.replica, 0)
+    liveness.watch_replicas({call.replica})
     replica_beat = streams.replica_beat(call.replica.decode()).encode()
     for own in range(liveness.replica_beats + 1):
         liveness.observe({liveness.own: b"%d" % own, replica_beat: None})

@@ -3,7 +3,6 @@ after too many deliveries; a live worker's calls are never taken, not even while
 server's takeover on its own lane; a restarted worker takes back its own calls first."""
 
 import asyncio
-import time
 from typing import Any
 
 import anyio
@@ -179,11 +178,16 @@ async def test_a_replica_that_is_gone_loses_its_reply_stream(bench: Bench) -> No
     bench.outbox.reply(REPLICA, CallReply(b"1", ReplyKind.RESULT, b"{}"))
     await bench.outbox.drain()
     assert await bench.valkey.exists(streams.replies(REPLICA.decode())) == 1
-    liveness.watch_replica(REPLICA, time.monotonic())
+    await bench.valkey.sadd(streams.REPLICAS, REPLICA, b"live-replica")
     await bench.valkey.incr(streams.replica_beat(REPLICA.decode()))
-    await _sweep_while(bench, reclaimer, own=DEAD_AFTER_BEATS + 1, others={})
+    await _sweep_while(bench, reclaimer, own=DEAD_AFTER_BEATS, others={})
+    assert liveness.replicas == {REPLICA, b"live-replica"}
+    for _ in range(2):
+        await bench.valkey.incr(streams.replica_beat("live-replica"))
+        await _sweep_while(bench, reclaimer, own=1, others={})
     assert await bench.valkey.exists(streams.replies(REPLICA.decode())) == 0
-    assert REPLICA not in liveness.replicas
+    assert liveness.replicas == {b"live-replica"}
+    assert await bench.valkey.smembers(streams.REPLICAS) == {b"live-replica"}
 
 
 def test_liveness_forgets_everything_when_its_own_counter_went_back() -> None:
