@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+
 from tests.conftest import HEADERS, Muster, initialize, make_muster
 
 pytestmark = pytest.mark.slow
