@@ -60,6 +60,7 @@ STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
 # A heartbeat counter is judged by whether it advances, never by whether it expired (an outage or a freeze of
 # Valkey would expire every key at once); the TTL only lets the counters of processes long gone disappear.
 BEAT_TTL: Final = 24 * 3600
+BEAT_STOPPED: Final = b"-1"  # a heartbeat counter a process set as it stopped: it is gone, no need to wait
 
 
 def _server(server: str) -> str:

@@ -204,10 +204,11 @@ class Calls:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        """A clean stop: this replica's reply stream and heartbeat go, nobody will read or need them."""
+        """A clean stop: this replica's reply stream goes, nobody will read it, and its heartbeat says it stopped
+        (workers then run none of its calls still queued)."""
         replica = self.replica.decode()
         try:
-            self.outbox.post(b"SREM", streams.REPLICAS, self.replica)
-            await self.outbox.send(b"DEL", streams.replies(replica), streams.replica_beat(replica))
+            self.outbox.post(b"SET", streams.replica_beat(replica), streams.BEAT_STOPPED, b"EX", streams.BEAT_TTL)
+            await self.outbox.send(b"DEL", streams.replies(replica))
         except ConnectionError as exc:  # they expire
             logger.info("could not remove the reply stream: %s", exc)

@@ -154,8 +154,12 @@ class Worker:
         with contextlib.suppress(ConnectionError):
             await self.outbox.drain()
         self.outbox.close()
-        # The heartbeat stops last: calls still pending here are taken over once it stood still long enough.
+        # The heartbeat stops last, and says so: calls still pending here are taken over at once.
         self.heartbeat.stop()
+        try:
+            await self.client.set(streams.worker_beat(self.settings.id), streams.BEAT_STOPPED, ex=streams.BEAT_TTL)
+        except (RedisError, OSError) as exc:  # Valkey may be gone first at shutdown: then it stands still
+            logger.info("could not mark the heartbeat stopped: %s", exc)
         await self.client.aclose()
 
     async def _follow(self) -> None:

@@ -149,17 +149,26 @@ class Liveness:
         self.clock = None
 
     def dead(self, key: bytes, beats: int | None = None) -> bool:
-        """Whether the counter at `key` stood still while the own one advanced `beats` times."""
+        """Whether the counter at `key` stood still while the own one advanced `beats` times, or its process
+        said it stopped."""
         known = self._seen.get(key)
         if known is None or self.clock is None:
             return False
-        return self.clock - known[1] >= (self.beats if beats is None else beats)
+        return known[0] == streams.BEAT_STOPPED or self.clock - known[1] >= (self.beats if beats is None else beats)
+
+    def expired(self, key: bytes) -> bool:
+        """Whether the counter at `key` was last seen gone from Valkey (its TTL ran out, long after its process)."""
+        known = self._seen.get(key)
+        return known is not None and known[0] is None
 
     def replica_gone(self, replica: bytes) -> bool:
         return self.dead(_replica_key(replica), self.replica_beats)
 
     def gone_replicas(self) -> list[bytes]:
         return [replica for replica in self.replicas if self.replica_gone(replica)]
+
+    def replica_expired(self, replica: bytes) -> bool:
+        return self.expired(_replica_key(replica))
 
     def forget_replica(self, replica: bytes) -> None:
         self.replicas.discard(replica)

@@ -50,6 +50,7 @@ class Reclaimer:
         self.interval = interval
         self.max_deliveries = max_deliveries
         self.lanes: dict[str, asyncio.Task[Any]] = {}  # server -> the takeover running on its lane
+        self.buried: set[bytes] = set()  # replicas found gone, their reply streams removed
         self.background = Background()
         self.reclaimed = 0
         self.dead_lettered = 0
@@ -104,15 +105,17 @@ class Reclaimer:
         return found
 
     async def _bury_replicas(self) -> None:
-        """A replica that died takes its callers with it: nobody reads its reply stream any more."""
-        gone = [replica.decode() for replica in self.liveness.gone_replicas()]
-        if not gone:
-            return
-        await self.client.srem(streams.REPLICAS, *gone)
-        await self.client.delete(*(streams.replies(r) for r in gone), *(streams.replica_beat(r) for r in gone))
-        for replica in gone:
-            self.liveness.forget_replica(replica.encode())
-        logger.warning("ingress replicas gone, their reply streams removed: %s", ", ".join(gone))
+        """A replica that died takes its callers with it: nobody reads its reply stream any more. It stays in
+        muster:replicas, so that every worker keeps refusing its calls, until its heartbeat key expired."""
+        self.buried &= self.liveness.replicas
+        gone = [r for r in self.liveness.gone_replicas() if r not in self.buried]
+        if gone:
+            await self.client.delete(*(streams.replies(r.decode()) for r in gone))
+            self.buried.update(gone)
+            logger.warning("ingress replicas gone, reply streams removed: %s", b", ".join(gone).decode())
+        expired = [r for r in self.buried if self.liveness.replica_expired(r)]
+        if expired:
+            await self.client.srem(streams.REPLICAS, *expired)
 
     def _on_lane(self, upstream: Upstream, consumer: str, min_idle_ms: int) -> None:
         """Starts a takeover on the server's lane, unless one runs there already (the next sweep comes back)."""

@@ -136,7 +136,7 @@ async def test_a_call_valkey_would_queue_after_the_replica_gave_up_is_not_queued
     assert await valkey.xlen(streams.calls("k8s")) == 1 and len(calls.pending) == 1
 
 
-async def test_the_replica_beats_and_measures_valkey_s_clock_and_leaves_nothing_behind(
+async def test_the_replica_beats_and_measures_valkey_s_clock_and_says_when_it_stopped(
     valkey: Redis, outbox: Outbox
 ) -> None:
     calls = _calls(valkey, outbox)
@@ -151,4 +151,5 @@ async def test_the_replica_beats_and_measures_valkey_s_clock_and_leaves_nothing_
     assert await valkey.smembers(streams.REPLICAS) == {REPLICA.encode()}
     outbox.reply(REPLICA.encode(), CallReply(b"1", ReplyKind.RESULT, b"{}"))
     await calls.close()
-    assert await valkey.exists(streams.replies(REPLICA), streams.replica_beat(REPLICA), streams.REPLICAS) == 0
+    assert await valkey.exists(streams.replies(REPLICA)) == 0
+    assert await valkey.get(streams.replica_beat(REPLICA)) == streams.BEAT_STOPPED  # workers need not wait

@@ -171,23 +171,32 @@ async def test_one_server_s_full_lane_does_not_hold_up_another_s_takeover(
     await _taken_over(reclaimer)
 
 
-async def test_a_replica_that_is_gone_loses_its_reply_stream(bench: Bench) -> None:
+async def test_a_replica_that_is_gone_loses_its_reply_stream_and_stays_gone_until_its_heartbeat_expired(
+    bench: Bench,
+) -> None:
     reclaimer = _reclaimer(bench)
     liveness = bench.dispatcher.liveness
     liveness.replica_beats = DEAD_AFTER_BEATS
     bench.outbox.reply(REPLICA, CallReply(b"1", ReplyKind.RESULT, b"{}"))
     await bench.outbox.drain()
     assert await bench.valkey.exists(streams.replies(REPLICA.decode())) == 1
-    await bench.valkey.sadd(streams.REPLICAS, REPLICA, b"live-replica")
+    await bench.valkey.sadd(streams.REPLICAS, REPLICA, b"live-replica", b"stopped-replica")
     await bench.valkey.incr(streams.replica_beat(REPLICA.decode()))
-    await _sweep_while(bench, reclaimer, own=DEAD_AFTER_BEATS, others={})
-    assert liveness.replicas == {REPLICA, b"live-replica"}
+    await bench.valkey.set(streams.replica_beat("stopped-replica"), streams.BEAT_STOPPED)
+    await _sweep_while(bench, reclaimer, own=1, others={})
+    assert liveness.replica_gone(b"stopped-replica")  # it said so: no need to wait
+    assert not liveness.replica_gone(REPLICA)
+    await _sweep_while(bench, reclaimer, own=DEAD_AFTER_BEATS - 1, others={})
+    assert liveness.replicas == {REPLICA, b"live-replica", b"stopped-replica"}
     for _ in range(2):
         await bench.valkey.incr(streams.replica_beat("live-replica"))
         await _sweep_while(bench, reclaimer, own=1, others={})
     assert await bench.valkey.exists(streams.replies(REPLICA.decode())) == 0
-    assert liveness.replicas == {b"live-replica"}
-    assert await bench.valkey.smembers(streams.REPLICAS) == {b"live-replica"}
+    assert liveness.replica_gone(REPLICA) and not liveness.replica_gone(b"live-replica")
+    assert await bench.valkey.smembers(streams.REPLICAS) == {REPLICA, b"live-replica", b"stopped-replica"}
+    await bench.valkey.delete(streams.replica_beat(REPLICA.decode()))  # a day later, its heartbeat expired
+    await _sweep_while(bench, reclaimer, own=2, others={})
+    assert await bench.valkey.smembers(streams.REPLICAS) == {b"live-replica", b"stopped-replica"}
 
 
 def test_liveness_forgets_everything_when_its_own_counter_went_back() -> None:
