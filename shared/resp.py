@@ -171,6 +171,7 @@ class Connection:
         self._backlog: list[tuple[bytes, list[Waiter]]] = []
         self._backlog_count = 0
         self._backlog_size = 0
+        self._failures = 0  # connection attempts that failed in a row
         self._closed = False
 
     def send(self, packed: bytes, waiters: list[Waiter]) -> None:
@@ -213,13 +214,20 @@ class Connection:
                     exc, TimeoutError) else str(exc) or type(exc).__name__  # fmt: skip
                 raise Unreachable(f"cannot reach valkey at {self.host}:{self.port}: {reason}") from exc
             self._protocol = protocol
+            if self._failures:
+                logger.warning(
+                    "valkey at %s:%d reached again after %d failed attempts", self.host, self.port, self._failures
+                )
+                self._failures = 0
             backlog = self._take_backlog()
             for packed, waiters in backlog:
                 protocol.write(packed, waiters)
         except Unreachable as exc:
             for _, waiters in self._take_backlog():
                 _fail(waiters, exc)
-            logger.error("%s", exc)
+            self._failures += 1
+            # once per outage: every caller learns it from its own error, and each retry would log it again
+            logger.log(logging.ERROR if self._failures == 1 else logging.DEBUG, "%s", exc)
         finally:
             self._connecting = None
 
