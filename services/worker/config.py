@@ -33,3 +33,6 @@ class WorkerSettings(ServiceSettings):
     breaker_failures: int = Field(5, gt=0)
     breaker_cooldown_seconds: float = Field(3.0, gt=0)
     breaker_probe_seconds: float = Field(10.0, gt=0)
+    # Health, readiness and metrics on a port of its own (0: off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
