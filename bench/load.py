@@ -5,8 +5,8 @@ file, or to standard output.
 It speaks raw HTTP through muster's lean client (about 0.05 ms of CPU per call), not through the MCP SDK,
 whose client alone saturates a core at about 200 calls/s and would measure itself.
 
-python -m bench.load --url URL --tool NAME [--args JSON] --callers C (--seconds S | --calls N) [--burst] [--wait]
-    [--report FILE]
+python -m bench.load --url URL --tool NAME [--args JSON] --callers C (--seconds S | --calls N) [--burst]
+    [--connections K] [--wait] [--report FILE]
 """
 
 import argparse
@@ -97,9 +97,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     agents = [Caller(args.url) for _ in range(args.callers)]
     for batch in range(0, len(agents), 64):  # sessions first, outside the measurement
         await asyncio.gather(*(c.open() for c in agents[batch : batch + 64]))
-    # in a burst every agent sends all its calls at once, each on a connection of its own
-    callers = [c.twin() for c in agents for _ in range(args.calls)] if args.burst else agents
-    per_caller = 1 if args.burst else args.calls
+    # in a burst every agent sends all its calls at once, each on a connection of its own (or spread over
+    # --connections connections of its session, each sending its share one after the other)
+    connections = min(args.connections or args.calls, args.calls)
+    callers = [c.twin() for c in agents for _ in range(connections)] if args.burst else agents
+    per_caller = -(-args.calls // connections) if args.burst else args.calls
     latencies: list[float] = []
     failures: dict[str, int] = {}
     if args.wait:  # say so, and start when told: the orchestrator releases all its load processes together
@@ -145,6 +147,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=0, help="calls per caller")
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--burst", action="store_true", help="each caller sends its calls at once")
+    p.add_argument("--connections", type=int, default=0, help="burst: connections per caller (default: one per call)")
     p.add_argument(
         "--wait", action="store_true", help='print "ready" once the sessions are open; start on a stdin line'
     )

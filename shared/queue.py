@@ -14,9 +14,12 @@ deletes the entry, so an answered call's payload leaves Valkey with its acknowle
 Cost per call, measured by `python -m bench.scripts` (its numbers are in docs/benchmarks).
 """
 
+from collections.abc import Callable
+
 from shared import streams
 from shared.messages import ANONYMOUS, Call
-from shared.valkey import Outbox
+from shared.resp import ConnectionClosed
+from shared.valkey import AtWrite, Outbox
 
 # KEYS: calls stream, depth counter, shares hash, the principal's overflow stream.
 # ARGV: bound, maxlen, fair share, principal, accepted until (ms, Valkey's clock; 0: any time), then the entry's
@@ -60,7 +63,7 @@ return 2
 """
 
 
-class Late(ConnectionError):
+class Late(ConnectionClosed):
     """Valkey ran the ENQUEUE after its caller had stopped waiting for it (a frozen or stalled Valkey runs what
     it had received when it wakes up), so it refused it: the call is not queued, and the caller was right to be
     told so."""
@@ -76,17 +79,21 @@ def principal_of(call: Call) -> bytes:
     return call.session or ANONYMOUS
 
 
-async def enqueue(outbox: Outbox, call: Call, *, bound: int, fair_share: int, until_ms: int = 0) -> bytes | None:
-    """Admits a call to its server's queue: its entry id, or None when the queue holds `bound` calls. If Valkey's
-    clock (ms since the epoch) has passed `until_ms` when it runs the script, the call is refused with Late."""
+async def enqueue(
+    outbox: Outbox, call: Call, *, bound: int, fair_share: int, until: Callable[[], int] | None = None
+) -> bytes | None:
+    """Admits a call to its server's queue: its entry id, or None when the queue holds `bound` calls. `until`, if
+    given, says (when the script is written to Valkey) until when in Valkey's clock, in ms since the epoch, it
+    may run; run later, the call is refused with Late."""
     queue = streams.queue(call.server.decode())
     principal = principal_of(call)
     keys = (queue.stream, queue.depth, queue.shares, queue.overflow(principal))
+    deadline = 0 if until is None else AtWrite(until)
     entry: bytes | int | None = await outbox.script(
-        ENQUEUE, keys, (bound, streams.CALLS_MAXLEN, fair_share, principal, until_ms, *call.fields())
+        ENQUEUE, keys, (bound, streams.CALLS_MAXLEN, fair_share, principal, deadline, *call.fields())
     )
     if isinstance(entry, int):
-        raise Late(f"valkey took the call too late to queue it (after {until_ms} ms); it was not queued")
+        raise Late("valkey ran the call's ENQUEUE after this replica stopped waiting for it; it was not queued")
     return entry
 
 

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hiredis import ReplyError
@@ -24,6 +24,18 @@ from shared.resp import Connection, pack
 logger = logging.getLogger(__name__)
 
 Arg = bytes | str | int | float
+
+
+class AtWrite:
+    """An argument computed when its command is written to Valkey rather than when it is queued: a loop that is
+    busy for a while (a burst of thousands of requests) must not age it. Only in `Outbox.script`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Callable[[], Arg]) -> None:
+        self.value = value
+
+
 Command = Sequence[Arg]
 
 BLOCK_SECONDS = 5  # the longest blocking read muster makes
@@ -86,7 +98,7 @@ class Outbox:
     def __init__(self, url: str, *, name: str | None = None, timeout: float = 5.0) -> None:
         # `timeout` bounds each command and each connection attempt: a frozen Valkey fails a caller that fast
         self.connection = Connection(url, name=name, connect_timeout=timeout, command_timeout=timeout)
-        self._packed: list[bytes] = []
+        self._packed: list[bytes | Callable[[], bytes]] = []  # a callable: packed when written (AtWrite)
         self._futures: list[asyncio.Future[Any] | None] = []
         self._scheduled = False
         self._scripts: dict[bytes, bytes] = {}  # script -> sha
@@ -139,29 +151,47 @@ class Outbox:
         self._reply_streams[replica] = (stream, now + streams.REPLIES_TTL_RENEW)
         return stream, True
 
-    async def script(self, script: bytes, keys: Sequence[bytes | str], args: Sequence[Arg]) -> Any:
+    async def script(self, script: bytes, keys: Sequence[bytes | str], args: Sequence[Arg | AtWrite]) -> Any:
         """Run a Lua script by its SHA; where Valkey does not know it (yet, or any more: it restarted), by its text,
         which also teaches it to Valkey. Any number of callers may meet NOSCRIPT at once: each just runs EVAL."""
         sha = self._scripts.get(script)
         if sha is None:
             sha = self._scripts[script] = hashlib.sha1(script).hexdigest().encode()
         try:
-            return await self.send(b"EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send_at_write((b"EVALSHA", sha, len(keys), *keys, *args))
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await self.send(b"EVAL", script, len(keys), *keys, *args)
+        return await self._send_at_write((b"EVAL", script, len(keys), *keys, *args))
+
+    def _send_at_write(self, command: Sequence[Arg | AtWrite]) -> "asyncio.Future[Any]":
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not any(isinstance(arg, AtWrite) for arg in command):
+            self._queue(command, future)  # type: ignore[arg-type]  # no AtWrite among them
+            return future
+
+        def packed() -> bytes:
+            return pack(*(arg.value() if isinstance(arg, AtWrite) else arg for arg in command))
+
+        self._packed.append(packed)
+        self._futures.append(future)
+        self._schedule()
+        return future
 
     def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:
         self._packed.append(pack(*command))
         self._futures.append(future)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
-        packed, futures = b"".join(self._packed), self._futures
+        packed = b"".join(p if isinstance(p, bytes) else p() for p in self._packed)
+        futures = self._futures
         self._packed, self._futures = [], []
         self.connection.send(packed, futures)  # bounded and timed there; a failure reaches the futures
 

@@ -57,7 +57,9 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
         retry_after=settings.retry_after,
         max_pending_per_server=settings.max_pending_per_server,
         fair_share=settings.fair_share,
-        enqueue_seconds=settings.valkey_timeout * 0.9,  # the outbox gives up after valkey_timeout
+        # Valkey may run an ENQUEUE this long after it was written (a busy Valkey); later, it is refused (a
+        # Valkey that was frozen: its caller was answered long ago)
+        enqueue_seconds=settings.valkey_timeout * 10,
     )
     current = CurrentCatalog()
     broadcasts = Broadcasts(client, current, get_streams, sessions)

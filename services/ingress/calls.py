@@ -22,6 +22,7 @@ from services.ingress.get_streams import GetStreams
 from shared import errors, queue, streams
 from shared.follow import BEGINNING, Follow
 from shared.messages import Call, CallReply, ReplyKind, SessionEvent, read_reply
+from shared.resp import ConnectionClosed, Unreachable
 from shared.valkey import BLOCK_SECONDS, Outbox
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class Calls:
 
     async def submit(self, call: Call) -> Pending:
         """Enqueue the call; raises QueueFull when its server's queue, this replica, or this replica's room for
-        the server is at its bound."""
+        the server is at its bound; ConnectionError when Valkey could not take it; OutcomeUnknown when Valkey
+        may have taken a call that is not safe to run twice and its caller must not simply send it again."""
         if len(self.pending) >= self.max_pending:
             raise errors.QueueFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
         if self.per_server[call.server] >= self.max_pending_per_server:
@@ -108,13 +110,18 @@ class Calls:
             )
         pending = self._hold(call)
         heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.call_id))
-        until_ms = 0
-        if self.enqueue_seconds is not None and self.valkey_clock is not None:
-            until_ms = int((time.time() + self.valkey_clock + self.enqueue_seconds) * 1000)
+        until = self._until if self.enqueue_seconds is not None and self.valkey_clock is not None else None
         try:
             entry = await queue.enqueue(
-                self.outbox, call, bound=self.queue_limit, fair_share=self.fair_share, until_ms=until_ms
+                self.outbox, call, bound=self.queue_limit, fair_share=self.fair_share, until=until
             )
+        except ConnectionClosed as exc:
+            self.done(call.call_id)
+            if call.safe or isinstance(exc, (Unreachable, queue.Late)):
+                raise  # not queued, or harmless if it was: -32006, retry
+            raise errors.OutcomeUnknown(
+                "muster lost its valkey while queuing the call: it may still run, and it is not safe to run twice"
+            ) from exc
         except BaseException:
             self.done(call.call_id)
             raise
@@ -125,6 +132,11 @@ class Calls:
                 self.retry_after,
             )
         return pending
+
+    def _until(self) -> int:
+        """Until when, in Valkey's clock (ms), an ENQUEUE written now may run: after that this replica gave up."""
+        assert self.enqueue_seconds is not None and self.valkey_clock is not None
+        return int((time.time() + self.valkey_clock + self.enqueue_seconds) * 1000)
 
     def _hold(self, call: Call) -> Pending:
         pending = self.pending[call.call_id] = Pending(call.server)

@@ -79,9 +79,11 @@ class Forwarder:
         )
         try:
             pending = await self.calls.submit(call)
-        except errors.RetryLater as exc:
-            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+        except errors.MusterError as exc:  # refused (retry later), or possibly queued (outcome unknown)
+            headers = []
+            if isinstance(exc, errors.RetryLater):
+                headers = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
+            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), headers)
             return
         flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
         try:

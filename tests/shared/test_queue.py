@@ -140,7 +140,7 @@ async def test_an_enqueue_valkey_runs_after_its_caller_gave_up_is_refused(outbox
     seconds, micros = await valkey.time()
     now_ms = seconds * 1000 + micros // 1000
     with anyio.fail_after(5):
-        assert await enqueue(outbox, _call(), bound=100, fair_share=2, until_ms=now_ms + 60_000) is not None
-        with pytest.raises(Late, match="too late"):
-            await enqueue(outbox, _call(), bound=100, fair_share=2, until_ms=now_ms - 1)
+        assert await enqueue(outbox, _call(), bound=100, fair_share=2, until=lambda: now_ms + 60_000) is not None
+        with pytest.raises(Late, match="stopped waiting"):
+            await enqueue(outbox, _call(), bound=100, fair_share=2, until=lambda: now_ms - 1)
     assert await valkey.get(KEYS.depth) == b"1" and await valkey.xlen(KEYS.stream) == 1

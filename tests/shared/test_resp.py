@@ -177,6 +177,26 @@ async def test_commands_sent_while_connecting_are_bounded_and_the_excess_fails_a
         connection2.close()
 
 
+async def test_a_busy_valkey_that_answers_all_along_is_given_the_time_it_needs() -> None:
+    # a burst: 6 commands answered 0.2 s apart, 1.2 s in all, with a timeout of 0.5 s
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(6):
+            await reader.readuntil(b"PING\r\n")
+        for _ in range(6):
+            await asyncio.sleep(0.2)
+            writer.write(b"+PONG\r\n")
+            await writer.drain()
+        await read_all(reader, writer)
+
+    async with resp_server(script) as url:
+        connection = Connection(url, command_timeout=0.5)
+        try:
+            with anyio.fail_after(5):
+                assert await asyncio.gather(*(command(connection, "PING") for _ in range(6))) == [b"PONG"] * 6
+        finally:
+            connection.close()
+
+
 async def test_nothing_listening_is_unreachable() -> None:
     connection = Connection(f"redis://127.0.0.1:{free_port()}")
     with anyio.fail_after(3), pytest.raises(Unreachable, match="cannot reach valkey"):

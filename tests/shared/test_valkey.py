@@ -13,7 +13,7 @@ from muster.stack import free_port
 from shared import streams
 from shared.messages import CallReply, CancelCall, ReplyKind, SessionEvent, decode_control, read_reply
 from shared.resp import ConnectionClosed
-from shared.valkey import COMPARE_AND_DELETE, Outbox, connect, ensure_group, xadd
+from shared.valkey import COMPARE_AND_DELETE, AtWrite, Outbox, connect, ensure_group, xadd
 from tests.conftest import entries
 
 pytestmark = pytest.mark.anyio
@@ -140,3 +140,15 @@ async def test_a_valkey_that_cannot_be_reached_fails_every_waiting_caller() -> N
                     await waiting
     finally:
         out.close()
+
+
+async def test_an_argument_at_write_is_taken_when_the_command_is_written_not_when_it_is_queued(
+    outbox: Outbox,
+) -> None:
+    # The ENQUEUE's deadline: a loop busy between queuing and writing (a burst) must not have aged it.
+    value = [b"queued"]
+    running = asyncio.ensure_future(outbox.script(b"return ARGV[1]", (), (AtWrite(lambda: value[0]),)))
+    await asyncio.sleep(0)  # queued, not yet written
+    value[0] = b"written"
+    with anyio.fail_after(5):
+        assert await running == b"written"

@@ -2,8 +2,12 @@
 the replica's reply stream in order, and answered by the sweeper when no outcome came in time."""
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,11 +15,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from muster.stack import Stack, free_port
 from services.ingress.calls import SWEEP_GRACE, Calls
 from services.ingress.get_streams import GetStreams
 from shared import errors, streams
 from shared.messages import Call, CallReply, ReplyKind, SessionEvent
-from shared.valkey import Outbox
+from shared.valkey import Outbox, connect
 from tests.conftest import entries
 
 pytestmark = pytest.mark.anyio
@@ -131,7 +136,7 @@ async def test_a_call_valkey_would_queue_after_the_replica_gave_up_is_not_queued
     calls.valkey_clock = 60.0  # as if Valkey's clock ran a minute ahead of this host's: time enough
     await calls.submit(_call(calls))
     calls.valkey_clock = -60.0  # as if Valkey ran the script a minute after it was sent
-    with pytest.raises(ConnectionError, match="too late"):
+    with pytest.raises(ConnectionError, match="stopped waiting"):
         await calls.submit(_call(calls))
     assert await valkey.xlen(streams.calls("k8s")) == 1 and len(calls.pending) == 1
 
@@ -153,3 +158,31 @@ async def test_the_replica_beats_and_measures_valkey_s_clock_and_says_when_it_st
     await calls.close()
     assert await valkey.exists(streams.replies(REPLICA)) == 0
     assert await valkey.get(streams.replica_beat(REPLICA)) == streams.BEAT_STOPPED  # workers need not wait
+
+
+async def test_a_frozen_valkey_fails_calls_fast_and_says_when_one_not_safe_to_repeat_may_still_run(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path, log=lambda _: None)
+    try:
+        url = stack.valkey(free_port())
+        pid = stack.children[-1].process.pid  # type: ignore[union-attr]
+        outbox = Outbox(url, timeout=0.3)
+        client = connect(url)
+        calls = _calls(client, outbox)
+        await calls.submit(_call(calls))  # connected
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            safe, unsafe = _call(calls), replace(_call(calls), safe=False)
+            outcomes = await asyncio.gather(calls.submit(safe), calls.submit(unsafe), return_exceptions=True)
+            assert time.monotonic() - started < 1.0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert isinstance(outcomes[0], ConnectionError)  # -32006: retry; harmless if it runs after all
+        assert isinstance(outcomes[1], errors.OutcomeUnknown)  # it may run when valkey wakes up
+        assert len(calls.pending) == 1
+        outbox.close()
+        await client.aclose()
+    finally:
+        stack.stop()
