@@ -13,14 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 
+from bench import scripts as queue_scripts
+from bench.fairness import measure as flood_and_quiet
 from bench.harness import UPSTREAMS, Harness, machine
 from bench.report import write
+from shared import streams
+from shared.valkey import connect
 
 
 def plan(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"sequential": 20, "warmup": 5, "concurrency": [4], "seconds": 0.5, "burst": (5, 4), "processes": 1}
+        return {
+            "sequential": 20,
+            "warmup": 5,
+            "concurrency": [4],
+            "seconds": 0.5,
+            "burst": (5, 4),
+            "processes": 1,
+            "fairness": {"flood": 200, "connections": 50, "quiet": 5},
+            "scripts": 1000,
+        }
     return {
         "sequential": 2000,
         "warmup": 200,
@@ -28,6 +42,8 @@ def plan(quick: bool) -> dict[str, Any]:
         "seconds": 6.0,
         "burst": (200, 50),
         "processes": 2,
+        "fairness": {"flood": 5000, "connections": 1000, "quiet": 20},
+        "scripts": 20_000,
     }
 
 
@@ -38,6 +54,35 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chosen = dict(ordered[len(ordered) // 2])
     chosen["rounds"] = [r[key] for r in runs]
     return chosen
+
+
+def median_by(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    chosen = dict(sorted(runs, key=lambda r: r[key])[len(runs) // 2])
+    chosen["rounds"] = [r[key] for r in runs]
+    return chosen
+
+
+def fairness(harness: Harness, settings: dict[str, int]) -> dict[str, Any]:
+    """One agent's flood against another's sequential calls, through muster with two workers (k8s stand-in)."""
+    target = next(t for t in harness.targets if t.name == "muster 2 workers")
+    harness.prepare(target)
+    k8s = UPSTREAMS[0]
+    url = harness.env["MUSTER_VALKEY_URL"]
+
+    async def run() -> dict[str, Any]:
+        valkey = connect(url)
+
+        async def depth() -> int:
+            return int(await valkey.get(streams.depth(k8s.name)) or 0)
+
+        try:
+            return await flood_and_quiet(
+                target.urls[k8s.name], target.tools[k8s.name], k8s.arguments, depth=depth, **settings
+            )
+        finally:
+            await valkey.aclose()
+
+    return uvloop.run(run())
 
 
 def main() -> None:
@@ -55,6 +100,7 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     out = Path(args.out)
     stamp = machine()  # the commit that is measured: taken before the run, as the code is loaded
+    scripts = uvloop.run(queue_scripts.measure(settings["scripts"]))
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as tmp:
         harness = Harness(Path(tmp), quick=args.quick)
         try:
@@ -62,6 +108,7 @@ def main() -> None:
             results = run(harness, settings, rounds)
         finally:
             harness.stop()
+    results["scripts"] = scripts
     results["machine"] = stamp
     results["settings"] = {**settings, "rounds": rounds}
     write(results, out)
@@ -73,6 +120,7 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
     sequential: dict[str, dict[str, list[dict[str, Any]]]] = {}
     throughput: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {}
     burst: dict[str, list[dict[str, Any]]] = {}
+    fair: list[dict[str, Any]] = []
     for n in range(rounds):
         log(f"round {n + 1} of {rounds}")
         for upstream in UPSTREAMS:
@@ -105,7 +153,13 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
                 f"  burst {agents}x{calls} {target.name:17} completed {result['calls'] - result['failed']} "
                 f"failed {result['failed']} drained in {result['elapsed']:.2f} s"
             )
+        fair.append(fairness(harness, settings["fairness"]))
+        log(
+            f"  fairness: quiet p99 {fair[-1]['idle_p99']} ms idle, {fair[-1]['during_p99']} ms during a flood of "
+            f"{fair[-1]['flood']} ({fair[-1]['ratio']}x)"
+        )
     return {
+        "fairness": median_by(fair, "ratio"),
         "sequential": {u: {t: median(r) for t, r in ts.items()} for u, ts in sequential.items()},
         "throughput": {
             u: {t: {c: median(r) for c, r in cs.items()} for t, cs in ts.items()} for u, ts in throughput.items()

@@ -105,6 +105,7 @@ class Harness:
             "MUSTER_LOG_LEVEL": "WARNING",
             "MUSTER_INGRESS_QUEUE_LIMIT": "50000",
             "MUSTER_INGRESS_MAX_PENDING": "50000",
+            "MUSTER_INGRESS_MAX_PENDING_PER_SERVER": "50000",
         }
         self.stack.python("discovery", "services.discovery", env={**self.env, "MUSTER_SERVERS": str(servers)})
         worker = self.stack.python("worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-1"})

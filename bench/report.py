@@ -5,7 +5,13 @@ from typing import Any
 
 import orjson
 
-TARGETS = {"p50 added": 2.0, "cpu per call": 1.0, "share of direct": 0.5, "times the peer": 5.0}
+TARGETS = {
+    "p50 added": 2.0,
+    "cpu per call": 1.0,
+    "share of direct": 0.5,
+    "times the peer": 5.0,
+    "fairness ratio": 3.0,
+}
 
 
 def _ms(value: float | None) -> str:
@@ -98,6 +104,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {r['calls'] - r['failed']} | {r['failed']} | {_ms(r['p50'])} | {_ms(r['p99'])} | "
             f"{r['elapsed']:.2f} |"
         )
+    lines += fairness_and_scripts(results)
     lines += [
         "",
         "## Against the targets",
@@ -120,8 +127,48 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fairness_and_scripts(results: dict[str, Any]) -> list[str]:
+    lines = []
+    fair = results.get("fairness")
+    if fair:
+        lines += [
+            "",
+            f"## Fairness: one agent floods {fair['flood']} calls, another makes {fair['quiet']} sequential calls "
+            "(muster 2 workers, k8s stand-in)",
+            "",
+            "| quiet p50 idle ms | quiet p99 idle ms | quiet p50 during ms | quiet p99 during ms | p99 ratio | "
+            "quiet done after s | flood drained in s | flood failed |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {_ms(fair['idle_p50'])} | {_ms(fair['idle_p99'])} | {_ms(fair['during_p50'])} | "
+            f"{_ms(fair['during_p99'])} | {fair['ratio']:.2f} | {fair['quiet_done_after']:.2f} | "
+            f"{fair['flood_elapsed']:.2f} | {fair['flood_failed']} |",
+        ]
+    scripts = results.get("scripts")
+    if scripts:
+        lines += [
+            "",
+            "## The queue's scripts, per call (µs; Valkey's CPU, the sender's CPU)",
+            "",
+            "`before`: ENQUEUE of INCR + XADD, then XACK, DECR, DEL; `after`: ENQUEUE with fair shares and FINISH "
+            "(shared/queue.py); the way out includes a worker's XREADGROUP. `python -m bench.scripts`.",
+            "",
+            "| variant | enqueue valkey | enqueue sender | finish valkey | finish sender |",
+            "|---|---|---|---|---|",
+        ]
+        for v in scripts:
+            e, f = v["enqueue"], v["finish"]
+            lines.append(f"| {v['name']} | {e['valkey_us']} | {e['client_us']} | {f['valkey_us']} | {f['client_us']} |")
+    return lines
+
+
 def verdicts(results: dict[str, Any]) -> list[str]:
     out = []
+    fair = results.get("fairness")
+    if fair:
+        out.append(
+            f"- fairness: the quiet agent's p99 during the flood is {fair['ratio']:.1f}x its idle p99 (target ≤ "
+            f"{TARGETS['fairness ratio']:.0f}x): {'met' if fair['ratio'] <= TARGETS['fairness ratio'] else 'missed'}"
+        )
     for upstream, targets in results["sequential"].items():
         if "direct" in targets and "muster 1 worker" in targets:
             added = targets["muster 1 worker"]["p50"] - targets["direct"]["p50"]

@@ -35,8 +35,11 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
     muster = results["throughput"]["k8s"]["muster 1 worker"]["4"]["cpu_ms_per_call"]
     assert muster["ingress"] > 0 and muster["worker"] > 0 and muster["valkey"] >= 0
     assert all(run["failed"] == 0 for run in results["burst"].values())
+    assert results["fairness"]["flood_failed"] == 0 and results["fairness"]["ratio"] > 0
+    assert [v["name"] for v in results["scripts"]] == ["before", "after", "after, one principal beyond its share"]
     page = (tmp_path / "README.md").read_text()
     assert results["machine"]["commit"] in page and "## Burst" in page
+    assert "## Fairness" in page and "## The queue's scripts" in page
 
 
 @pytest.mark.timeout(300)
