@@ -37,7 +37,9 @@ class Dispatcher:
         self.outcomes = Outcomes(outbox, self.relays, self.liveness)
         self.executor = Executor(self.relays, self.background, retry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
-        self.held: set[bytes] = set()  # entry ids this process took and has not let go of
+        # (server, entry id) of every entry this process took from a queue and has not let go of yet, started or
+        # waiting for room: the pending entries of this consumer that are not here belong to nobody
+        self.held: set[tuple[str, bytes]] = set()
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
         """Start the entries as the lane has room, then hold the reader back while the lane is full.
@@ -46,15 +48,17 @@ class Dispatcher:
         cancellation that arrives meanwhile is seen when they start.
         """
         lane = upstream.lane
+        server = lane.server
+        self.held.update((server, entry_id) for entry_id, _ in entries)
         for entry_id, fields in entries:
             await lane.acquire()
             try:
                 call = Call.from_fields(fields)
             except (KeyError, ValueError) as exc:
                 lane.release()
+                self.held.discard((server, entry_id))
                 self.outcomes.discard(lane.queue, entry_id, f"malformed: missing or bad field {exc}")
                 continue
-            self.held.add(entry_id)
             self.running[call.key] = self.background.spawn(self._run(upstream, entry_id, call, redelivered))
         await asyncio.sleep(0)  # let the calls go out upstream before the reader asks Valkey for more
         await lane.room()
@@ -78,7 +82,7 @@ class Dispatcher:
                 self.running.pop(call.key, None)
             await self.outcomes.finish(upstream.lane.queue, entry_id, call, kind, body)
         finally:
-            self.held.discard(entry_id)
+            self.held.discard((upstream.lane.server, entry_id))
             upstream.lane.release()
 
     async def _outcome(

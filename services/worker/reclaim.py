@@ -1,6 +1,7 @@
 """Recovery: the calls of workers that died are taken over, each server's in a task of its own, so that a full
 lane delays only its own server's takeover; a worker restarted under the same id first takes back what its
-previous incarnation held. Replies to ingress replicas that died are removed.
+previous incarnation held, and any worker takes back entries pending for it that it does not hold. Replies to
+ingress replicas that died are removed.
 
 Entries are claimed by consumer, judged dead by its heartbeat (liveness.py), never by idle time: a call that
 legitimately runs for minutes is never taken from a live worker.
@@ -65,9 +66,9 @@ class Reclaimer:
                 logger.warning("looking for dead workers failed: %s", exc)
 
     def adopt(self, upstream: Upstream) -> None:
-        """Take back, as redeliveries, the calls a previous incarnation of this worker (same id) held: entries
-        pending for this consumer that this process did not take. Nobody else takes them while this worker's
-        heartbeat advances."""
+        """Take back, as redeliveries, the entries pending for this consumer that this process does not hold:
+        what a previous incarnation of this worker (same id) held, or what Valkey forgot was finished (a restart
+        with `appendfsync everysec`). Nobody else takes them while this worker's heartbeat advances."""
         self._on_lane(upstream, self.worker_id, CLAIM_MIN_IDLE_MS)
 
     async def sweep(self) -> None:
@@ -82,7 +83,11 @@ class Reclaimer:
         self.liveness.observe(dict(zip(keys, values, strict=True)))
         for upstream in upstreams:
             for name, pending, idle in consumers.get(upstream.name, ()):
-                if name == self.worker_id or not self.liveness.dead(streams.worker_beat(name).encode()):
+                if name == self.worker_id:
+                    if pending > sum(1 for server, _ in self.dispatcher.held if server == upstream.name):
+                        self.adopt(upstream)  # pending here, held by nobody: Valkey lost a FINISH (everysec)
+                    continue
+                if not self.liveness.dead(streams.worker_beat(name).encode()):
                     continue
                 if pending:
                     self._on_lane(upstream, name, CLAIM_MIN_IDLE_MS)
@@ -139,7 +144,7 @@ class Reclaimer:
         """Claims a batch of the consumer's calls on this server and runs them; returns how many it found and
         how many of them it claimed."""
         queue = upstream.lane.queue
-        held = self.dispatcher.held if consumer == self.worker_id else set()
+        held = {e for s, e in self.dispatcher.held if s == queue.server} if consumer == self.worker_id else set()
         rows: Any = await self.client.xpending_range(
             queue.stream, streams.GROUP_WORKERS, "-", "+", CLAIM_BATCH + len(held), consumername=consumer
         )

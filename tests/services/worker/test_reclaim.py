@@ -224,3 +224,17 @@ async def test_taking_back_its_own_calls_leaves_those_this_process_runs(bench: B
     await bench.dispatcher.drain(5)
     assert k8s.stats()["started"]["cluster_health"] == before + 1
     assert await bench.settled("k8s") == (0, 0)
+
+
+async def test_a_call_pending_for_this_worker_that_it_does_not_hold_is_taken_back(bench: Bench, k8s: StandIn) -> None:
+    # As after a Valkey restart with `appendfsync everysec` that forgot a FINISH: the entry is pending for this
+    # worker again, and nobody else would ever take it from a worker whose heartbeat advances.
+    upstream = bench.upstream(k8s)
+    await bench.enqueue(bench.call("k8s", "get", NS))  # read by this worker's consumer, held by no task
+    await _idle(bench, WORKER)
+    reclaimer = _reclaimer(bench, upstream)
+    await _sweep_while(bench, reclaimer, own=1, others={})
+    await _taken_over(reclaimer)
+    assert (await bench.outcome()).kind is ReplyKind.RESULT
+    await bench.dispatcher.drain(5)
+    assert await bench.settled("k8s") == (0, 0)
