@@ -174,6 +174,16 @@ async def test_valkey_killed_and_restarted_with_its_data_loses_no_accepted_call(
         await wait_for(lambda: settled(muster, "alpha"), 20)
 
 
+async def test_valkey_killed_with_appendfsync_everysec_loses_no_accepted_call_either(tmp_path: Path) -> None:
+    # What `muster up` runs: Valkey writes its file before it answers and fsyncs it every second, so a killed
+    # process loses nothing; only a crash of the host could lose the last second (the README says so).
+    with stack(tmp_path, "everysec", **WORKER) as muster:
+        load = await killed_and_restarted(muster, keep_data=True, appendfsync="everysec")
+        kinds = load.kinds()
+        assert set(kinds) <= {"result", str(UNAVAILABLE), "-- valkey killed", "-- valkey back"}, kinds
+        await wait_for(lambda: settled(muster, "alpha"), 20)
+
+
 async def test_valkey_restarted_without_its_data_is_recreated_by_every_reader(tmp_path: Path) -> None:
     with stack(tmp_path, "everysec", **WORKER) as muster:
         load = await killed_and_restarted(muster, keep_data=False, appendfsync="everysec")
