@@ -272,6 +272,9 @@ def create_app(settings: WorkerSettings) -> FastStream:
         settings.valkey_url,
         logger=None,  # type: ignore[arg-type]
         client_name=f"muster-worker-{settings.id}",
+        # every command bounded: longer than a read blocks for, so that a read that found nothing is no error
+        socket_timeout=settings.poll_ms / 1000 + 2 * settings.valkey_timeout,
+        socket_connect_timeout=settings.valkey_timeout,
     )
     worker = Worker(settings, broker)
     return FastStream(
