@@ -12,24 +12,13 @@ from redis.asyncio import Redis
 from shared import streams
 from shared.messages import ANONYMOUS, Call
 from shared.queue import Late, enqueue, finish, principal_of
-from shared.valkey import Outbox, connect, ensure_group
+from shared.valkey import Outbox, ensure_group
 from tests.conftest import entries
 
 pytestmark = pytest.mark.anyio
 
 KEYS = streams.queue("k8s")
 _ids = iter(range(1, 1_000_000))
-
-
-@pytest.fixture
-async def valkey(valkey_url: str) -> AsyncIterator[Redis]:
-    """The session's valkey-server, emptied (tests/shared/conftest.py's `valkey` is a server of the test's own)."""
-    client = connect(valkey_url, name="muster-test")
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

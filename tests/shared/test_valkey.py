@@ -13,21 +13,10 @@ from muster.stack import free_port
 from shared import streams
 from shared.messages import CallReply, CancelCall, ReplyKind, SessionEvent, decode_control, read_reply
 from shared.resp import ConnectionClosed
-from shared.valkey import COMPARE_AND_DELETE, AtWrite, Outbox, connect, ensure_group, xadd
+from shared.valkey import COMPARE_AND_DELETE, AtWrite, Outbox, ensure_group, xadd
 from tests.conftest import entries
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def valkey(valkey_url: str) -> AsyncIterator[Redis]:
-    """The session's valkey-server, emptied (tests/shared/conftest.py's `valkey` is a server of the test's own)."""
-    client = connect(valkey_url, name="muster-test")
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
