@@ -37,6 +37,7 @@ class Heartbeat:
 
     def __init__(self, url: str, worker_id: str, *, interval: float, timeout: float, stall: float) -> None:
         self.url = url
+        self.name = f"muster-worker-{worker_id}-beat"
         self.key = streams.worker_beat(worker_id)
         self.interval = interval
         self.timeout = timeout
@@ -65,7 +66,7 @@ class Heartbeat:
             self.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            client_name=self.key.rsplit(":", 2)[1] + "-beat",
+            client_name=self.name,
         )
         try:
             while True:
