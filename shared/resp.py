@@ -15,7 +15,8 @@ needs (the queue bounds keep that finite); connecting, with AUTH, SELECT and CLI
 Errors, all ConnectionError (the ingress answers those with -32006 and a retry hint):
 
     ConnectionClosed        the command got no reply; it may have run
-    ├── Unreachable         "cannot reach valkey": not connected, so the command was not sent
+    ├── Unreachable         "cannot reach valkey": not connected, so the command was not sent (or valkey said it
+    │                       cannot take commands yet: LOADING its data, BUSY with a script, ...)
     └── CommandTimeout      valkey answered nothing for command_timeout; the connection was dropped
 """
 
@@ -87,7 +88,7 @@ class _Protocol(asyncio.Protocol):
                         logger.error("valkey refused a command: %s", reply)
                 elif not future.done():
                     if isinstance(reply, hiredis.ReplyError):
-                        future.set_exception(reply)
+                        future.set_exception(_refusal(reply))
                     else:
                         future.set_result(reply)
         except hiredis.ProtocolError as exc:
@@ -283,6 +284,19 @@ class Connection:
         if self._protocol is not None:
             self._protocol.drop(ConnectionClosed("connection to valkey closed"))
         self._protocol = None
+
+
+# Refusals that say "not now" about Valkey itself, not about the command: it did not run, and it may later.
+_NOT_NOW = (b"LOADING", b"BUSY ", b"MASTERDOWN", b"TRYAGAIN")
+
+
+def _refusal(reply: hiredis.ReplyError) -> Exception:
+    """The error a refused command raises: Unreachable where Valkey cannot take commands yet (loading its data
+    after a restart, running a long script), so that callers retry as they do while it is down."""
+    text = str(reply)
+    if text.encode().startswith(_NOT_NOW):
+        return Unreachable(f"cannot reach valkey: it answers {text}")
+    return reply
 
 
 def _fail(waiters: list[Waiter], error: ConnectionClosed) -> None:

@@ -11,6 +11,8 @@ import anyio
 import httpx
 import pytest
 
+from shared import streams
+from shared.valkey import connect
 from tests.conftest import HEADERS, Muster, initialize, make_muster
 
 pytestmark = pytest.mark.slow
@@ -156,7 +158,11 @@ def test_a_full_queue_answers_at_once_with_a_retry_hint(muster: Muster) -> None:
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(anyio.to_thread.run_sync, one)
-            await anyio.sleep(0.5)
+            valkey = connect(muster.valkey_url)
+            with anyio.fail_after(10):  # the three are queued: the server's depth counts them
+                while await valkey.get(streams.depth("alpha")) != b"3":
+                    await anyio.sleep(0.02)
+            await valkey.aclose()
             started = time.monotonic()
             full = await anyio.to_thread.run_sync(call, muster, session, "x_alpha_get", NS)
             assert time.monotonic() - started < 0.5

@@ -197,6 +197,30 @@ async def test_a_busy_valkey_that_answers_all_along_is_given_the_time_it_needs()
             connection.close()
 
 
+async def test_a_valkey_still_loading_its_data_is_unreachable_not_a_refusal_of_the_command() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"PING\r\n")
+        writer.write(b"-LOADING Valkey is loading the dataset in memory\r\n")
+        await reader.readuntil(b"PING\r\n")
+        writer.write(b"+PONG\r\n")
+        await reader.readuntil(b"INCR\r\n")
+        writer.write(b"-ERR value is not an integer or out of range\r\n")
+        await writer.drain()
+        await read_all(reader, writer)
+
+    async with resp_server(script) as url:
+        connection = Connection(url)
+        try:
+            with anyio.fail_after(3):
+                with pytest.raises(Unreachable, match="LOADING"):  # callers retry it as they do while it is down
+                    await command(connection, "PING")
+                assert await command(connection, "PING") == b"PONG"
+                with pytest.raises(hiredis.ReplyError, match="not an integer"):  # the command's own refusal
+                    await command(connection, "INCR")
+        finally:
+            connection.close()
+
+
 async def test_nothing_listening_is_unreachable() -> None:
     connection = Connection(f"redis://127.0.0.1:{free_port()}")
     with anyio.fail_after(3), pytest.raises(Unreachable, match="cannot reach valkey"):
