@@ -7,7 +7,6 @@ messages and requests reach the agent on the meta-tool call's stream, a cancella
 call, and the wrapped result is the stream's last event.
 """
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -24,9 +23,7 @@ from shared.messages import ReplyKind
 from shared.meta import auth_status, families, handlers
 from shared.meta.catalog import MetaCatalog
 from shared.meta.definitions import LIST_TOOLS, META_TOOL_NAMES, META_TOOLS
-from shared.meta.errors import CallFailed
-
-logger = logging.getLogger(__name__)
+from shared.meta.errors import CallFailed, ToolNotFound
 
 Expose = Literal["direct", "meta"]
 META_LISTING = b'{"tools":' + orjson.dumps(META_TOOLS) + b"}"
@@ -128,7 +125,13 @@ class QueueBackend:
     async def call_tool(self, name: str, arguments: dict[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
         if name in CORE_TOOL_NAMES:
             return await self.core.call(name, arguments, self.ctx.caller, self.catalog)
-        route, forwarded = families.resolve(self.catalog.tools, name, arguments)  # a RouteError: not found
+        try:
+            route, forwarded = families.resolve(self.catalog.tools, name, arguments)
+        except ToolNotFound:
+            if self.catalog.sole is None:
+                raise  # call_tool's "Tool execution failed: tool not found: <name>"
+            # the one server whose names pass unchanged decides about names muster does not know, as in direct mode
+            route, forwarded = families.Route(self.catalog.sole.name, name, False), arguments
         params: dict[str, Any] = {"name": route.name, "arguments": forwarded}
         if meta:
             params["_meta"] = dict(meta)
