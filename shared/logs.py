@@ -1,7 +1,8 @@
 """Logging for every service: one JSON object per line, configured once in each __main__.
 
 - Every line carries the request id of the call it belongs to (`request_id`, a contextvar set where a request
-  enters a process: `with logs.request_scope(rid): ...`).
+  enters a process: `with logs.request_scope(rid): ...`). For a call it is the trace id of its W3C trace context
+  (shared/tracecontext.py), the same in the ingress, the worker and the traceparent header the upstream gets.
 - `log_call` writes the one line per call: request id, a prefix of the session id, a keyed hash of the principal
   (`PrincipalHasher`: the same user hashes alike in every process that shares the key, and the name cannot be
   found again by hashing guesses without it), server, tool, outcome and durations.
@@ -24,7 +25,8 @@ from typing import Any, Final
 
 import orjson
 
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# color_message: uvicorn's copy of its message with terminal colour codes, which a JSON line has no use for
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -100,6 +102,7 @@ class CallRecord:
     total_ms: float
     queue_ms: float | None = None
     upstream_ms: float | None = None
+    span_id: str = ""  # the call's own span in its trace: tells apart the calls of an agent's one trace
 
     def fields(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -116,6 +119,8 @@ class CallRecord:
             out["queue_ms"] = self.queue_ms
         if self.upstream_ms is not None:
             out["upstream_ms"] = self.upstream_ms
+        if self.span_id:
+            out["span_id"] = self.span_id
         return out
 
 

@@ -16,6 +16,7 @@ One key family per ingress replica, worker or session:
     muster:session:<id>        hash    one MCP session (protocol, capabilities, principal, level, stream holder)
     muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri"
     muster:worker:<id>:alive   string  the worker's heartbeat
+    muster:ingress:<id>:alive  string  an ingress replica's heartbeat (ALIVE_BEATS): `muster status` counts them
 
 And the keys everybody shares:
 
@@ -24,6 +25,7 @@ And the keys everybody shares:
     muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
     muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
     muster:discovery:leader    string  the lease of the active discovery
+    muster:log-hash-key        string  the key of the principal's hash in log lines, when none is configured
 """
 
 import functools
@@ -39,6 +41,7 @@ CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
+LOG_HASH_KEY: Final = PREFIX + "log-hash-key"
 
 # Lengths that bound each stream; entries beyond them are trimmed approximately (MAXLEN ~).
 CALLS_MAXLEN: Final = 100_000
@@ -51,6 +54,7 @@ DEAD_LETTER_MAXLEN: Final = 10_000
 REPLIES_TTL: Final = 3600  # a reply stream lives this long after the last reply any writer sent to it
 REPLIES_TTL_RENEW: Final = 60  # how often one writer renews a reply stream's lifetime
 STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
+ALIVE_BEATS: Final = 3  # heartbeats an ingress replica may miss before it no longer counts as alive
 
 
 def _server(server: str) -> str:
@@ -118,3 +122,13 @@ def session_subscriptions(session_id: str) -> str:
 
 def worker_alive(worker: str) -> str:
     return f"{PREFIX}worker:{worker}:alive"
+
+
+WORKERS_ALIVE: Final = PREFIX + "worker:*:alive"  # a SCAN pattern over the workers' heartbeats
+
+
+def ingress_alive(replica: str) -> str:
+    return f"{PREFIX}ingress:{replica}:alive"
+
+
+INGRESS_ALIVE: Final = PREFIX + "ingress:*:alive"  # a SCAN pattern over the ingress replicas' heartbeats

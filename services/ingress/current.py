@@ -1,16 +1,23 @@
 """The Catalog this replica serves from, replaced whole whenever server records change."""
 
+from collections.abc import Callable, Iterable
+
 from shared.catalog import Catalog
 from shared.messages import ServerRecord
 
 LISTS = ("tools", "resources", "prompts")
 
 
+def _ignore(records: Iterable[ServerRecord]) -> None:
+    pass
+
+
 class CurrentCatalog:
-    def __init__(self) -> None:
+    def __init__(self, on_update: Callable[[Iterable[ServerRecord]], None] = _ignore) -> None:
         self.records: dict[str, ServerRecord] = {}
         self.catalog = Catalog(())
         self.loaded = False
+        self.on_update = on_update  # told every record after each update (metrics bound their labels by it)
 
     def update(self, records: dict[str, ServerRecord | None]) -> set[str]:
         """Apply changed records (None: the server is gone); returns which lists changed: tools, resources, prompts."""
@@ -22,6 +29,7 @@ class CurrentCatalog:
                 merged[name] = record
         old, new = self.catalog, Catalog(merged.values())
         self.records, self.catalog = merged, new
+        self.on_update(merged.values())
         changed = set()
         if old.tools_json != new.tools_json:
             changed.add("tools")

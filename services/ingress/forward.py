@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from services.ingress.callers import NO_LOGS
-from services.ingress.calls import Calls, Pending
+from services.ingress.calls import Calls, Pending, ReplicaFull
 from services.ingress.http import EVENT_STREAM, RequestContext
 from services.ingress.routing import route
+from services.ingress.telemetry import QUEUE_FULL, REPLICA_FULL, Telemetry
 from shared import errors, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
@@ -54,17 +56,20 @@ class Flight:
 
 
 class Forwarder:
-    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float) -> None:
+    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float, telemetry: Telemetry) -> None:
         self.calls = calls
         self.outbox = outbox
         self.replica = replica.encode()
         self.call_timeout = call_timeout
+        self.telemetry = telemetry
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
         caller = ctx.caller
         target = route(catalog, method, caller.upstream_params(params))
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
+        span = self.telemetry.begin(ctx.head, caller, method, params, target.server, target.name)
+        ctx.routed = True
         call = Call(
             call_id=call_id,
             replica=self.replica,
@@ -76,24 +81,33 @@ class Forwarder:
             deadline_ms=int((time.time() + self.call_timeout) * 1000),
             safe=target.safe,
             key=key,
+            traceparent=span.trace.header(),
+            target=target.name.encode(),
         )
         try:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
+            self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
             retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
             await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
             return
+        except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
+            self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)
+            raise
         flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
+        outcome: CallReply | None = None
         try:
             reply = await self._next(flight)
             if reply.final:
                 await ctx.respond(200, flight.final(reply))
+                outcome = reply
             else:
-                await self._stream(flight, reply)
+                outcome = await self._stream(flight, reply)
         finally:
             self.calls.done(call_id)
             if flight.client_gone is not None:
                 flight.client_gone.cancel()
+            self.telemetry.finished(span, outcome)
 
     async def _next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
@@ -105,8 +119,8 @@ class Forwarder:
             return await nxt
         return nxt.result()
 
-    async def _stream(self, flight: Flight, reply: CallReply) -> None:
-        """Relay what the upstream sends during the call, then the result, as one event stream."""
+    async def _stream(self, flight: Flight, reply: CallReply) -> CallReply:
+        """Relay what the upstream sends during the call, then the result, as one event stream; returns the result."""
         ctx = flight.ctx
         streaming = ctx.head.accepts(EVENT_STREAM)
         if streaming:
@@ -115,11 +129,14 @@ class Forwarder:
             data = self._relayed(ctx, reply, streaming)
             if data is not None and streaming:
                 await ctx.event(data)
+                if reply.kind is ReplyKind.NOTIFICATION:
+                    self.telemetry.notified(data)
             reply = await self._next(flight)
         if streaming:
             await ctx.event(flight.final(reply), more=False)
         else:
             await ctx.respond(200, flight.final(reply))
+        return reply
 
     def _relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
         caller = ctx.caller

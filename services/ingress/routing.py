@@ -29,6 +29,7 @@ class Target:
     server: str
     params: bytes  # as the upstream must receive them
     safe: bool
+    name: str = ""  # the upstream's name of the tool or prompt called; "" for other methods
 
 
 def _string(params: dict[str, Any], key: str, method: str) -> str:
@@ -60,10 +61,10 @@ def route(catalog: Catalog, method: str, params: Any) -> Target:
         kind, routes = ("tool", catalog.tools) if method == "tools/call" else ("prompt", catalog.prompts)
         found = routes.get(name)
         if found is None:
-            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False)
+            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False, name)
         if found.name != name:
             params = {**params, "name": found.name}
-        return Target(found.server, orjson.dumps(params), found.safe)
+        return Target(found.server, orjson.dumps(params), found.safe, found.name)
     if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
         uri = _string(params, "uri", method)
         return Target(_resource(catalog, uri), orjson.dumps(params), True)

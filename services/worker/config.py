@@ -18,3 +18,6 @@ class WorkerSettings(ServiceSettings):
     dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    # /healthz, /readyz and /metrics on a port of their own (0: off; the container image and k8s/ use 9090).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)

@@ -12,9 +12,11 @@ from services.worker.admission import Admission
 from services.worker.execute import Executor
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
+from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Upstream
 from shared import errors
 from shared.lifecycle import Background
+from shared.logs import request_id
 from shared.messages import Call, ReplyKind
 from shared.valkey import Outbox
 
@@ -24,13 +26,14 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class Dispatcher:
-    def __init__(self, outbox: Outbox, worker_id: str) -> None:
+    def __init__(self, outbox: Outbox, worker_id: str, telemetry: Telemetry | None = None) -> None:
         self.outbox = outbox
         self.background = Background()
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
         self.admission = Admission(outbox, worker_id)
         self.relays = Relays(outbox, worker_id)
         self.outcomes = Outcomes(outbox, self.relays)
-        self.executor = Executor(self.relays, self.background)
+        self.executor = Executor(self.relays, self.background, self.telemetry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -60,8 +63,11 @@ class Dispatcher:
 
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
         queue = upstream.lane.queue
+        if call.traceparent:  # every line logged about the call carries its trace id (shared/tracecontext.py)
+            request_id.set(call.traceparent[3:35].decode())
+        clock = self.telemetry.started(upstream.name, entry_id)
         try:
-            kind, body = await self._outcome(upstream, entry_id, call, redelivered)
+            kind, body = await self._outcome(upstream, entry_id, call, redelivered, clock)
         except asyncio.CancelledError:
             kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
         except Exception as exc:
@@ -70,16 +76,18 @@ class Dispatcher:
         finally:
             self.running.pop(call.key, None)
             upstream.lane.release()
-        self.outcomes.finish(queue, entry_id, call, kind, body, None if call.safe else queue.started(entry_id))
+            self.telemetry.stopped(upstream.name)
+        marker = None if call.safe else queue.started(entry_id)
+        self.outcomes.finish(queue, entry_id, call, kind, body, marker, clock.stats())
 
     async def _outcome(
-        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool
+        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool, clock: CallClock
     ) -> tuple[ReplyKind, bytes]:
         refused = await self.admission.admit(upstream.lane.queue, entry_id, call, redelivered)
         if refused is not None:
             return ReplyKind.ERROR, refused
         deadline = asyncio.get_running_loop().time() + (call.deadline_ms / 1000 - time.time())
-        return await self.executor.execute(upstream, call, deadline)
+        return await self.executor.execute(upstream, call, deadline, clock)
 
     async def drain(self, seconds: float) -> None:
         """Waits (within a bound) for the calls running here, then for their outcomes to be written."""

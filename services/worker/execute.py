@@ -8,11 +8,13 @@ import logging
 import orjson
 
 from services.worker.relays import Relays
+from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
+from shared.upstream import Outcome as Answered
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 
 logger = logging.getLogger(__name__)
@@ -66,22 +68,23 @@ REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedRes
 
 
 class Executor:
-    def __init__(self, relays: Relays, background: Background) -> None:
+    def __init__(self, relays: Relays, background: Background, telemetry: Telemetry | None = None) -> None:
         self.relays = relays
         self.background = background
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
 
-    async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
+    async def execute(self, upstream: Upstream, call: Call, deadline: float, clock: CallClock | None = None) -> Outcome:
         """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
         for attempt in (1, 2, 3):
             try:
                 session = await upstream.session(call, deadline)
             except OPEN_FAILURES as exc:
+                if not isinstance(exc, UnknownServer):
+                    self.telemetry.connect_error(upstream.name, exc)
                 return _not_opened(upstream.name, exc)
             upstream_id = session.next_id()
             try:
-                outcome = await session.request(
-                    call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
-                )
+                outcome = await self._send(upstream, call, session, upstream_id, deadline, clock)
             except asyncio.CancelledError:
                 self.cancel_upstream(session, upstream_id, "cancelled by the client")
                 raise
@@ -101,6 +104,32 @@ class Executor:
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
             f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
         ).body()
+
+    async def _send(
+        self,
+        upstream: Upstream,
+        call: Call,
+        session: UpstreamSession,
+        upstream_id: int,
+        deadline: float,
+        clock: CallClock | None,
+    ) -> Answered:
+        """One request of the call, timed and counted (telemetry.py), with the call's traceparent."""
+        request = self.telemetry.request(upstream.name, call, session.protocol, clock)
+        try:
+            answered = await session.request(
+                call.method,
+                call.params,
+                deadline,
+                self.relays.on_message(call, session),
+                request_id=upstream_id,
+                headers=request.headers,
+            )
+        except BaseException as exc:
+            request.failed(exc)
+            raise
+        request.answered(answered)
+        return answered
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""

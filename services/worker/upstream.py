@@ -3,6 +3,7 @@ connections and sessions (one per credential), rebuilt when the server's address
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class Upstream:
     pool: Pool | None = None
     sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> session
     removed: bool = False
+    on_open: Callable[[bool], None] | None = None  # told of each session opened (True: again): telemetry counts
 
     @classmethod
     def of(cls, record: ServerRecord, concurrency: int) -> "Upstream":
@@ -74,7 +76,7 @@ class Upstream:
             if self.pool is None:
                 self.pool = Pool(self.record.url, connect_timeout=min(self.record.timeout, 10.0))
             headers = [*wire_headers(self.record.headers), *auth_headers]
-            session = self.sessions[credential] = UpstreamSession(self.pool, headers)
+            session = self.sessions[credential] = UpstreamSession(self.pool, headers, on_open=self.on_open)
         await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + self.record.timeout))
         return session
 

@@ -1,0 +1,98 @@
+"""W3C Trace Context: the request id that follows one call from the agent through ingress and worker to the
+upstream server.
+
+muster carries it as a `traceparent` (https://www.w3.org/TR/trace-context/) rather than an X-Request-Id: the Go
+muster and mcp-kubernetes install OpenTelemetry's W3C propagator, so an upstream reads the header and continues
+the same trace, and the MCP SDKs put the same value in `params._meta.traceparent`. One format serves the log
+lines, the header to the upstream and (when tracing is on, shared/tracing.py) the spans.
+
+The request id in every log line is the trace id. An agent that sends its own trace context (in `_meta`, as the
+MCP SDK does, or as the HTTP header) has its calls logged under its own trace id; each call still has a span id
+of its own, which the call's log line names.
+"""
+
+import random
+from dataclasses import dataclass
+from typing import Final
+
+VERSION: Final = "00"
+_HEX: Final = frozenset("0123456789abcdef")
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_SPAN: Final = "0" * 16
+SAMPLED: Final = "01"
+
+
+def _random_hex(bits: int) -> str:
+    # Trace ids need to be unique, not secret: the Mersenne Twister costs a fifth of os.urandom's per call.
+    while True:
+        value = random.getrandbits(bits)
+        if value:
+            return f"{value:0{bits // 4}x}"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceParent:
+    trace_id: str  # 32 lowercase hex digits
+    span_id: str  # 16 lowercase hex digits: the span this context names as the parent of the next
+    flags: str = "00"  # "01": the trace is sampled
+
+    @classmethod
+    def new(cls) -> "TraceParent":
+        return cls(_random_hex(128), _random_hex(64))
+
+    @classmethod
+    def parse(cls, value: str | bytes | None) -> "TraceParent | None":
+        """The context of a traceparent header or `_meta` value; None for anything that is not a valid one.
+
+        A version newer than 00 is read by its first four fields, as the specification asks.
+        """
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str) or len(value) < 55:
+            return None
+        value = value.strip()
+        version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
+        if (
+            value[2] != "-"
+            or value[35] != "-"
+            or value[52] != "-"
+            or version == "ff"
+            or (version == VERSION and len(value) != 55)
+            or (len(value) > 55 and value[55] != "-")
+            or not _HEX.issuperset(version + trace_id + span_id + flags)
+            or trace_id == _ZERO_TRACE
+            or span_id == _ZERO_SPAN
+        ):
+            return None
+        return cls(trace_id, span_id, flags)
+
+    @classmethod
+    def continue_from(cls, incoming: "TraceParent | None") -> "TraceParent":
+        """The context of a new span: a child of `incoming` when there is one, else the root of a new trace."""
+        if incoming is None:
+            return cls.new()
+        return cls(incoming.trace_id, _random_hex(64), incoming.flags)
+
+    @property
+    def sampled(self) -> bool:
+        return int(self.flags, 16) & 1 == 1
+
+    def header(self) -> bytes:
+        return f"{VERSION}-{self.trace_id}-{self.span_id}-{self.flags}".encode()
+
+    def __str__(self) -> str:
+        return f"{VERSION}-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+def incoming(params: object, headers: list[tuple[bytes, bytes]]) -> TraceParent | None:
+    """The trace context an agent sent with a request: in `params._meta` (the MCP SDK's place) or the header."""
+    if isinstance(params, dict):
+        meta = params.get("_meta")
+        if isinstance(meta, dict):
+            found = TraceParent.parse(meta.get("traceparent"))
+            if found is not None:
+                return found
+    for name, value in headers:
+        if name == b"traceparent":
+            return TraceParent.parse(value)
+    return None
