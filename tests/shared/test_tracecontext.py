@@ -9,6 +9,7 @@ VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 def test_a_valid_traceparent_is_read_field_by_field_and_written_back_the_same() -> None:
     parent = TraceParent.parse(VALID)
+    assert parent is not None
     assert parent == TraceParent("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01")
     assert parent.sampled and parent.header() == VALID.encode() and str(parent) == VALID
     assert TraceParent.parse(VALID.encode()) == parent
@@ -39,6 +40,7 @@ def test_a_newer_version_is_read_by_its_first_four_fields() -> None:
 
 def test_a_span_continues_its_parent_s_trace_or_starts_a_new_one() -> None:
     parent = TraceParent.parse(VALID)
+    assert parent is not None
     child = TraceParent.continue_from(parent)
     assert (child.trace_id, child.flags) == (parent.trace_id, parent.flags) and child.span_id != parent.span_id
     root = TraceParent.continue_from(None)
