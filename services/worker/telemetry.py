@@ -26,6 +26,8 @@ from shared.metrics import (
     DEAD_LETTERS,
     IN_FLIGHT,
     REDELIVERIES,
+    TOKEN_EXCHANGES,
+    TOKEN_REFRESHES,
     UPSTREAM_CONNECT_ERRORS,
     UPSTREAM_INITIALIZATIONS,
     UPSTREAM_SESSIONS,
@@ -139,6 +141,7 @@ class Telemetry:
         self._dead_letters = metrics.counter(DEAD_LETTERS)
         self._connect_errors = metrics.counter(UPSTREAM_CONNECT_ERRORS)
         self._initializations = metrics.counter(UPSTREAM_INITIALIZATIONS)
+        self._tokens = {"refresh": metrics.counter(TOKEN_REFRESHES), "exchange": metrics.counter(TOKEN_EXCHANGES)}
         metrics.sample(IN_FLIGHT, self._running)
 
     @classmethod
@@ -196,6 +199,11 @@ class Telemetry:
     def initialized(self, server: str, lost: bool) -> None:
         """An upstream session was opened: the first one, or again after the server forgot it."""
         self._initializations.labels(self.bounds.server(server), "lost" if lost else "new").inc()
+
+    def token(self, kind: str, server: str, outcome: str) -> None:
+        """An upstream token was refreshed or exchanged (kind "refresh" | "exchange"): ok, rejected or error."""
+        bounded = LabelBounds.one_of(outcome, labels.CREDENTIAL_OUTCOMES)
+        self._tokens[kind].labels(self.bounds.server(server), bounded).inc()
 
     def redelivered(self, server: str, count: int) -> None:
         if count:

@@ -133,9 +133,19 @@ def test_sessions_redeliveries_and_dead_letters_are_counted_by_server() -> None:
     t.redelivered("alpha", 3)
     t.redelivered("alpha", 0)
     t.dead_lettered("alpha")
+    t.token("refresh", "alpha", "ok")
+    t.token("exchange", "alpha", "rejected")
+    t.token("refresh", "alpha", "made up")
     assert {dict(k)["reason"]: v for k, v in samples(metrics, "muster_upstream_initializations_total").items()} == {
         "new": 1.0,
         "lost": 1.0,
     }
     assert samples(metrics, "muster_redeliveries_total") == {frozenset({("server", "alpha")}): 3.0}
     assert samples(metrics, "muster_dead_letters_total") == {frozenset({("server", "alpha")}): 1.0}
+    assert samples(metrics, "muster_token_refreshes_total") == {
+        frozenset({("server", "alpha"), ("outcome", "ok")}): 1.0,
+        frozenset({("server", "alpha"), ("outcome", "_OTHER")}): 1.0,
+    }
+    assert samples(metrics, "muster_token_exchanges_total") == {
+        frozenset({("server", "alpha"), ("outcome", "rejected")}): 1.0
+    }
