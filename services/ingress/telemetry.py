@@ -122,8 +122,9 @@ class Telemetry:
             self.instruments.routed(
                 call.server, call.target, call.exposed, call.method, call.caller.protocol, code, tool_error, seconds
             )
+        outcome, error_type = labels.classify(code, tool_error)
         if call.span is not None:
-            self.tracing.end(call.span, labels.classify(code, tool_error)[1])
+            self.tracing.end(call.span, error_type)
         if self.hasher is not None:
             record = CallRecord(
                 request_id=call.trace.trace_id,
@@ -132,7 +133,7 @@ class Telemetry:
                 server=call.server,
                 tool=call.target,
                 method=call.method,
-                outcome=labels.classify(code, tool_error)[0],
+                outcome=outcome,
                 total_ms=round(seconds * 1000, 3),
                 queue_ms=None if stats is None else stats.queue_us / 1000,
                 upstream_ms=None if stats is None or stats.upstream_us < 0 else stats.upstream_us / 1000,
