@@ -26,7 +26,12 @@ class Tracing:
     def __init__(self, provider: "TracerProvider | None" = None) -> None:
         self.provider = provider
         self.enabled = provider is not None
-        self._tracer: Any = provider.get_tracer("muster") if provider is not None else None
+        self._tracer: Any = None
+        self._api: Any = None
+        if provider is not None:
+            from opentelemetry import trace
+
+            self._tracer, self._api = provider.get_tracer("muster"), trace
 
     @classmethod
     def off(cls) -> "Tracing":
@@ -65,21 +70,22 @@ class Tracing:
     def _start(
         self, method: str, name: str, kind: str, attributes: dict[str, str], parent: TraceParent | None
     ) -> tuple[Span, TraceParent]:
-        from opentelemetry import trace
-        from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
-
+        api = self._api
         context = None
         if parent is not None:
-            remote = SpanContext(
-                int(parent.trace_id, 16), int(parent.span_id, 16), True, TraceFlags(int(parent.flags, 16))
+            remote = api.SpanContext(
+                int(parent.trace_id, 16), int(parent.span_id, 16), True, api.TraceFlags(int(parent.flags, 16))
             )
-            context = trace.set_span_in_context(NonRecordingSpan(remote))
+            context = api.set_span_in_context(api.NonRecordingSpan(remote))
         if method == "tools/call" and name:
             attributes = {**attributes, "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
         elif method == "prompts/get" and name:
             attributes = {**attributes, "gen_ai.prompt.name": name}
         span = self._tracer.start_span(
-            f"{method} {name}" if name else method, context=context, kind=getattr(SpanKind, kind), attributes=attributes
+            f"{method} {name}" if name else method,
+            context=context,
+            kind=getattr(api.SpanKind, kind),
+            attributes=attributes,
         )
         own = span.get_span_context()
         return span, TraceParent(f"{own.trace_id:032x}", f"{own.span_id:016x}", f"{int(own.trace_flags):02x}")
@@ -87,10 +93,8 @@ class Tracing:
     def end(self, span: Span, error_type: str) -> None:
         """Ends a span; `error_type` is "" for success, else the label the metrics give the failure."""
         if error_type:
-            from opentelemetry.trace import StatusCode
-
             span.set_attribute("error.type", error_type)
-            span.set_status(StatusCode.ERROR)
+            span.set_status(self._api.StatusCode.ERROR)
         span.end()
 
     def shutdown(self) -> None:

@@ -9,7 +9,6 @@ a call's outcome carries to the ingress (CallStats) are filled in here.
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -136,7 +135,7 @@ class Telemetry:
         self.bounds = bounds
         self.instruments = instruments  # None: call_metrics off
         self.tracing = tracing
-        self.running: Counter[str] = Counter()  # server -> calls this worker runs now
+        self.running: dict[str, int] = {}  # server -> calls this worker runs now (0 stays: the gauge reads 0)
         self._redeliveries = metrics.counter(REDELIVERIES)
         self._dead_letters = metrics.counter(DEAD_LETTERS)
         self._connect_errors = metrics.counter(UPSTREAM_CONNECT_ERRORS)
@@ -168,7 +167,7 @@ class Telemetry:
 
     def started(self, server: str, entry_id: bytes) -> CallClock:
         """A call starts: it waited in its stream since the entry was added (the entry id is Valkey's clock)."""
-        self.running[server] += 1
+        self.running[server] = self.running.get(server, 0) + 1
         waited = max(0.0, time.time() - int(entry_id.split(b"-", 1)[0]) / 1000)
         if self.instruments is not None:
             self.instruments.taken(server, waited)
@@ -176,8 +175,6 @@ class Telemetry:
 
     def stopped(self, server: str) -> None:
         self.running[server] -= 1
-        if self.running[server] <= 0:
-            del self.running[server]
 
     def request(self, server: str, call: Call, protocol: bytes, clock: CallClock | None) -> Request:
         """A request of the call is about to be sent: the headers it carries, and the record to end it with."""
@@ -213,4 +210,5 @@ class Telemetry:
         self._dead_letters.labels(self.bounds.server(server)).inc()
 
     def _running(self) -> Samples:
-        return {(self.bounds.server(s),): n for s, n in self.running.items()}
+        servers = self.bounds.servers
+        return {(s,): n for s, n in self.running.items() if s in servers}  # a server gone from the catalog: gone
