@@ -143,7 +143,10 @@ def log_call(logger: logging.Logger, record: CallRecord) -> None:
         return
     handler = _fast
     if handler is None or handler not in logging.root.handlers or logger.handlers or not logger.propagate:
-        logger.info("call", extra=record.fields())
+        if _text:  # a person reads these at a terminal (`muster up`): the fields in the message itself
+            logger.info("call %s", " ".join(f"{k}={v}" for k, v in record.fields().items()))
+        else:
+            logger.info("call", extra=record.fields())
         return
     formatter = handler.formatter
     assert isinstance(formatter, JsonFormatter)
@@ -259,12 +262,13 @@ class JsonFormatter(logging.Formatter):
 
 
 _fast: "logging.StreamHandler[Any] | None" = None  # the JSON handler `configure` installed, for log_call
+_text = False  # `configure` installed text lines
 
 
 def configure(service: str, level: str = "INFO", json: bool = True) -> None:
-    global _fast
+    global _fast, _text
     handler: logging.StreamHandler[Any] = logging.StreamHandler(sys.stderr)
-    _fast = handler if json else None
+    _fast, _text = (handler if json else None), not json
     if json:
         handler.setFormatter(JsonFormatter(service))
     else:

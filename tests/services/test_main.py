@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from shared import logs
 from shared.logs import JsonFormatter, Redactor
 
 
@@ -34,6 +35,8 @@ def test_each_service_logs_json_lines_through_the_guard(
 ) -> None:
     main = importlib.import_module(f"services.{service}.__main__")
     monkeypatch.setenv("MUSTER_LOG_JSON", "true")
+    for name in ("_fast", "_text"):  # what logs.configure sets, put back afterwards
+        monkeypatch.setattr(logs, name, getattr(logs, name))
     if service == "ingress":
         monkeypatch.setattr(main.uvicorn, "run", lambda *args, **kwargs: None)
     elif service == "worker":

@@ -153,6 +153,8 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """The service's own log setup (logs.configure), writing to a buffer instead of stderr."""
     out = io.StringIO()
     monkeypatch.setattr(sys, "stderr", out)
+    for name in ("_fast", "_text"):  # what configure sets, put back afterwards
+        monkeypatch.setattr(logs, name, getattr(logs, name))
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     try:
@@ -209,3 +211,26 @@ def test_the_call_lines_of_one_loop_turn_go_out_in_one_write(configured: io.Stri
 
     asyncio.run(turn())
     assert [line["request_id"] for line in read(configured)] == ["r-0", "r-1", "r-2"]
+
+
+def test_in_text_lines_the_call_line_says_its_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    for name in ("_fast", "_text"):
+        monkeypatch.setattr(logs, name, getattr(logs, name))
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure("ingress", json=False)
+        log_call(logging.getLogger("services.ingress.telemetry"), CallRecord("r-5", "s", "p", "g", "t", "m", "ok", 1.5))
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith(
+            "ingress INFO services.ingress.telemetry: call request_id=r-5 session=s principal=p server=g tool=t "
+            "method=m outcome=ok total_ms=1.5"
+        )
+    )

@@ -168,7 +168,7 @@ def per_call_microseconds(rounds: int = 5, calls: int = 5_000) -> tuple[float, f
     """The best of `rounds` runs of begin + finished, with metrics and the log line (the service's own log setup,
     to /dev/null) and with both off: what a routed call costs the ingress's telemetry, and what it costs without."""
     root = logging.getLogger()
-    saved, stderr = (root.handlers[:], root.level), sys.stderr
+    saved, stderr, state = (root.handlers[:], root.level), sys.stderr, (logs._fast, logs._text)
     reply = CallReply(b"1", ReplyKind.RESULT, b'{"content":[]}', stats=CallStats(400, 3000))
     best = {True: float("inf"), False: float("inf")}
     with open(os.devnull, "w") as devnull:
@@ -187,6 +187,7 @@ def per_call_microseconds(rounds: int = 5, calls: int = 5_000) -> tuple[float, f
             sys.stderr = stderr
             root.handlers[:] = saved[0]
             root.setLevel(saved[1])
+            logs._fast, logs._text = state
     return best[True], best[False]
 
 
