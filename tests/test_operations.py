@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from muster import status
 from muster.stack import free_port
 from shared import streams
-from tests.conftest import HEADERS, ROOT, Muster, StandIn, initialize, make_muster, result
+from tests.conftest import HEADERS, ROOT, Muster, StandIn, initialize, make_muster, result, tool_names
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +133,7 @@ def ops(muster_root: Path) -> Iterator[Ops]:
     for m in make_muster(muster_root):
         m.env["MUSTER_LOG_JSON"] = "true"
         alpha = m.standin("alpha")
+        m.fixture_server("fixture")  # an upstream that notifies during its calls
         ports = {"discovery": free_port(), "worker": free_port()}
         logs = {name: m.root / f"{name}.log" for name in ("ingress", "worker", "discovery")}
         m.stack.python(
@@ -167,7 +168,7 @@ def ops(muster_root: Path) -> Iterator[Ops]:
         )
         m.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
         m.ingress_ports.append(port)
-        m.wait_tools(6)
+        m.wait_tools({"x_alpha_get", "x_fixture_test_tool_with_logging"})
         worker_ready = f"http://127.0.0.1:{ports['worker']}/readyz"
         until(lambda: httpx.get(worker_ready).status_code == 200, 10, "worker ready")  # noqa: B023 (used at once)
         yield Ops(m, alpha, ports, logs)
@@ -243,7 +244,7 @@ def test_the_ingress_measures_every_request_in_the_opentelemetry_histogram(traff
         assert moved(before, after, name, mcp_method_name="tools/call", **labels) == count, (tool, outcome)
     assert moved(before, after, name, mcp_method_name="initialize", mcp_protocol_version="2025-11-25") == 1
     assert moved(before, after, name) == EXPECTED.total() + 1
-    assert value(after, "muster_catalog_entries", kind="tools") == 6
+    assert value(after, "muster_catalog_entries", kind="tools") == len(tool_names(traffic.url))
     assert value(after, "muster_build_info", service="ingress") == 1
 
 
@@ -279,15 +280,16 @@ def test_discovery_shows_the_queue_the_server_state_and_the_leader(traffic: Ops)
     assert value(after, "muster_stream_consumers", server="alpha") == 1
     assert value(after, "muster_valkey_up") == 1 and value(after, "muster_dead_letter_length") == 0
     assert value(after, "muster_server_state", server="alpha", state="Connected") == 1
-    assert value(after, "muster_server_state") == 1  # one series per server
+    assert value(after, "muster_server_state", server="fixture", state="Connected") == 1
+    assert value(after, "muster_server_state") == 2  # one series per server
     assert value(after, "muster_discovery_leader") == 1
-    assert value(after, "muster_catalog_entries", kind="tools") == 6
+    assert value(after, "muster_catalog_entries", kind="tools") == len(tool_names(traffic.url))
     assert moved(traffic.before["discovery"], after, "muster_list_duration_seconds_count", outcome="error") == 0
     assert value(after, "muster_list_duration_seconds_count", server="alpha", outcome="ok") >= 1
 
 
 def test_each_call_has_one_log_line_with_its_request_id_and_durations_and_no_token(traffic: Ops) -> None:
-    lines = traffic.call_lines()
+    lines = [line for line in traffic.call_lines() if line["server"] == "alpha"]
     assert Counter((line["tool"], line["outcome"]) for line in lines) == EXPECTED
     assert len({line["request_id"] for line in lines}) == len(lines)
     for line in lines:
@@ -306,7 +308,7 @@ def test_each_call_has_one_log_line_with_its_request_id_and_durations_and_no_tok
 
 def test_the_request_id_of_a_call_reaches_the_upstream_as_its_traceparent(traffic: Ops) -> None:
     sent = traffic.alpha.stats()["traceparents"]
-    lines = [line for line in traffic.call_lines() if line["outcome"] != "rejected"]
+    lines = [line for line in traffic.call_lines() if line["outcome"] != "rejected" and line["server"] == "alpha"]
     assert sent and all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", t) for t in sent)
     # each call that reached the upstream carried its own request id there, the one its log line names
     assert {t.split("-")[1] for t in sent[-len(lines) :]} == {line["request_id"] for line in lines}
@@ -318,7 +320,7 @@ def test_the_request_id_of_a_call_reaches_the_upstream_as_its_traceparent(traffi
 def test_muster_status_shows_depth_lag_and_in_flight_calls_while_a_queue_is_full(traffic: Ops) -> None:
     held = traffic.held_status
     assert held is not None
-    (alpha,) = held.servers
+    alpha = held.servers[0]
     assert (alpha.name, alpha.state, alpha.depth) == ("alpha", "Connected", 3)
     assert alpha.running + (alpha.lag or 0) == 3 and alpha.running >= 1
     assert held.in_flight == 3
@@ -334,8 +336,9 @@ def test_muster_status_json_lists_the_servers_as_connected_with_workers_and_repl
     )
     found = orjson.loads(run.stdout)
     assert found["valkey"] == traffic.muster.valkey_url
-    assert [(s["name"], s["state"], s["tools"]) for s in found["servers"]] == [("alpha", "Connected", 6)]
-    (alpha,) = found["servers"]
+    assert [(s["name"], s["state"]) for s in found["servers"]] == [("alpha", "Connected"), ("fixture", "Connected")]
+    alpha = found["servers"][0]
+    assert alpha["tools"] == 6
     assert (alpha["depth"], alpha["lag"], alpha["running"], alpha["consumers"]) == (0, 0, 0, 1)
     assert found["workers"] == ["ops-worker"]
     assert [r["pending"] for r in found["ingress"]] == [0] and found["in_flight"] == 0
@@ -350,3 +353,20 @@ def test_muster_status_json_lists_the_servers_as_connected_with_workers_and_repl
     ).stdout
     assert re.search(r"^alpha\s+Connected\s+6\s+0\s+0\s+0\s+1\s*$", text, re.MULTILINE), text
     assert re.search(r"workers alive\s+1", text) and re.search(r"ingress replicas\s+1", text)
+
+
+def test_notifications_relayed_to_an_agent_during_a_call_are_counted_by_method(traffic: Ops) -> None:
+    before = scrape(traffic.ports["ingress"])
+    headers = {**HEADERS, "Mcp-Session-Id": traffic.session}
+    body = {"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": "x_fixture_test_tool_with_logging"}}
+    response = httpx.post(traffic.url, headers=headers, json=body, timeout=30)
+    events = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    assert len(events) == 4 and "result" in result(response)  # three log messages, then the result
+    until(
+        lambda: moved(before, scrape(traffic.ports["ingress"]), "muster_calls_total", server="fixture") == 1,
+        5,
+        "the call counted",
+    )
+    after = scrape(traffic.ports["ingress"])
+    assert moved(before, after, "muster_notifications_sent_total", method="notifications/message") == 3
+    assert moved(before, after, "muster_notifications_sent_total") == 3
