@@ -2,12 +2,13 @@
 call, and the trace context a call carries to the worker and the upstream.
 
 Every routed call ends in `Telemetry.finished` or `Telemetry.refused`, exactly once, so that it is counted once;
-every other request the ingress answers ends in `answered`. With `call_metrics` and `call_log` off, each of them
-is one attribute test.
+every other request the ingress answers ends in `answered`. With `call_metrics` and `call_log` off, what is left
+per call is its trace context (the request id the worker and the upstream get) and two attribute tests.
 """
 
 import logging
 import time
+from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -67,7 +68,7 @@ class CallSpan:
     caller: Caller
     trace: TraceParent
     started: float
-    scope: Any  # the request id's contextvar token
+    scope: Token[str | None]  # the request id's, put back when the call ends
     span: Span | None  # the OpenTelemetry span, when tracing is on
 
 
