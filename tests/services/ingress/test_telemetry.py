@@ -40,10 +40,12 @@ def lines() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter("ingress"))
     logger = logging.getLogger("services.ingress.telemetry")
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     yield out
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def telemetry(*, metrics_on: bool = True, log_on: bool = True) -> tuple[Metrics, Telemetry]:
