@@ -181,10 +181,10 @@ def per_call_microseconds(rounds: int = 5, calls: int = 5_000) -> tuple[float, f
                 for on in (True, False):
                     _, t = telemetry(metrics_on=on, log_on=on)
                     h = head((b"accept", b"application/json, text/event-stream"), (b"mcp-session-id", b"x" * 32))
-                    start = time.perf_counter()
+                    start = time.process_time()  # CPU time: what other processes on the machine do is not counted
                     for _ in range(calls):
                         t.finished(t.begin(h, SESSION, "tools/call", PARAMS, "alpha", "get"), reply)
-                    best[on] = min(best[on], (time.perf_counter() - start) / calls * 1e6)
+                    best[on] = min(best[on], (time.process_time() - start) / calls * 1e6)
         finally:
             sys.stderr = stderr
             root.handlers[:] = saved[0]
