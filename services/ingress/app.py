@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.ingress.auth_state import PlainAuth
 from services.ingress.broadcasts import Broadcasts
 from services.ingress.calls import Calls
 from services.ingress.config import IngressSettings
@@ -25,6 +26,7 @@ from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Receive, Scope, Send, respond_text
+from services.ingress.meta import Meta
 from services.ingress.sessions import Sessions
 from services.ingress.telemetry import Telemetry
 from shared import health, streams
@@ -101,7 +103,7 @@ async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBou
     current = CurrentCatalog(instruments.catalog_changed if instruments is not None else bounds.update)
     broadcasts = Broadcasts(client, current, get_streams, sessions)
     forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout, telemetry)
-    handlers = Handlers(sessions, current, forwarder, outbox)
+    handlers = Handlers(sessions, current, forwarder, outbox, Meta(settings.expose, forwarder, PlainAuth()))
     endpoint = Endpoint(settings, sessions, handlers, get_streams, telemetry)
     tasks: list[asyncio.Task[None]] = []
     try:

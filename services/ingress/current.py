@@ -1,9 +1,12 @@
 """The Catalog this replica serves from, replaced whole whenever server records change."""
 
+import logging
 from collections.abc import Callable, Iterable
 
 from shared.catalog import Catalog
 from shared.messages import ServerRecord
+
+logger = logging.getLogger(__name__)
 
 LISTS = ("tools", "resources", "prompts")
 
@@ -30,6 +33,8 @@ class CurrentCatalog:
         old, new = self.catalog, Catalog(merged.values())
         self.records, self.catalog = merged, new
         self.on_update(merged.values())
+        for note in sorted(set(new.notes) - set(old.notes)):  # once per change, not once per revision
+            logger.info("catalog: %s", note)
         changed = set()
         if old.tools_json != new.tools_json:
             changed.add("tools")

@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 from services.ingress.callers import NO_LOGS
 from services.ingress.calls import Calls, Pending, ReplicaFull
 from services.ingress.http import EVENT_STREAM, RequestContext
-from services.ingress.routing import route
-from services.ingress.telemetry import QUEUE_FULL, REPLICA_FULL, Telemetry
+from services.ingress.routing import Target, route
+from services.ingress.telemetry import QUEUE_FULL, REPLICA_FULL, CallSpan, Telemetry
 from shared import errors, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
@@ -47,6 +47,10 @@ class Flight:
     pending: Pending
     key: bytes
     client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+    span: CallSpan
+    pending_id: bytes = b""  # the call_id the replies come under
+    streaming: bool | None = None  # None until the first message before the result decides it
+    last: CallReply | None = None  # the final reply, once it came: what the call counts as (telemetry.py)
 
     def final(self, reply: CallReply) -> bytes:
         request_id = self.ctx.request_id
@@ -64,8 +68,26 @@ class Forwarder:
         self.telemetry = telemetry
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
+        target = route(catalog, method, ctx.caller.upstream_params(params))
+        try:
+            flight = await self.submit(ctx, method, target, params)
+        except errors.RetryLater as exc:
+            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
+            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+            return
+        try:
+            reply = await self.outcome(flight)
+            await self.finish(flight, flight.final(reply))
+        finally:
+            self.close(flight)
+
+    async def submit(self, ctx: RequestContext, method: str, target: Target, params: Any = None) -> Flight:
+        """Enqueue the call (RetryLater when its queue is full); `close` the flight when done with it.
+
+        `params` are the request's as the agent sent them: the name it called and its trace context. Every call
+        submitted here is counted once, when it is refused here or when its flight is closed (telemetry.py).
+        """
         caller = ctx.caller
-        target = route(catalog, method, caller.upstream_params(params))
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
         span = self.telemetry.begin(ctx.head, caller, method, params, target.server, target.name)
@@ -88,26 +110,18 @@ class Forwarder:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
             self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
-            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
-            return
+            raise
         except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
             self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)
             raise
-        flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
-        outcome: CallReply | None = None
-        try:
-            reply = await self._next(flight)
-            if reply.final:
-                await ctx.respond(200, flight.final(reply))
-                outcome = reply
-            else:
-                outcome = await self._stream(flight, reply)
-        finally:
-            self.calls.done(call_id)
-            if flight.client_gone is not None:
-                flight.client_gone.cancel()
-            self.telemetry.finished(span, outcome)
+        client_gone = ctx.disconnected() if caller.cancels_by_disconnect else None
+        return Flight(ctx, method, pending, key, client_gone, span, call_id)
+
+    def close(self, flight: Flight) -> None:
+        self.calls.done(flight.pending_id)
+        if flight.client_gone is not None:
+            flight.client_gone.cancel()
+        self.telemetry.finished(flight.span, flight.last)
 
     async def _next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
@@ -119,24 +133,31 @@ class Forwarder:
             return await nxt
         return nxt.result()
 
-    async def _stream(self, flight: Flight, reply: CallReply) -> CallReply:
-        """Relay what the upstream sends during the call, then the result, as one event stream; returns the result."""
+    async def outcome(self, flight: Flight) -> CallReply:
+        """The call's final reply. What the upstream sends before it is relayed on the way, as an event stream
+        (started at the first such message) when the client accepts one."""
         ctx = flight.ctx
-        streaming = ctx.head.accepts(EVENT_STREAM)
-        if streaming:
-            await ctx.start_events()
+        reply = await self._next(flight)
         while not reply.final:
-            data = self._relayed(ctx, reply, streaming)
-            if data is not None and streaming:
+            if flight.streaming is None:
+                flight.streaming = ctx.head.accepts(EVENT_STREAM)
+                if flight.streaming:
+                    await ctx.start_events()
+            data = self._relayed(ctx, reply, flight.streaming)
+            if data is not None and flight.streaming:
                 await ctx.event(data)
                 if reply.kind is ReplyKind.NOTIFICATION:
                     self.telemetry.notified(data)
             reply = await self._next(flight)
-        if streaming:
-            await ctx.event(flight.final(reply), more=False)
-        else:
-            await ctx.respond(200, flight.final(reply))
+        flight.last = reply
         return reply
+
+    async def finish(self, flight: Flight, message: bytes) -> None:
+        """The response to the request: the last event of its stream if one was started, else plain JSON."""
+        if flight.streaming:
+            await flight.ctx.event(message, more=False)
+        else:
+            await flight.ctx.respond(200, message)
 
     def _relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
         caller = ctx.caller
