@@ -12,8 +12,6 @@ from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
-
 from services.ingress.callers import Caller
 from services.ingress.http import Head
 from shared import errors, labels
@@ -29,22 +27,6 @@ logger = logging.getLogger(__name__)
 
 REPLICA_FULL: Final = "replica_full"
 QUEUE_FULL: Final = "queue_full"
-_CODE: Final = b'{"code":'
-
-
-def error_code(body: bytes) -> int | None:
-    """The code of a JSON-RPC error object: read off the front where muster wrote it, else parsed."""
-    if body.startswith(_CODE):
-        end = body.find(b",", len(_CODE))
-        try:
-            return int(body[len(_CODE) : end])
-        except ValueError:
-            pass
-    try:
-        code = orjson.loads(body).get("code")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def notification_method(body: bytes) -> str:
@@ -111,7 +93,7 @@ class Telemetry:
         if reply is None:
             self._end(call, errors.CANCELLED, None)
         elif reply.kind is ReplyKind.ERROR:
-            self._end(call, error_code(reply.body), reply)
+            self._end(call, labels.code_of(reply.body), reply)
         else:
             self._end(call, None, reply)
 

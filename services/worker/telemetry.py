@@ -42,14 +42,20 @@ _IS_ERROR: Final = b'"isError"'
 
 
 def is_tool_error(body: bytes) -> bool:
-    """Whether a tools/call result has isError set: parsed only when the word is in it at all."""
-    if _IS_ERROR not in body:
-        return False
-    try:
-        result = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(result, dict) and result.get("isError") is True
+    """Whether a tools/call result has isError set. Servers built on the MCP SDKs send `"isError": false` with
+    every result, so the result is parsed (to tell the top-level flag from a nested key) only when some
+    `"isError"` in it is followed by true."""
+    at = body.find(_IS_ERROR)
+    while at >= 0:
+        after = body[at + len(_IS_ERROR) : at + len(_IS_ERROR) + 16].lstrip()
+        if after[:1] == b":" and after[1:].lstrip().startswith(b"true"):
+            try:
+                result = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return False
+            return isinstance(result, dict) and result.get("isError") is True
+        at = body.find(_IS_ERROR, at + 1)
+    return False
 
 
 def failure_type(exc: BaseException) -> str:
@@ -98,8 +104,7 @@ class Request:
 
     def answered(self, outcome: Outcome) -> None:
         if outcome.error:
-            code = orjson.loads(outcome.body).get("code")
-            error_type = labels.classify(code if isinstance(code, int) else None)[1]
+            error_type = labels.classify(labels.code_of(outcome.body))[1]
         elif self.call.method == b"tools/call" and is_tool_error(outcome.body):
             error_type = labels.TOOL_ERROR
             if self.clock is not None:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.ingress.callers import Envelope, Session
 from services.ingress.http import Head
-from services.ingress.telemetry import QUEUE_FULL, Telemetry, error_code, notification_method
+from services.ingress.telemetry import QUEUE_FULL, Telemetry, notification_method
 from shared import errors, logs
 from shared.instruments import IngressInstruments
 from shared.labels import LabelBounds
@@ -73,12 +73,6 @@ def head(*headers: tuple[bytes, bytes]) -> Head:
 
 SESSION = Session("0123456789abcdef0123456789abcdef", "2025-11-25", {}, "alice@example.com")
 PARAMS = {"name": "x_alpha_get", "arguments": {}}
-
-
-def test_error_codes_are_read_off_the_front_or_parsed() -> None:
-    assert error_code(errors.QueueFull("full", 1).body()) == errors.QUEUE_FULL
-    assert error_code(b'{"message":"nope","code":-32602}') == -32602
-    assert error_code(b'{"code":true}') is None and error_code(b"not json") is None and error_code(b"[]") is None
 
 
 def test_a_notification_s_method_is_found_without_parsing_it() -> None:

@@ -73,6 +73,8 @@ def call(traceparent: bytes = TRACEPARENT) -> Call:
         (b'{"content":[{"type":"text","text":"\\"isError\\":true"}]}', False),  # the word in a text is not the flag
         (b'{"structuredContent":{"isError":true},"content":[]}', False),  # nor a nested key
         (b'{"content":[]}', False),
+        (b'{"content":[],"isError":false,"structuredContent":{"isError":true}}', False),
+        (b'{"structuredContent":{"isError":false},"isError" :\n true}', True),
     ],
 )
 def test_an_is_error_result_is_told_by_its_top_level_flag(body: bytes, expected: bool) -> None:
@@ -95,6 +97,15 @@ def test_a_failed_request_has_an_error_type_and_only_an_unreachable_upstream_cou
     exc: BaseException, error_type: str, connect_error: bool
 ) -> None:
     assert failure_type(exc) == error_type and reaches_nothing(exc) is connect_error
+
+
+def test_a_result_that_says_is_error_false_is_not_parsed_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(data: bytes) -> object:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr("services.worker.telemetry.orjson.loads", refuse)
+    big = b'{"content":[{"type":"text","text":"' + b"x" * 1_000_000 + b'"}],"isError": false}'
+    assert is_tool_error(big) is False
 
 
 def test_a_refused_connection_is_classed_by_its_cause() -> None:
