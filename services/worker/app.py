@@ -19,12 +19,22 @@ from redis.exceptions import RedisError
 
 from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
 from services.worker.upstream import Upstream
 from shared import records, streams
 from shared.follow import Follow
 from shared.lifecycle import Background
-from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.messages import (
+    Answer,
+    CancelCall,
+    CapabilityChange,
+    Fields,
+    ServerRecord,
+    SessionEnded,
+    decode,
+    decode_control,
+)
 from shared.valkey import Outbox, connect, ensure_group
 
 logger = logging.getLogger(__name__)
@@ -58,6 +68,7 @@ class Worker:
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.janitor: Janitor
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
@@ -65,7 +76,20 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
-        self.dispatcher = Dispatcher(self.outbox, s.id)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            s.id,
+            agent_sessions=s.agent_sessions,
+            held_streams=s.held_streams,
+            answer_seconds=s.answer_seconds,
+        )
+        self.janitor = Janitor(
+            self.outbox,
+            self.dispatcher.bindings,
+            self.dispatcher.agents,
+            lambda: self.servers,
+            interval=s.janitor_seconds,
+        )
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -87,7 +111,15 @@ class Worker:
         await self.reclaimer.beat()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run_heartbeat(), self.reclaimer.run(), self._follow(), self._maintain()):
+        loops = (
+            self.reclaimer.run_heartbeat(),
+            self.reclaimer.run(),
+            self._follow(),
+            self._maintain(),
+            self.janitor.run(),
+            self.dispatcher.listeners.renew(),
+        )
+        for loop in loops:
             self.loops.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
@@ -125,6 +157,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, SessionEnded):
+                self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:

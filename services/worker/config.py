@@ -18,3 +18,9 @@ class WorkerSettings(ServiceSettings):
     dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    # Agent sessions whose own upstream session one worker keeps at hand, per server (least recently used go;
+    # a call of theirs reads the binding from Valkey again).
+    agent_sessions: int = Field(10_000, gt=0)
+    held_streams: int = Field(1_000, ge=0)  # upstream GET streams one worker holds open for agent sessions
+    answer_seconds: float = Field(300.0, gt=0)  # how long an upstream's request outside a call waits for the agent
+    janitor_seconds: float = Field(5.0, gt=0)  # how often expired agent sessions' upstream sessions are looked for

@@ -34,7 +34,7 @@ async def test_a_request_during_a_call_reaches_the_caller_and_its_answer_the_ups
     bench: Bench, upstreams: dict[str, StandIn]
 ) -> None:
     relays = Relays(bench.outbox, WORKER)
-    executor = Executor(relays, Background())
+    executor = Executor(relays, Background(), bench.dispatcher.agents)
     call = bench.call("fixture", "test_roots", {})
     deadline = asyncio.get_running_loop().time() + 10
     running = asyncio.ensure_future(executor.execute(bench.upstream(upstreams["fixture"]), call, deadline))
