@@ -57,11 +57,18 @@ class AgentSessions:
             try:
                 await self.open(upstream, bound, deadline)
             except Unbound:
-                if upstream.bound.get(call.session) is bound:
-                    del upstream.bound[call.session]
+                self._drop(upstream, bound)
                 return await upstream.shared(call.principal, deadline), None
+            except ForeignSession:
+                self._drop(upstream, bound)  # made for a principal the binding is not for
+                raise
         self.listeners.consider(upstream, bound, self.open)
         return bound.session, bound
+
+    @staticmethod
+    def _drop(upstream: Upstream, bound: Bound) -> None:
+        if upstream.bound.get(bound.agent) is bound:
+            del upstream.bound[bound.agent]
 
     async def open(self, upstream: Upstream, bound: Bound, deadline: float) -> None:
         """Makes the bound session usable: adopted from its binding, or opened upstream. Concurrent callers wait

@@ -200,7 +200,8 @@ class Worker:
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
         if upstream is not None:
-            upstream.configure(record)
+            if upstream.configure(record):
+                self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
         await self._subscribe(upstream)
@@ -210,6 +211,7 @@ class Worker:
         upstream = self.servers.pop(name, None)
         if upstream is not None:
             upstream.retire()
+            self.dispatcher.listeners.drop(name)
             await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 

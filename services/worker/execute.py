@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import orjson
+from redis.exceptions import RedisError
 
 from services.worker.agents import AgentSessions
 from services.worker.relays import Relays
@@ -14,6 +15,7 @@ from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
+from shared.resp import ConnectionClosed
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class Executor:
                     session, bound = await self.agents.session(upstream, call, deadline)
                 except ForeignSession as exc:
                     return ReplyKind.ERROR, errors.error_body(errors.INVALID_REQUEST, str(exc))
+                except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
+                    return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
                 except OPEN_FAILURES as exc:
                     return _not_opened(upstream.name, exc)
                 if call.method.startswith(b"notifications/"):

@@ -93,7 +93,11 @@ class Listeners:
     async def hold(self, upstream: Upstream, bound: Bound, reopen: Reopen, *, wait: float) -> None:
         """Holds the GET stream of a session this worker just opened, waiting up to `wait` seconds until it is
         established (or refused)."""
-        if not self._may_hold(upstream, bound) or not await self._lease(upstream, bound):
+        try:
+            if not self._may_hold(upstream, bound) or not await self._lease(upstream, bound):
+                return
+        except (RedisError, ConnectionError, OSError) as exc:  # the call goes on; the stream is tried again later
+            logger.warning("could not take the lease of a GET stream of %s: %s", upstream.name, exc)
             return
         established = self._start(upstream, bound, reopen)
         with contextlib.suppress(TimeoutError):
@@ -196,6 +200,12 @@ class Listeners:
         """Lets go of the GET streams of an agent session that ended."""
         for key, held in list(self.held.items()):
             if key[1] == agent:
+                self._cancel(held)
+
+    def drop(self, server: str) -> None:
+        """Lets go of the GET streams of a server that is gone, or whose address changed."""
+        for key, held in list(self.held.items()):
+            if key[0] == server:
                 self._cancel(held)
 
     async def close(self, seconds: float) -> None:

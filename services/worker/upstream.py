@@ -76,10 +76,13 @@ class Upstream:
     def name(self) -> str:
         return self.record.name
 
-    def configure(self, record: ServerRecord) -> None:
+    def configure(self, record: ServerRecord) -> bool:
+        """Follows a changed record; True when the connections (and the sessions on them) were dropped."""
         old, self.record = self.record, record
-        if (old.url, old.headers) != (record.url, record.headers):
-            self._drop_connections()
+        if (old.url, old.headers) == (record.url, record.headers):
+            return False
+        self._drop_connections()
+        return True
 
     def credential(self, principal: bytes) -> tuple[bytes, Headers]:
         """Which credential a principal's calls run with, and the headers that carry it.
