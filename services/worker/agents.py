@@ -33,17 +33,20 @@ def _retrieve(task: "asyncio.Task[None]") -> None:
 
 
 class AgentSessions:
-    def __init__(self, bindings: Bindings, listeners: Listeners, background: Background, *, limit: int) -> None:
+    def __init__(
+        self, bindings: Bindings, listeners: Listeners, background: Background, *, limit: int, per_agent: bool = True
+    ) -> None:
         self.bindings = bindings
         self.listeners = listeners
         self.background = background
         self.limit = limit  # agent sessions this worker keeps per server
+        self.per_agent = per_agent  # False: every call uses the shared pool (MUSTER_WORKER_UPSTREAM_SESSIONS=shared)
 
     async def session(self, upstream: Upstream, call: Call, deadline: float) -> tuple[UpstreamSession, Bound | None]:
         """The session the call runs in, and its binding when it is the agent session's own."""
         if upstream.removed:
             raise UnknownServer(f"server {upstream.name!r} is not configured")
-        if not call.session or upstream.stateful is False:
+        if not call.session or upstream.stateful is False or not self.per_agent:
             return await upstream.shared(call.principal, deadline), None
         bound = upstream.bound.get(call.session)
         if bound is None:

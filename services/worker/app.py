@@ -80,6 +80,7 @@ class Worker:
             self.outbox,
             s.id,
             agent_sessions=s.agent_sessions,
+            per_agent=s.upstream_sessions == "agent",
             held_streams=s.held_streams,
             answer_seconds=s.answer_seconds,
         )

@@ -35,6 +35,7 @@ class Dispatcher:
         worker_id: str,
         *,
         agent_sessions: int = 10_000,
+        per_agent: bool = True,
         held_streams: int = 1_000,
         answer_seconds: float = 300.0,
     ) -> None:
@@ -46,7 +47,9 @@ class Dispatcher:
         self.bindings = Bindings(outbox)
         standalone = Standalone(outbox, self.bindings, self.relays)
         self.listeners = Listeners(outbox, worker_id, standalone, limit=held_streams)
-        self.agents = AgentSessions(self.bindings, self.listeners, self.background, limit=agent_sessions)
+        self.agents = AgentSessions(
+            self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
+        )
         self.executor = Executor(self.relays, self.background, self.agents)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 

@@ -194,3 +194,13 @@ async def test_the_agents_of_a_sessionless_upstream_share_one_session_per_worker
     # the first agent's handshake taught the worker that the upstream is sessionless; then the shared one opened
     assert sum(requests) == 2 and len(requests) == 2 + 6
     assert await bench.valkey.keys(streams.upstream_sessions("*")) == []
+
+
+async def test_with_upstream_sessions_shared_every_agent_uses_the_shared_session(bench: Bench, k8s: StandIn) -> None:
+    bench.dispatcher.agents.per_agent = False  # MUSTER_WORKER_UPSTREAM_SESSIONS=shared
+    upstream = bench.upstream(k8s)
+    for n in range(3):
+        agent = await bench.agent(f"agent-{n}")
+        assert (await _run(bench, upstream, bench.call("k8s", "get", NS, session=agent)))[0] is ReplyKind.RESULT
+    assert list(upstream.sessions) == [b""] and not upstream.bound
+    assert await bench.valkey.keys(streams.upstream_sessions("*")) == []
