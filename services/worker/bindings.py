@@ -14,6 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from services.worker.upstream import Bound
 from shared import streams
 from shared.messages import Call
 from shared.valkey import Outbox
@@ -39,6 +40,7 @@ return current
 """
 
 NO_EXPIRY_MS = 3600_000  # an agent session without a TTL (never made by muster) is looked at again after an hour
+IN_FLIGHT_RENEW = 60.0  # seconds between renewals of an in-flight key's lifetime by one worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +105,23 @@ class Bindings:
         pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
         return {server.decode(): Binding.decode(value) for server, value in pairs}
 
-    # Calls in flight in an agent session's upstream session: written and removed without waiting (pipelined).
-    def running(self, server: str, call: Call) -> None:
-        key = streams.in_flight(server, call.session.decode())
+    # Calls in flight in an agent session's upstream session: written and removed without waiting (pipelined), the
+    # key's lifetime renewed at most once a minute per worker; the janitor removes the key with the bindings.
+    def running(self, server: str, bound: Bound, call: Call, now: float) -> None:
+        key = bound.in_flight
+        if not key:
+            key = bound.in_flight = streams.in_flight(server, bound.agent.decode()).encode()
         self.outbox.post(b"HSET", key, call.key, call.replica + b" " + call.call_id)
-        self.outbox.post(b"EXPIRE", key, streams.IN_FLIGHT_TTL)
+        if now >= bound.in_flight_renewed + IN_FLIGHT_RENEW:
+            bound.in_flight_renewed = now
+            self.outbox.post(b"EXPIRE", key, streams.IN_FLIGHT_TTL)
 
-    def finished(self, server: str, call: Call) -> None:
-        self.outbox.post(b"HDEL", streams.in_flight(server, call.session.decode()), call.key)
+    def finished(self, bound: Bound, call: Call) -> None:
+        self.outbox.post(b"HDEL", bound.in_flight, call.key)
+
+    def forget(self, agent: bytes, server: str) -> None:
+        """The agent session's upstream session at the server ended: its in-flight record and lease go too."""
+        self.outbox.post(b"DEL", streams.in_flight(server, agent.decode()), streams.listener(server, agent.decode()))
 
     async def running_calls(self, server: str, agent: bytes) -> list[tuple[bytes, bytes]]:
         """(replica, call id) of each call of the agent session running at the server now."""

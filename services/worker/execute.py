@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from services.worker.agents import AgentSessions
 from services.worker.relays import Relays
-from services.worker.upstream import ForeignSession, UnknownServer, Upstream
+from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
 from shared.lifecycle import Background
@@ -78,7 +78,7 @@ class Executor:
 
     async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
         """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
-        running = False
+        running: Bound | None = None
         try:
             for attempt in (1, 2, 3):
                 try:
@@ -92,18 +92,24 @@ class Executor:
                 if call.method.startswith(b"notifications/"):
                     outcome = await self._notify(upstream.name, call, session, bound is not None, deadline)
                 else:
-                    if bound is not None and not running and call.method not in UNWATCHED:
-                        running = True  # where the upstream's requests on its GET stream find this call
-                        self.agents.bindings.running(upstream.name, call)
+                    if bound is not None and running is None and self._watched(upstream, call):
+                        running = bound  # where the upstream's requests on its GET stream find this call
+                        self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
                     outcome = await self._request(upstream.name, call, session, attempt, deadline)
                 if outcome is not None:
                     return outcome
         finally:
-            if running:
-                self.agents.bindings.finished(upstream.name, call)
+            if running is not None:
+                self.agents.bindings.finished(running, call)
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
             f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
         ).body()
+
+    @staticmethod
+    def _watched(upstream: Upstream, call: Call) -> bool:
+        """Whether a request the upstream sends outside the call could be about it: not where the upstream has no
+        GET stream to send it on, nor for a call nobody waits for."""
+        return upstream.streams_after <= asyncio.get_running_loop().time() and call.method not in UNWATCHED
 
     async def _request(
         self, server: str, call: Call, session: UpstreamSession, attempt: int, deadline: float

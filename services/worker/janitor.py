@@ -51,6 +51,7 @@ class Janitor:
         known = self.upstreams()
         for server in await self.bindings.of(agent):
             binding = await self.bindings.take(agent, server)
+            self.bindings.forget(agent, server)
             upstream = known.get(server)
             if binding is None or upstream is None or upstream.removed:
                 continue  # another worker ends it; or the server is gone, and its sessions with it

@@ -52,6 +52,8 @@ class Bound:
     session: UpstreamSession
     opening: "asyncio.Task[None] | None" = None  # the one lookup or handshake other calls wait for
     lease_at: float = 0.0  # loop time when this worker may next try to hold the session's GET stream
+    in_flight: bytes = b""  # the key of its calls in flight (streams.in_flight), made once
+    in_flight_renewed: float = float("-inf")  # loop time when this worker last renewed the key's lifetime
 
 
 @dataclass(eq=False)

@@ -101,12 +101,12 @@ async def test_a_request_during_a_call_of_the_agent_joins_that_calls_stream(
     agent = await bench.agent("agent-1", stream=REPLICA)  # a GET stream too: the call's stream wins
     upstream, bound = await _bound(bench, server, agent)
     call = bench.call("raw", "slow", {}, session=agent, call_id=b"41")
-    bench.dispatcher.bindings.running("raw", call)
+    bench.dispatcher.bindings.running("raw", bound, call, 0.0)
     await _deliver(bench, upstream, bound, ROOTS)
     [reply] = await _replies(bench)
     assert isinstance(reply, CallReply) and reply.call_id == b"41" and reply.kind is ReplyKind.REQUEST
     assert orjson.loads(reply.body) == {"method": "roots/list", "params": {}}
-    bench.dispatcher.bindings.finished("raw", call)
+    bench.dispatcher.bindings.finished(bound, call)
     await bench.outbox.drain()
     assert await bench.dispatcher.bindings.running_calls("raw", agent) == []
     # The ingress found the call ended: it answers in the client's place, at once.
@@ -174,7 +174,7 @@ async def test_without_a_get_stream_a_notification_joins_a_running_calls_stream(
     server, _ = recorder
     agent = await bench.agent("agent-1")
     upstream, bound = await _bound(bench, server, agent)
-    bench.dispatcher.bindings.running("raw", bench.call("raw", "slow", {}, session=agent, call_id=b"9"))
+    bench.dispatcher.bindings.running("raw", bound, bench.call("raw", "slow", {}, session=agent, call_id=b"9"), 0.0)
     await _deliver(bench, upstream, bound, LOG)
     [reply] = await _replies(bench)
     assert isinstance(reply, CallReply) and reply.call_id == b"9" and reply.kind is ReplyKind.NOTIFICATION
