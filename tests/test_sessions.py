@@ -158,6 +158,7 @@ SHORT_TTL = 3
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Muster, StandIn]]:
     for m in make_muster(tmp_path_factory.mktemp("standin")):
         k8s = m.standin("k8s")
+        m.env["MUSTER_DISCOVERY_REFRESH_SECONDS"] = "3600"  # its listings DELETE their sessions too: not meanwhile
         m.discovery()
         m.worker(MUSTER_WORKER_JANITOR_SECONDS="0.3")
         m.worker(MUSTER_WORKER_JANITOR_SECONDS="0.3")
