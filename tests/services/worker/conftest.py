@@ -2,6 +2,7 @@
 counters over HTTP) and the conformance fixture server (which asks its client things mid-call), each a process
 on 127.0.0.1; and a Dispatcher wired as the worker wires it."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -170,3 +171,30 @@ def error_code(reply: CallReply) -> int:
     assert reply.kind is ReplyKind.ERROR, reply
     code: int = orjson.loads(reply.body)["code"]
     return code
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[StandIn, list[dict[str, Any]]]]:
+    """An upstream that accepts every POST (202) and keeps the messages."""
+    received: list[dict[str, Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                received.append(orjson.loads(await reader.readexactly(length)))
+                writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield StandIn("raw", server.sockets[0].getsockname()[1]), received

@@ -2,8 +2,6 @@
 agent's GET stream, or (reaching nobody) back to the upstream as an error at once. The upstream here is a raw
 server that records every message it is sent; Valkey is real."""
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,33 +18,6 @@ pytestmark = pytest.mark.anyio
 
 ROOTS = {"jsonrpc": "2.0", "id": 7, "method": "roots/list", "params": {}}
 LOG = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "outside"}}
-
-
-@pytest.fixture
-async def recorder() -> AsyncIterator[tuple[StandIn, list[dict[str, Any]]]]:
-    """An upstream that accepts every POST (202) and keeps the messages."""
-    received: list[dict[str, Any]] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
-                )
-                received.append(orjson.loads(await reader.readexactly(length)))
-                writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    async with server:
-        yield StandIn("raw", server.sockets[0].getsockname()[1]), received
 
 
 async def _bound(bench: Bench, server: StandIn, agent: bytes) -> tuple[Upstream, Bound]:
