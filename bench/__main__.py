@@ -29,6 +29,7 @@ def plan(quick: bool) -> dict[str, Any]:
             "burst": (5, 4),
             "processes": 1,
             "first": 3,
+            "session_callers": 4,
         }
     return {
         "sequential": 2000,
@@ -38,6 +39,7 @@ def plan(quick: bool) -> dict[str, Any]:
         "burst": (200, 50),
         "processes": 2,
         "first": 100,  # calls that each open an agent session (bench/sessions.py)
+        "session_callers": 64,
     }
 
 

@@ -4,9 +4,9 @@ same muster with the shared pool (MUSTER_WORKER_UPSTREAM_SESSIONS=shared), on bo
 - first call: each call is the first of a new agent session (opened just before, outside the timing). With
   per-agent sessions it includes the upstream's initialize, notifications/initialized, the binding written to
   Valkey and the wait for the upstream's GET stream to be established; with the shared pool, none of it.
-- steady state: sequential calls in one agent session, and 64 callers for a few seconds after each made its
-  first call: the same path either way, but for the session header and an in-flight record posted with each call
-  (no extra round trip).
+- steady state: sequential calls in one agent session, and 64 callers (4 with --quick) for a few seconds after
+  each made its first call: the same path either way, but for the session header and an in-flight record posted
+  with each call (no extra round trip).
 """
 
 import time
@@ -16,7 +16,6 @@ from bench.harness import UPSTREAMS, Harness, Target
 
 MODES = {"agent sessions": "agent", "shared pool": "shared"}
 TARGET = "muster 1 worker"
-CALLERS = 64
 
 
 def _restart_worker(harness: Harness, mode: str) -> None:
@@ -57,7 +56,7 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
                     loaded = harness.load(
                         target,
                         upstream,
-                        callers=CALLERS,
+                        callers=settings["session_callers"],
                         seconds=settings["seconds"],
                         processes=settings["processes"],
                         warm=True,  # every agent's first call before the measurement: the steady state
@@ -66,7 +65,7 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
                         runs.setdefault(name, []).append(result)
                     log(
                         f"  sessions round {n + 1} {upstream.name:10} {label:14} first call p50 {first['p50']} ms, "
-                        f"sequential p50 {sequential['p50']} ms, c={CALLERS} {loaded['rate']:.0f}/s"
+                        f"sequential p50 {sequential['p50']} ms, c={settings['session_callers']} {loaded['rate']:.0f}/s"
                     )
     finally:
         _restart_worker(harness, "agent")
@@ -84,7 +83,7 @@ def _cpu(result: dict[str, Any]) -> float:
     return float((cpu.get("ingress") or 0) + (cpu.get("worker") or 0))
 
 
-def markdown(results: dict[str, Any]) -> list[str]:
+def markdown(results: dict[str, Any], callers: int) -> list[str]:
     if not results:  # results saved before this scenario existed
         return []
     lines = [
@@ -96,7 +95,7 @@ def markdown(results: dict[str, Any]) -> list[str]:
         "the first of a new agent session. CPU: ingress + worker, ms per call.",
         "",
         "| upstream | sessions | first call p50 ms | first call p99 ms | first call CPU | sequential p50 ms "
-        f"| sequential CPU | c={CALLERS} calls/s | c={CALLERS} p50 ms | c={CALLERS} CPU | failed |",
+        f"| sequential CPU | c={callers} calls/s | c={callers} p50 ms | c={callers} CPU | failed |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 

@@ -139,7 +139,8 @@ async def python_client(url: str, tool: str, kind: str, root: str, server: Stand
 async def ts_client(url: str, tool: str, kind: str, root: str, server: StandIn) -> Exchange:
     argv = ["--url", url, "--timeout", str(EXCHANGE_SECONDS), "--root", root]
     if kind == "roots-after-list-changed":
-        argv += ["--roots-changed", "--expect", "roots/list"]
+        # Behind muster every server hears that the roots changed and may ask: answer them all for a moment.
+        argv += ["--roots-changed", "--expect", "roots/list", "--linger", "2"]
     else:
         argv += ["--tool", tool, "--progress"]
         argv += {"log": ["--expect", "notifications/message"], "progress": ["--expect", "notifications/progress"]}.get(

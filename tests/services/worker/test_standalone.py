@@ -2,6 +2,7 @@
 agent's GET stream, or (reaching nobody) back to the upstream as an error at once. The upstream here is a raw
 server that records every message it is sent; Valkey is real."""
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -107,6 +108,22 @@ async def test_a_request_that_cannot_reach_its_agent_is_answered_with_an_error_a
     [answer] = await _answered(received)
     assert answer["id"] == 7 and answer["error"]["code"] == code and why in answer["error"]["message"]
     assert bench.dispatcher.relays.waiting == {}
+
+
+async def test_a_request_waits_a_moment_for_the_get_stream_of_an_agent_that_just_initialized(
+    bench: Bench, recorder: tuple[StandIn, list[dict[str, Any]]]
+) -> None:
+    server, _ = recorder
+    agent = await bench.agent("agent-1", capabilities='{"roots":{}}')
+    upstream, bound = await _bound(bench, server, agent)
+    delivering = asyncio.ensure_future(_deliver(bench, upstream, bound, ROOTS))
+    await asyncio.sleep(0.3)
+    assert not delivering.done()
+    await bench.valkey.hset(streams.session("agent-1"), "stream", REPLICA)  # its client opened the GET stream
+    with anyio.fail_after(5):
+        await delivering
+    [event] = await _replies(bench)
+    assert isinstance(event, SessionEvent) and orjson.loads(event.body)["method"] == "roots/list"
 
 
 async def test_a_ping_is_answered_by_the_worker(bench: Bench, recorder: tuple[StandIn, list[dict[str, Any]]]) -> None:
