@@ -109,7 +109,8 @@ class Harness:
         self, urls: dict[str, str], tag: str, settings: dict[str, str]
     ) -> tuple[str, dict[str, list[int]], dict[str, str]]:
         """A muster stack of its own (Valkey, discovery, one worker, ingress): its endpoint, the pids of its roles,
-        and its environment."""
+        and its environment. The processes of the stack tagged "on" keep the plain names (worker 1, ...)."""
+        suffix = "" if tag == "on" else f" ({tag})"
         servers = self.root / f"servers-{tag}"
         servers.mkdir(exist_ok=True)
         for name, url in urls.items():
@@ -133,22 +134,22 @@ class Harness:
         logs = self.root / f"logs-{tag}"
         logs.mkdir(exist_ok=True)
         self.stack.python(
-            f"discovery {tag}",
+            f"discovery{suffix}",
             "services.discovery",
             env={**env, "MUSTER_SERVERS": str(servers)},
             stderr=logs / "discovery.log",
         )
         worker = self.stack.python(
-            f"worker {tag}",
+            "worker 1" if tag == "on" else f"worker{suffix}",  # bench/sessions.py restarts "worker 1"
             "services.worker",
-            env={**env, "MUSTER_WORKER_ID": f"bench-{tag}-1"},
+            env={**env, "MUSTER_WORKER_ID": "bench-1" if tag == "on" else f"bench-{tag}-1"},
             stderr=logs / "worker.log",
         )
         port = free_port()
         ingress = self.stack.python(
-            f"ingress {tag}", "services.ingress", env={**env, "MUSTER_PORT": str(port)}, stderr=logs / "ingress.log"
+            f"ingress{suffix}", "services.ingress", env={**env, "MUSTER_PORT": str(port)}, stderr=logs / "ingress.log"
         )
-        self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", f"ingress {tag}")
+        self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", f"ingress{suffix}")
         endpoint = f"http://127.0.0.1:{port}/mcp"
         self._wait_listed(endpoint, len(urls))
         assert worker.process is not None and ingress.process is not None
@@ -191,7 +192,7 @@ class Harness:
             self.spare_worker = self.stack.python(
                 "worker 2",
                 "services.worker",
-                env={**self.env, "MUSTER_WORKER_ID": "bench-on-2"},
+                env={**self.env, "MUSTER_WORKER_ID": "bench-2"},
                 stderr=self.root / "logs-on" / "worker-2.log",
             )
             assert self.spare_worker.process is not None
@@ -210,6 +211,8 @@ class Harness:
         calls: int = 0,
         seconds: float = 0.0,
         burst: bool = False,
+        fresh: bool = False,
+        warm: bool = False,
         processes: int = 1,
     ) -> dict[str, Any]:
         """Runs the load in `processes` load generators released together; returns merged results and CPU."""
@@ -229,6 +232,8 @@ class Harness:
         ]
         argv += ["--seconds", str(seconds)] if seconds else ["--calls", str(calls)]
         argv += ["--burst"] if burst else []
+        argv += ["--fresh"] if fresh else []
+        argv += ["--warm"] if warm else []
         # Each generator writes its report to a file: a report holds every latency, and one read from a pipe
         # after another generator's was cut at the pipe's 64 KiB (make bench failed on it at 64 callers).
         jobs = [(n, self.root / f"load-{i}.json") for i, n in enumerate(share) if n]

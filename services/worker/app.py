@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
 from services.worker.telemetry import Telemetry
 from services.worker.upstream import Upstream
@@ -29,7 +30,16 @@ from shared.health import Health, serve
 from shared.instruments import WorkerInstruments
 from shared.labels import LabelBounds
 from shared.lifecycle import Background
-from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.messages import (
+    Answer,
+    CancelCall,
+    CapabilityChange,
+    Fields,
+    ServerRecord,
+    SessionEnded,
+    decode,
+    decode_control,
+)
 from shared.metrics import Metrics
 from shared.tracing import Tracing
 from shared.valkey import Outbox, connect, ensure_group
@@ -80,6 +90,7 @@ class Worker:
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.janitor: Janitor
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
@@ -92,7 +103,22 @@ class Worker:
         self.tracing = Tracing.configured(s.tracing, "worker")
         self.telemetry = Telemetry(self.metrics, bounds, instruments, self.tracing)
         self.telemetry.sessions(self.servers.values)
-        self.dispatcher = Dispatcher(self.outbox, s.id, self.telemetry)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            s.id,
+            agent_sessions=s.agent_sessions,
+            per_agent=s.upstream_sessions == "agent",
+            held_streams=s.held_streams,
+            answer_seconds=s.answer_seconds,
+            telemetry=self.telemetry,
+        )
+        self.janitor = Janitor(
+            self.outbox,
+            self.dispatcher.bindings,
+            self.dispatcher.agents,
+            lambda: self.servers,
+            interval=s.janitor_seconds,
+        )
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -131,7 +157,15 @@ class Worker:
         await self.reclaimer.beat()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run_heartbeat(), self.reclaimer.run(), self._follow(), self._maintain()):
+        loops = (
+            self.reclaimer.run_heartbeat(),
+            self.reclaimer.run(),
+            self._follow(),
+            self._maintain(),
+            self.janitor.run(),
+            self.dispatcher.listeners.renew(),
+        )
+        for loop in loops:
             self.loops.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
@@ -170,6 +204,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, SessionEnded):
+                self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:
@@ -212,7 +248,8 @@ class Worker:
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
         if upstream is not None:
-            upstream.configure(record)
+            if upstream.configure(record):
+                self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
@@ -223,6 +260,7 @@ class Worker:
         upstream = self.servers.pop(name, None)
         if upstream is not None:
             upstream.retire()
+            self.dispatcher.listeners.drop(name)
             await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 
