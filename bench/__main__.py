@@ -16,8 +16,9 @@ import orjson
 import uvloop
 
 from bench import scripts as queue_scripts
+from bench import sessions
 from bench.fairness import measure as flood_and_quiet
-from bench.harness import UPSTREAMS, Harness, machine
+from bench.harness import TELEMETRY_OFF, UPSTREAMS, Harness, machine
 from bench.report import write
 from shared import streams
 from shared.valkey import connect
@@ -34,6 +35,8 @@ def plan(quick: bool) -> dict[str, Any]:
             "processes": 1,
             "fairness": {"flood": 200, "connections": 50, "quiet": 5},
             "scripts": 1000,
+            "first": 3,
+            "session_callers": 4,
         }
     return {
         "sequential": 2000,
@@ -44,6 +47,8 @@ def plan(quick: bool) -> dict[str, Any]:
         "processes": 2,
         "fairness": {"flood": 5000, "connections": 1000, "quiet": 20},
         "scripts": 20_000,
+        "first": 100,  # calls that each open an agent session (bench/sessions.py)
+        "session_callers": 64,
     }
 
 
@@ -92,6 +97,7 @@ def main() -> None:
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--report", metavar="RESULTS_JSON", help="only write the page and plot again from saved results")
+    p.add_argument("--only", choices=["sessions"], help="only this scenario, without the page (results on stdout)")
     args = p.parse_args()
     if args.report:
         write(orjson.loads(Path(args.report).read_bytes()), Path(args.out))
@@ -104,7 +110,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as tmp:
         harness = Harness(Path(tmp), quick=args.quick)
         try:
-            harness.start(peer=not args.no_peer)
+            harness.start(peer=not args.no_peer and not args.only)
+            if args.only:
+                print(orjson.dumps(sessions.run(harness, settings, rounds), option=orjson.OPT_INDENT_2).decode())
+                return
             results = run(harness, settings, rounds)
         finally:
             harness.stop()
@@ -147,6 +156,8 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
         for target in harness.targets:
             if target.name == "fastmcp proxy" and not harness.quick:
                 continue  # 10,000 calls at its ~70 calls/s would take minutes per round; its throughput says enough
+            if target.name == TELEMETRY_OFF:
+                continue  # it differs from "muster 1 worker" only in CPU per call, which throughput measures
             result = harness.load(target, k8s, callers=agents, calls=calls, burst=True, processes=settings["processes"])
             burst.setdefault(target.name, []).append(result)
             log(
@@ -158,8 +169,11 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
             f"  fairness: quiet p99 {fair[-1]['idle_p99']} ms idle, {fair[-1]['during_p99']} ms during a flood of "
             f"{fair[-1]['flood']} ({fair[-1]['ratio']}x)"
         )
+    log("upstream sessions: per agent session, and the shared pool")
+    per_agent = sessions.run(harness, settings, rounds)
     return {
         "fairness": median_by(fair, "ratio"),
+        "sessions": per_agent,
         "sequential": {u: {t: median(r) for t, r in ts.items()} for u, ts in sequential.items()},
         "throughput": {
             u: {t: {c: median(r) for c, r in cs.items()} for t, cs in ts.items()} for u, ts in throughput.items()

@@ -11,6 +11,9 @@ can shard by server, and no script or transaction on the per-call path spans two
     muster:{<server>}:circuits         hash    worker -> the state of its circuit breaker, where not closed
     muster:{<server>}:subscribed       set     resource URIs that have (or recently had) subscribers
     muster:{<server>}:subs:<uri>       set     the sessions subscribed to one resource
+    muster:{<server>}:inflight:<agent> hash    calls of one agent session running on a per-agent upstream session:
+                                               call key -> "replica call_id" (where the upstream's requests go)
+    muster:{<server>}:listen:<agent>   string  the worker holding the GET stream of that upstream session (a lease)
 
 One key family per ingress replica, worker or session:
 
@@ -18,8 +21,16 @@ One key family per ingress replica, worker or session:
     muster:inbox:<worker>      stream  ingress -> the worker running a call: answers to its relayed requests
     muster:session:<id>        hash    one MCP session (protocol, capabilities, principal, level, stream holder)
     muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri"
+    muster:session:<id>:upstreams  hash  server -> the session's own upstream session there (a binding:
+                                       "upstream session id\\nprotocol\\nprincipal"); lives BINDING_GRACE longer
+                                       than the session, so that its upstream sessions are closed after it expires
     muster:worker:<id>:beat    counter the worker's heartbeat: alive while it advances (BEAT_TTL)
     muster:replica:<id>:beat   counter an ingress replica's heartbeat: its callers are there while it advances
+    muster:worker:<id>:alive   string  what the worker tells `muster status` (JSON), expires (ALIVE_BEATS)
+    muster:ingress:<id>:alive  string  what an ingress replica tells `muster status` (JSON), expires (ALIVE_BEATS)
+
+Whether a process is alive is judged by its beat counter advancing, never by a key expiring (an outage of Valkey
+expires every key at once); the `:alive` keys only let `muster status` count and describe what runs.
 
 And the keys everybody shares:
 
@@ -29,6 +40,9 @@ And the keys everybody shares:
     muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
     muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
     muster:discovery:leader    string  the lease of the active discovery
+    muster:log-hash-key        string  the key of the principal's hash in log lines, when none is configured
+    muster:upstream-expiry     zset    agent sessions with upstream sessions, scored by when to look at them
+                                       again (their expiry): the janitor closes the upstream sessions of those gone
 """
 
 import functools
@@ -45,6 +59,8 @@ CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
+LOG_HASH_KEY: Final = PREFIX + "log-hash-key"
+UPSTREAM_EXPIRY: Final = PREFIX + "upstream-expiry"
 
 # Lengths that bound each stream; entries beyond them are trimmed approximately (MAXLEN ~).
 CALLS_MAXLEN: Final = 100_000
@@ -61,6 +77,9 @@ STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
 # Valkey would expire every key at once); the TTL only lets the counters of processes long gone disappear.
 BEAT_TTL: Final = 24 * 3600
 BEAT_STOPPED: Final = b"-1"  # a heartbeat counter a process set as it stopped: it is gone, no need to wait
+ALIVE_BEATS: Final = 3  # heartbeats a process may miss before `muster status` no longer counts it
+BINDING_GRACE: Final = 600  # how much longer an agent session's bindings live than the session itself
+IN_FLIGHT_TTL: Final = 24 * 3600  # an in-flight record whose worker died is gone after this, or when its call ends
 
 
 def _server(server: str) -> str:
@@ -154,3 +173,32 @@ def worker_beat(worker: str) -> str:
 
 def replica_beat(replica: str) -> str:
     return f"{PREFIX}replica:{replica}:beat"
+
+
+def upstream_sessions(session_id: str) -> str:
+    """The bindings of one agent session: server -> its own upstream session at that server."""
+    return f"{PREFIX}session:{session_id}:upstreams"
+
+
+def in_flight(server: str, session_id: str) -> str:
+    """The calls of one agent session that run on its own upstream session at one server."""
+    return _server(server) + "inflight:" + session_id
+
+
+def listener(server: str, session_id: str) -> str:
+    """The lease of the worker that holds the GET stream of one agent session's upstream session."""
+    return _server(server) + "listen:" + session_id
+
+
+def worker_alive(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}:alive"
+
+
+WORKERS_ALIVE: Final = PREFIX + "worker:*:alive"  # a SCAN pattern over the workers' status keys
+
+
+def ingress_alive(replica: str) -> str:
+    return f"{PREFIX}ingress:{replica}:alive"
+
+
+INGRESS_ALIVE: Final = PREFIX + "ingress:*:alive"  # a SCAN pattern over the ingress replicas' status keys

@@ -3,7 +3,9 @@
 One reader task demultiplexes the reply stream to the waiting requests (and hands the session events on it to
 the GET streams), and one sweeper answers the calls whose deadline passed, so no request needs a timer or a
 task of its own. A heartbeat tells the workers that this replica's callers are still there: calls for a replica
-that died are not run, and its reply stream is removed.
+that died are not run, and its reply stream is removed. An upstream's request that cannot be delivered (its call
+has ended, or the session's GET stream is not open here) is answered at once with an error, so that the upstream
+waiting for it is not left hanging.
 
 Bounds: the server's queue (across replicas, in Valkey), this replica's calls in flight, and this replica's calls
 in flight to one server, so that servers that hang cannot take all of this replica's room from the others.
@@ -16,12 +18,13 @@ import logging
 import time
 from collections import Counter, deque
 
+import orjson
 from redis.asyncio import Redis
 
 from services.ingress.get_streams import GetStreams
 from shared import errors, queue, streams
 from shared.follow import BEGINNING, Follow
-from shared.messages import Call, CallReply, ReplyKind, SessionEvent, read_reply
+from shared.messages import Answer, Call, CallReply, ReplyKind, SessionEvent, read_reply
 from shared.resp import ConnectionClosed, Unreachable
 from shared.valkey import BLOCK_SECONDS, Outbox
 
@@ -32,6 +35,10 @@ logger = logging.getLogger(__name__)
 SWEEP_GRACE = 2.0
 SWEEP_SECONDS = 0.25
 CLOCK_PRECISION = 0.05  # seconds: a measurement of Valkey's clock that took longer is not used
+
+
+class ReplicaFull(errors.QueueFull):
+    """This replica waits for as many calls as it may (max_pending); the server's queue may have room."""
 
 
 class Pending:
@@ -102,9 +109,9 @@ class Calls:
         the server is at its bound; ConnectionError when Valkey could not take it; OutcomeUnknown when Valkey
         may have taken a call that is not safe to run twice and its caller must not simply send it again."""
         if len(self.pending) >= self.max_pending:
-            raise errors.QueueFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
+            raise ReplicaFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
         if self.per_server[call.server] >= self.max_pending_per_server:
-            raise errors.QueueFull(
+            raise ReplicaFull(
                 f"this muster replica has too many calls in flight to {call.server.decode()}; retry shortly",
                 self.retry_after,
             )
@@ -164,13 +171,22 @@ class Calls:
                         logger.error("malformed reply %s dropped", entry_id)
                         continue
                     if isinstance(reply, SessionEvent):
-                        self.get_streams.send(reply.session.decode(), reply.body)
+                        if not self.get_streams.send(reply.session.decode(), reply.body) and reply.ref:
+                            self.unreachable(reply.ref, reply.session, "the client's GET stream is not open")
                         continue
                     pending = self.pending.get(reply.call_id)
                     if pending is not None:
                         pending.push(reply)
                         if reply.final:
                             self.done(reply.call_id)
+                    elif reply.kind is ReplyKind.REQUEST:
+                        self.unreachable(reply.ref, b"", "the call it was sent for has ended")
+
+    def unreachable(self, ref: bytes, session: bytes, why: str) -> None:
+        """Answers an upstream's request in the client's place: it cannot be delivered."""
+        body = b'"error":' + errors.error_body(errors.INTERNAL_ERROR, f"muster cannot reach the client: {why}")
+        answer = Answer(ref, session, body)
+        self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 
     async def sweep(self) -> None:
         while True:
@@ -195,6 +211,7 @@ class Calls:
         """This replica's heartbeat: while it advances, workers run the calls it sends and reply to it. It also
         measures Valkey's clock against this host's."""
         key = streams.replica_beat(self.replica.decode())
+        alive = streams.ingress_alive(self.replica.decode())  # what `muster status` reads
         failing = False
         while True:
             try:
@@ -202,6 +219,8 @@ class Calls:
                 beat = self.outbox.send(b"INCR", key)
                 self.outbox.post(b"EXPIRE", key, streams.BEAT_TTL)
                 self.outbox.post(b"SADD", streams.REPLICAS, self.replica)  # again: Valkey may have lost it
+                status = orjson.dumps({"pending": len(self.pending)})
+                self.outbox.post(b"SET", alive, status, b"PX", int(interval * streams.ALIVE_BEATS * 1000))
                 clock = self.outbox.send(b"TIME")
                 await beat
                 seconds, micros = await clock
@@ -221,6 +240,7 @@ class Calls:
         replica = self.replica.decode()
         try:
             self.outbox.post(b"SET", streams.replica_beat(replica), streams.BEAT_STOPPED, b"EX", streams.BEAT_TTL)
+            self.outbox.post(b"DEL", streams.ingress_alive(replica))
             await self.outbox.send(b"DEL", streams.replies(replica))
         except ConnectionError as exc:  # they expire
             logger.info("could not remove the reply stream: %s", exc)

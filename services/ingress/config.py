@@ -1,6 +1,6 @@
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.lifecycle import instance_id
@@ -19,7 +19,7 @@ LOOPBACK_ORIGINS = [
 
 class IngressSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_INGRESS_")
-    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose"}
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose", "log_hash_key"}
 
     host: str = "127.0.0.1"
     port: int = Field(8090, ge=1, le=65535)
@@ -43,9 +43,14 @@ class IngressSettings(ServiceSettings):
     # MUSTER_WORKER_SERVER_CONCURRENCY), or one principal alone cannot use them all; each share beyond that
     # only adds to how long other principals' calls may wait.
     fair_share: int = Field(128, gt=0)
-    heartbeat_seconds: float = Field(1.0, gt=0)  # workers judge the replica alive while this heartbeat advances
+    # Seconds between this replica's heartbeats in Valkey: workers judge the replica alive while its beat
+    # advances, and `muster status` counts it while its status key (renewed with each beat) has not expired.
+    heartbeat_seconds: float = Field(1.0, gt=0)
     retry_after: float = Field(1.0, ge=0)  # what a caller told "queue full" should wait
     session_ttl: int = Field(24 * 3600, gt=0)  # seconds an unused session lives
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session
     keepalive_seconds: float = Field(15.0, gt=0)  # comment lines on idle event streams, so proxies keep them open
     access_log: bool = False
+    # The key of the principal's hash in the per-call log line (at least 16 bytes). Unset: one random key kept in
+    # Valkey, shared by every replica, so that one user hashes alike everywhere.
+    log_hash_key: SecretStr | None = None

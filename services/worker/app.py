@@ -7,10 +7,12 @@ broker runs, `start` subscribes to the servers' queues and starts the worker's l
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from faststream import AckPolicy, FastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage
@@ -21,13 +23,29 @@ from services.worker.breaker import Breaker, State
 from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
 from services.worker.execute import RetryPolicy
+from services.worker.janitor import Janitor
 from services.worker.liveness import Heartbeat, Liveness
 from services.worker.reclaim import Reclaimer
+from services.worker.telemetry import Telemetry
 from services.worker.upstream import Upstream
 from shared import records, streams
 from shared.follow import Follow
+from shared.health import Health, serve
+from shared.instruments import WorkerInstruments
+from shared.labels import LabelBounds
 from shared.lifecycle import Background
-from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.messages import (
+    Answer,
+    CancelCall,
+    CapabilityChange,
+    Fields,
+    ServerRecord,
+    SessionEnded,
+    decode,
+    decode_control,
+)
+from shared.metrics import Metrics
+from shared.tracing import Tracing
 from shared.valkey import Outbox, connect, ensure_group
 
 logger = logging.getLogger(__name__)
@@ -50,6 +68,17 @@ async def _raw_decode(message: Any, original: Any) -> Any:
     return list(zip(raw["message_ids"], raw["data"], strict=True))
 
 
+class NotReady(Exception):
+    pass
+
+
+def _group_names(reply: Any) -> set[str]:
+    if not isinstance(reply, list):
+        return set()
+    names = (g.get("name") for g in reply if isinstance(g, dict))
+    return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
         self.settings = settings
@@ -62,12 +91,21 @@ class Worker:
             interval=settings.heartbeat_seconds,
             timeout=max(settings.valkey_timeout, settings.heartbeat_seconds),
             stall=settings.loop_stall_seconds,
+            status=self._status,
         )
+        self.metrics = Metrics("worker")
+        self.health = Health(self.metrics.registry)
+        self.health.check("valkey", self._valkey)
+        self.health.check("consumer_groups", self._consumer_groups)
+        self.health.check("heartbeat", self._heartbeat)
+        self.health.check("outcomes", self._outcomes)
+        self.health.check("readers", self._readers)
         # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.janitor: Janitor
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
@@ -75,14 +113,35 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}", timeout=s.valkey_timeout)
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out", timeout=s.valkey_timeout)
+        bounds = LabelBounds()
+        instruments = WorkerInstruments(self.metrics, bounds) if s.call_metrics else None
+        self.tracing = Tracing.configured(s.tracing, "worker")
+        self.telemetry = Telemetry(self.metrics, bounds, instruments, self.tracing)
+        self.telemetry.sessions(self.servers.values)
         liveness = Liveness.of(
             s.id,
             heartbeat=s.heartbeat_seconds,
             dead_after=s.dead_after_seconds,
             replica_dead_after=s.replica_dead_after_seconds,
         )
-        retry = RetryPolicy(s.retry_attempts, s.retry_backoff_seconds, s.retry_backoff_max_seconds)
-        self.dispatcher = Dispatcher(self.outbox, s.id, liveness, retry)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            s.id,
+            liveness=liveness,
+            retry=RetryPolicy(s.retry_attempts, s.retry_backoff_seconds, s.retry_backoff_max_seconds),
+            agent_sessions=s.agent_sessions,
+            per_agent=s.upstream_sessions == "agent",
+            held_streams=s.held_streams,
+            answer_seconds=s.answer_seconds,
+            telemetry=self.telemetry,
+        )
+        self.janitor = Janitor(
+            self.outbox,
+            self.dispatcher.bindings,
+            self.dispatcher.agents,
+            lambda: self.servers,
+            interval=s.janitor_seconds,
+        )
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -94,32 +153,70 @@ class Worker:
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
         try:
-            yield
+            async with serve(self.health, s.metrics_host, s.metrics_port):
+                yield
         finally:
             await self._close()
+
+    async def _valkey(self) -> None:
+        await self.client.ping()
+
+    async def _consumer_groups(self) -> None:
+        """Ready only while the group of every server this worker serves exists (Valkey may have lost them)."""
+        names = list(self.servers)
+        if not names:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.xinfo_groups(streams.calls(name))
+        replies = await pipe.execute(raise_on_error=False)
+        missing = [n for n, r in zip(names, replies, strict=True) if streams.GROUP_WORKERS not in _group_names(r)]
+        if missing:
+            raise NotReady(f"no consumer group on the streams of {', '.join(missing)}")
 
     async def start(self) -> None:
         """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
         self.heartbeat.start()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run(), self._follow(), self._maintain(), self._tick()):
+        loops = (
+            self.reclaimer.run(),
+            self._follow(),
+            self._maintain(),
+            self._tick(),
+            self.janitor.run(),
+            self.dispatcher.listeners.renew(),
+        )
+        for loop in loops:
             self.loops.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
-    def ready(self) -> dict[str, str]:
-        """What keeps this worker from doing its work, for /readyz: each check "ok" or why not."""
+    async def _heartbeat(self) -> None:
+        if self.heartbeat.failing:
+            raise NotReady("valkey does not take the heartbeat")
+
+    async def _outcomes(self) -> None:
+        """Not ready while outcomes of calls that ran wait for Valkey to take them."""
         unsettled = self.dispatcher.outcomes.unsettled
+        if unsettled:
+            raise NotReady(f"{unsettled} outcomes wait for valkey")
+
+    async def _readers(self) -> None:
         stopped = [u.name for u in self.servers.values() if u.subscriber is None or not u.subscriber.running]
-        return {
-            "heartbeat": "ok" if not self.heartbeat.failing else "valkey does not take the heartbeat",
-            "outcomes": "ok" if not unsettled else f"{unsettled} outcomes wait for valkey",
-            "readers": "ok" if not stopped else f"not reading the queues of {', '.join(sorted(stopped))}",
-        }
+        if stopped:
+            raise NotReady(f"not reading the queues of {', '.join(sorted(stopped))}")
+
+    def _status(self) -> bytes:
+        """What the heartbeat tells `muster status` about this worker (read from the heartbeat's thread)."""
+        dispatcher = getattr(self, "dispatcher", None)
+        unsettled = dispatcher.outcomes.unsettled if dispatcher is not None else 0
+        running = len(dispatcher.running) if dispatcher is not None else 0
+        opened = sorted(name for name, state in self.circuits().items() if state != State.CLOSED.value)
+        return orjson.dumps({"running": running, "unsettled": unsettled, "circuits": opened})
 
     def circuits(self) -> dict[str, str]:
         """Each server's circuit breaker state in this worker: "closed", "open" or "half-open"."""
-        return {name: upstream.breaker.state.value for name, upstream in self.servers.items()}
+        return {name: upstream.breaker.state.value for name, upstream in list(self.servers.items())}
 
     async def _tick(self) -> None:
         # The heartbeat thread stops beating when the event loop stops ticking: its calls would not finish.
@@ -157,10 +254,14 @@ class Worker:
         # The heartbeat stops last, and says so: calls still pending here are taken over at once.
         self.heartbeat.stop()
         try:
-            await self.client.set(streams.worker_beat(self.settings.id), streams.BEAT_STOPPED, ex=streams.BEAT_TTL)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(streams.worker_beat(self.settings.id), streams.BEAT_STOPPED, ex=streams.BEAT_TTL)
+            pipe.delete(streams.worker_alive(self.settings.id))
+            await pipe.execute()
         except (RedisError, OSError) as exc:  # Valkey may be gone first at shutdown: then it stands still
             logger.info("could not mark the heartbeat stopped: %s", exc)
         await self.client.aclose()
+        self.tracing.shutdown()
 
     async def _follow(self) -> None:
         async for batch in self.broadcasts:
@@ -176,6 +277,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, SessionEnded):
+                self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:
@@ -192,6 +295,7 @@ class Worker:
                 await self._remove(name)
             else:
                 await self._add(record)
+        self.telemetry.catalog_changed([u.record for u in self.servers.values()])
 
     async def _maintain(self) -> None:
         # Heals a missed capability event (the records in Valkey are the truth), and a lane whose reader stopped:
@@ -217,7 +321,8 @@ class Worker:
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
         if upstream is not None:
-            upstream.configure(record)
+            if upstream.configure(record):
+                self.dispatcher.listeners.drop(record.name)
             return
         s = self.settings
         breaker = Breaker(
@@ -228,6 +333,7 @@ class Worker:
             on_change=self._circuit_changed,
         )
         upstream = self.servers[record.name] = Upstream.of(record, s.server_concurrency, breaker)
+        upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         self.reclaimer.adopt(upstream)  # what an earlier incarnation of this worker held, first
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
@@ -236,6 +342,7 @@ class Worker:
         upstream = self.servers.pop(name, None)
         if upstream is not None:
             upstream.retire()
+            self.dispatcher.listeners.drop(name)
             await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 

@@ -1,8 +1,9 @@
 """Calls from their queue to their one outcome: admitted, run within their lane's room, cancelled on request.
 
-The pieces: admission.py (may it run now?), execute.py (the call at its upstream), relays.py (what the upstream
-sends during the call), outcomes.py (the reply and FINISH, written until Valkey has them). A call holds its
-place in the lane until its outcome is written, so what waits for Valkey is bounded by the lanes.
+The pieces: admission.py (may it run now?), execute.py (the call at its upstream), agents.py (the agent session's
+own upstream session it runs in, with bindings.py, listeners.py and standalone.py for what arrives outside a call),
+relays.py (what the upstream asks the agent), outcomes.py (the reply and FINISH, written until Valkey has them).
+A call holds its place in the lane until its outcome is written, so what waits for Valkey is bounded by the lanes.
 """
 
 import asyncio
@@ -10,13 +11,19 @@ import logging
 import time
 
 from services.worker.admission import Admission
+from services.worker.agents import AgentSessions
+from services.worker.bindings import Bindings
 from services.worker.execute import Executor, RetryPolicy
+from services.worker.listeners import Listeners
 from services.worker.liveness import Liveness
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
+from services.worker.standalone import Standalone
+from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Upstream
 from shared import errors
 from shared.lifecycle import Background
+from shared.logs import request_id
 from shared.messages import Call, ReplyKind
 from shared.valkey import Outbox
 
@@ -27,15 +34,32 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 class Dispatcher:
     def __init__(
-        self, outbox: Outbox, worker_id: str, liveness: Liveness | None = None, retry: RetryPolicy | None = None
+        self,
+        outbox: Outbox,
+        worker_id: str,
+        *,
+        liveness: Liveness | None = None,
+        retry: RetryPolicy | None = None,
+        agent_sessions: int = 10_000,
+        per_agent: bool = True,
+        held_streams: int = 1_000,
+        answer_seconds: float = 300.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.outbox = outbox
         self.background = Background()
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
         self.liveness = liveness or Liveness.of(worker_id, heartbeat=1.0, dead_after=5.0, replica_dead_after=15.0)
         self.admission = Admission(outbox, worker_id, self.liveness)
-        self.relays = Relays(outbox, worker_id)
+        self.relays = Relays(outbox, worker_id, self.background, answer_seconds=answer_seconds)
         self.outcomes = Outcomes(outbox, self.relays, self.liveness)
-        self.executor = Executor(self.relays, self.background, retry)
+        self.bindings = Bindings(outbox)
+        standalone = Standalone(outbox, self.bindings, self.relays)
+        self.listeners = Listeners(outbox, worker_id, standalone, limit=held_streams)
+        self.agents = AgentSessions(
+            self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
+        )
+        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry, retry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
         # (server, entry id) of every entry this process took from a queue and has not let go of yet, started or
         # waiting for room: the pending entries of this consumer that are not here belong to nobody
@@ -70,9 +94,12 @@ class Dispatcher:
             task.cancel()
 
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
+        if call.traceparent:  # every line logged about the call carries its trace id (shared/tracecontext.py)
+            request_id.set(call.traceparent[3:35].decode())
         try:
+            clock = self.telemetry.started(upstream.name, entry_id)
             try:
-                kind, body = await self._outcome(upstream, entry_id, call, redelivered)
+                kind, body = await self._outcome(upstream, entry_id, call, redelivered, clock)
             except asyncio.CancelledError:
                 kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
             except Exception as exc:  # the outermost edge of one call: it still gets its one outcome
@@ -80,22 +107,25 @@ class Dispatcher:
                 kind, body = ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"muster worker error: {exc}")
             finally:
                 self.running.pop(call.key, None)
-            await self.outcomes.finish(upstream.lane.queue, entry_id, call, kind, body)
+                self.telemetry.stopped(upstream.name)
+            await self.outcomes.finish(upstream.lane.queue, entry_id, call, kind, body, clock.stats())
         finally:
             self.held.discard((upstream.lane.server, entry_id))
             upstream.lane.release()
 
     async def _outcome(
-        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool
+        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool, clock: CallClock
     ) -> tuple[ReplyKind, bytes]:
         refused = await self.admission.admit(upstream.lane.queue, entry_id, call, redelivered)
         if refused is not None:
             return ReplyKind.ERROR, refused
         deadline = asyncio.get_running_loop().time() + (call.deadline_ms / 1000 - time.time())
-        return await self.executor.execute(upstream, call, deadline)
+        return await self.executor.execute(upstream, call, deadline, clock)
 
     async def drain(self, seconds: float) -> None:
-        """Waits (within a bound) for the calls running here and their outcomes to be written."""
+        """Waits (within a bound) for the calls running here and their outcomes to be written; lets go of the GET
+        streams held here."""
         await self.background.wait(seconds)
         await self.outcomes.background.wait(seconds)
+        await self.listeners.close(seconds)
         await self.outbox.drain()

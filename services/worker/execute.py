@@ -1,7 +1,8 @@
-"""One call at its upstream: the session it runs in, the request, and what each way of failing means for the
-caller (retry later, outcome unknown, deadline exceeded). A failed request is sent again, after a jittered
-backoff and within the call's deadline, only where that is safe: the call is read-only or idempotent, or it
-certainly never reached the upstream. Every attempt tells the server's circuit breaker how it went."""
+"""One call at its upstream: the session it runs in (the agent session's own, or a shared one: agents.py), the
+request, and what each way of failing means for the caller (retry later, outcome unknown, deadline exceeded). A
+failed request is sent again, after a jittered backoff and within the call's deadline, only where that is safe:
+the call is read-only or idempotent, or it certainly never reached the upstream. Every attempt tells the
+server's circuit breaker how it went."""
 
 import asyncio
 import logging
@@ -9,13 +10,18 @@ import random
 from dataclasses import dataclass
 
 import orjson
+from redis.exceptions import RedisError
 
+from services.worker.agents import AgentSessions
 from services.worker.relays import Relays
-from services.worker.upstream import UnknownServer, Upstream
+from services.worker.telemetry import CallClock, Telemetry
+from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
+from shared.resp import ConnectionClosed
+from shared.upstream import Outcome as Answered
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 
 logger = logging.getLogger(__name__)
@@ -23,6 +29,8 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[ReplyKind, bytes]
 RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when the upstream says nothing
 BUSY = (429, 502, 503, 504)
+# Calls that nobody's request from the upstream can be about: they are not recorded as running.
+UNWATCHED = frozenset({b"logging/setLevel"})
 
 
 def _unavailable(server: str, exc: object, retry_after: float | None = None) -> Outcome:
@@ -108,74 +116,159 @@ class RetryPolicy:
 
 
 class Executor:
-    def __init__(self, relays: Relays, background: Background, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        relays: Relays,
+        background: Background,
+        agents: AgentSessions,
+        telemetry: Telemetry | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.relays = relays
         self.background = background
+        self.agents = agents
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
         self.retry = retry or RetryPolicy()
         self.retries = 0
 
-    async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
+    async def execute(self, upstream: Upstream, call: Call, deadline: float, clock: CallClock | None = None) -> Outcome:
         """The call's outcome at the upstream, sent again where that is safe, with backoff, within its deadline.
         Cancelled (by the caller), it tells the upstream so and re-raises."""
-        loop = asyncio.get_running_loop()
+        running: list[Bound] = []  # the agent's upstream session the call is recorded as running in
         attempt = 0
-        while True:
-            wait = upstream.breaker.admit()
-            if wait is not None:
-                return _unavailable(
-                    upstream.name, "not sent: its circuit is open after repeated failures", max(0.1, round(wait, 1))
-                )
-            attempt += 1
-            result = await self._once(upstream, call, deadline)
-            if not isinstance(result, Failed):
-                return result
-            limit = max(self.retry.attempts, 3) if result.at_once else self.retry.attempts
-            delay = 0.0 if result.at_once else self.retry.delay(attempt)
-            if not result.again or attempt >= limit or loop.time() + delay >= deadline:
-                return result.outcome
-            self.retries += 1
-            logger.info(
-                "call %s to %s failed (attempt %d of %d); sending it again in %.2f s",
-                call.call_id.decode(),
-                upstream.name,
-                attempt,
-                limit,
-                delay,
-            )
-            if delay:
-                await asyncio.sleep(delay)
-
-    async def _once(self, upstream: Upstream, call: Call, deadline: float) -> Outcome | Failed:
-        breaker = upstream.breaker
         try:
-            session = await upstream.session(call, deadline)
+            while True:
+                wait = upstream.breaker.admit()
+                if wait is not None:
+                    return _unavailable(
+                        upstream.name, "not sent: its circuit is open after repeated failures", max(0.1, round(wait, 1))
+                    )
+                attempt += 1
+                result = await self._attempt(upstream, call, deadline, clock, running)
+                if not isinstance(result, Failed):
+                    return result
+                delay = self._again(upstream, call, result, attempt, deadline)
+                if delay is None:
+                    return result.outcome
+                if delay:
+                    await asyncio.sleep(delay)
+        finally:
+            for bound in running:
+                self.agents.bindings.finished(bound, call)
+
+    async def _attempt(
+        self, upstream: Upstream, call: Call, deadline: float, clock: CallClock | None, running: list[Bound]
+    ) -> Outcome | Failed:
+        """One attempt: the session the call runs in, then its request (or notification) there."""
+        try:
+            session, bound = await self.agents.session(upstream, call, deadline)
+        except ForeignSession as exc:
+            return ReplyKind.ERROR, errors.error_body(errors.INVALID_REQUEST, str(exc))
+        except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
+            return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
         except OPEN_FAILURES as exc:
+            if not isinstance(exc, UnknownServer):
+                self.telemetry.connect_error(upstream.name, exc)
             if _down(exc):
-                breaker.failed(exc)
+                upstream.breaker.failed(exc)
             return _not_opened(upstream.name, exc)
+        if call.method.startswith(b"notifications/"):
+            return await self._notify(upstream.name, call, session, bound is not None, deadline)
+        if bound is not None and not running and self._watched(upstream, call):
+            running.append(bound)  # where the upstream's requests on its GET stream find this call
+            self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
+        return await self._request(upstream, call, session, deadline, clock)
+
+    def _again(self, upstream: Upstream, call: Call, failed: Failed, attempt: int, deadline: float) -> float | None:
+        """How long to wait before sending the call again; None: it is not sent again."""
+        limit = max(self.retry.attempts, 3) if failed.at_once else self.retry.attempts
+        delay = 0.0 if failed.at_once else self.retry.delay(attempt)
+        if not failed.again or attempt >= limit or asyncio.get_running_loop().time() + delay >= deadline:
+            return None
+        self.retries += 1
+        logger.info(
+            "call %s to %s failed (attempt %d of %d); sending it again in %.2f s",
+            call.call_id.decode(),
+            upstream.name,
+            attempt,
+            limit,
+            delay,
+        )
+        return delay
+
+    @staticmethod
+    def _watched(upstream: Upstream, call: Call) -> bool:
+        """Whether a request the upstream sends outside the call could be about it: not where the upstream has no
+        GET stream to send it on, nor for a call nobody waits for."""
+        return upstream.streams_after <= asyncio.get_running_loop().time() and call.method not in UNWATCHED
+
+    async def _request(
+        self, upstream: Upstream, call: Call, session: UpstreamSession, deadline: float, clock: CallClock | None
+    ) -> Outcome | Failed:
+        """One attempt, told to the server's circuit breaker."""
+        server, breaker = upstream.name, upstream.breaker
         upstream_id = session.next_id()
         try:
-            outcome = await session.request(
-                call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
-            )
+            answered = await self._send(server, call, session, upstream_id, deadline, clock)
         except asyncio.CancelledError:
             self.cancel_upstream(session, upstream_id, "cancelled by the client")
             raise
         except ConnectFailed as exc:  # not sent, also when connecting timed out
             breaker.failed(exc)
-            return _failed(upstream.name, call, exc)
+            return _failed(server, call, exc)
         except Timeout as exc:
             breaker.failed(exc)
             self.cancel_upstream(session, upstream_id, "deadline exceeded")
-            return ReplyKind.ERROR, errors.DeadlineExceeded(
-                f"{upstream.name} did not answer before the call's deadline"
-            ).body()
+            body = errors.DeadlineExceeded(f"{server} did not answer before the call's deadline").body()
+            return ReplyKind.ERROR, body
         except REQUEST_FAILURES as exc:
             if _down(exc):
                 breaker.failed(exc)
-            return _failed(upstream.name, call, exc)
+            return _failed(server, call, exc)
         breaker.succeeded()
-        return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+        return (ReplyKind.ERROR if answered.error else ReplyKind.RESULT), answered.body
+
+    async def _send(
+        self,
+        server: str,
+        call: Call,
+        session: UpstreamSession,
+        upstream_id: int,
+        deadline: float,
+        clock: CallClock | None,
+    ) -> Answered:
+        """One request of the call, timed and counted (telemetry.py), with the call's traceparent."""
+        request = self.telemetry.request(server, call, session.protocol, clock)
+        try:
+            answered = await session.request(
+                call.method,
+                call.params,
+                deadline,
+                self.relays.on_message(call, session),
+                request_id=upstream_id,
+                headers=request.headers,
+            )
+        except BaseException as exc:
+            request.failed(exc)
+            raise
+        request.answered(answered)
+        return answered
+
+    @staticmethod
+    async def _notify(
+        server: str, call: Call, session: UpstreamSession, own: bool, deadline: float
+    ) -> Outcome | Failed:
+        """An agent's notification for its upstream sessions (roots/list_changed): sent in the agent session's own
+        session; a shared session is nobody's to tell."""
+        if not own:
+            return ReplyKind.RESULT, b"{}"
+        try:
+            await session.notify(call.method, call.params, deadline)
+        except SessionLost as exc:  # the upstream refused the session: tell the new one
+            return _failed(server, call, exc)
+        except (*REQUEST_FAILURES, Timeout) as exc:
+            return _unavailable(server, exc)
+        return ReplyKind.RESULT, b"{}"
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import redis
 from redis.exceptions import RedisError
@@ -33,12 +33,24 @@ def _replica_key(replica: bytes) -> bytes:
 
 
 class Heartbeat:
-    """Advances `muster:worker:<id>:beat` every `interval` seconds from a thread, while the event loop ticks."""
+    """Advances `muster:worker:<id>:beat` every `interval` seconds from a thread, while the event loop ticks;
+    with it, writes what `status()` says into `muster:worker:<id>:alive` for `muster status` (expiring)."""
 
-    def __init__(self, url: str, worker_id: str, *, interval: float, timeout: float, stall: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        worker_id: str,
+        *,
+        interval: float,
+        timeout: float,
+        stall: float,
+        status: Callable[[], bytes] | None = None,
+    ) -> None:
         self.url = url
         self.name = f"muster-worker-{worker_id}-beat"
         self.key = streams.worker_beat(worker_id)
+        self.alive = streams.worker_alive(worker_id)
+        self.status = status
         self.interval = interval
         self.timeout = timeout
         self.stall = stall
@@ -85,6 +97,8 @@ class Heartbeat:
             pipe = client.pipeline(transaction=False)
             pipe.incr(self.key)
             pipe.expire(self.key, streams.BEAT_TTL)
+            if self.status is not None:
+                pipe.set(self.alive, self.status(), px=int(self.interval * streams.ALIVE_BEATS * 1000))
             pipe.execute()
         except (RedisError, OSError) as exc:
             if not self.failing:

@@ -18,7 +18,7 @@ from services.worker.liveness import Liveness
 from services.worker.relays import Relays
 from shared import errors, queue, streams
 from shared.lifecycle import Background
-from shared.messages import Call, CallReply, Fields, ReplyKind
+from shared.messages import Call, CallReply, CallStats, Fields, ReplyKind
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,17 @@ class Outcomes:
         self.unsettled = 0  # outcomes waiting for Valkey to take them: while above 0, the worker is not ready
 
     async def finish(
-        self, queue_keys: streams.QueueKeys, entry_id: bytes, call: Call, kind: ReplyKind, body: bytes
+        self,
+        queue_keys: streams.QueueKeys,
+        entry_id: bytes,
+        call: Call,
+        kind: ReplyKind,
+        body: bytes,
+        stats: CallStats | None = None,
     ) -> None:
-        """The call's reply and FINISH, written (or tried until they are)."""
+        """The call's reply (with what it cost: telemetry) and FINISH, written (or tried until they are)."""
         self.relays.drop(call.key)
-        reply = None if self.liveness.replica_gone(call.replica) else CallReply(call.call_id, kind, body)
+        reply = None if self.liveness.replica_gone(call.replica) else CallReply(call.call_id, kind, body, stats=stats)
         await self._settle(queue_keys, entry_id, call, reply)
 
     def discard(self, queue_keys: streams.QueueKeys, entry_id: bytes, why: str) -> None:

@@ -166,10 +166,12 @@ class Reclaimer:
                 outcomes.discard(queue, entry_id, "deleted: it was answered already")
             elif deliveries.get(entry_id, 1) >= self.max_deliveries:
                 self.dead_lettered += 1
+                self.dispatcher.telemetry.dead_lettered(upstream.name)
                 outcomes.dead_letter(queue, entry_id, fields, deliveries[entry_id])
             else:
                 entries.append((entry_id, fields))
         self.reclaimed += len(entries)
+        self.dispatcher.telemetry.redelivered(upstream.name, len(entries))
         if entries:
             await self.dispatcher.take(upstream, entries, redelivered=True)
         return len(rows), len(claimed)
