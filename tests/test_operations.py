@@ -150,6 +150,7 @@ def ops(muster_root: Path) -> Iterator[Ops]:
                 "MUSTER_WORKER_ID": "ops-worker",
                 "MUSTER_WORKER_METRICS_PORT": str(ports["worker"]),
                 "MUSTER_WORKER_SERVER_CONCURRENCY": "1",
+                "MUSTER_WORKER_RETRY_ATTEMPTS": "1",  # each fault below is one outcome: no call is sent again
             },
             stderr=logs["worker"],
         )
