@@ -14,10 +14,11 @@ from typing import Any
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
-from shared import streams
-from shared.messages import ReplyStreamEntry, encode
+from shared import sentinel, streams
+from shared.messages import Call, ReplyStreamEntry, encode
 from shared.resp import Connection, pack
 
 logger = logging.getLogger(__name__)
@@ -32,17 +33,39 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> 
     """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first.
 
     The read timeout is longer than the longest blocking read muster makes, so that a read that simply
-    found nothing is never mistaken for a dead connection.
+    found nothing is never mistaken for a dead connection. With a Sentinel URL (shared/sentinel.py) the client's
+    pool asks the Sentinels for the primary on every new connection, and drops a connection to a demoted one.
     """
-    client: Redis = Redis.from_url(
-        url,
-        decode_responses=False,
-        max_connections=max_connections,
-        client_name=name,
-        health_check_interval=30,
-        socket_timeout=BLOCK_SECONDS * 3,
-        socket_connect_timeout=5,
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "max_connections": max_connections,
+        "client_name": name,
+        "health_check_interval": 30,
+        "socket_timeout": BLOCK_SECONDS * 3,
+        "socket_connect_timeout": 5,
+    }
+    address = sentinel.parse(url)
+    if not address.is_sentinel:
+        client: Redis = Redis.from_url(url, **options)
+        return client
+    return sentinel_client(address, options)
+
+
+def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis:
+    """A redis-py client of the primary that `address`'s Sentinels name."""
+    credentials = {"username": address.username, "password": address.password}
+    group = Sentinel(  # type: ignore[no-untyped-call]
+        address.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": options["socket_connect_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            **(credentials if address.sentinel_auth else {}),
+        },
+        db=address.db,
+        ssl=address.tls,
+        **credentials,
     )
+    client: Redis = group.master_for(address.primary_name, redis_class=Redis, **options)
     return client
 
 
@@ -73,6 +96,17 @@ if depth > tonumber(ARGV[1]) then
 end
 return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 """
+
+
+async def enqueue(outbox: "Outbox", call: Call, queue_limit: int) -> bytes | None:
+    """Appends a call to its server's queue, unless `queue_limit` calls are already accepted and unfinished there;
+    the new entry's id, or None when the queue is full. The one way a call enters a queue (ingress, `muster dlq`)."""
+    queue = streams.queue(call.server.decode())
+    entry: bytes | None = await outbox.script(
+        ENQUEUE, (queue.stream, queue.depth), (queue_limit, streams.CALLS_MAXLEN, *call.fields())
+    )
+    return entry
+
 
 # KEYS: key. ARGV: expected value[, hash field]. Deletes the key (or the field of the hash) only while it holds
 # the expected value: a holder lets go of what it holds, never of what another took over since.

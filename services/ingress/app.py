@@ -89,6 +89,9 @@ class Ingress:
         if scope["type"] == "http":
             path, parts = scope["path"], self.parts
             if path == self.settings.path and parts is not None:
+                if parts.calls.draining and scope["method"] == "GET":  # an event stream would hold the drain up
+                    await respond_text(send, 503, "this muster replica is shutting down", [(b"retry-after", b"1")])
+                    return
                 await parts.endpoint(scope, receive, send)
             elif path == "/healthz":
                 await respond_json(send, 200, {"status": "ok"})
@@ -103,7 +106,9 @@ class Ingress:
 
     async def ready(self, send: Send) -> None:
         checks = {"valkey": "not started", "catalog": "not loaded yet"}
-        if self.parts is not None:
+        if self.parts is not None and self.parts.calls.draining:
+            checks = {"draining": "shutting down: no new calls"}
+        elif self.parts is not None:
             try:
                 await asyncio.wait_for(self.parts.client.ping(), 1.0)
                 checks["valkey"] = "ok"
@@ -113,6 +118,26 @@ class Ingress:
                 checks["catalog"] = "ok"
         ok = all(v == "ok" for v in checks.values())
         await respond_json(send, 200 if ok else 503, {"status": "ok" if ok else "not ready", "checks": checks})
+
+    async def drain(self, grace: float) -> None:
+        """SIGTERM: take no new call (readiness false), let the calls in flight finish within `grace` seconds,
+        then answer what is left with an error its caller can act on."""
+        parts = self.parts
+        if parts is None or parts.calls.draining:
+            return
+        parts.calls.draining = True
+        parts.get_streams.close_all()  # their clients reconnect, to another replica
+        logger.info("draining: %d calls in flight, no new ones taken", len(parts.calls.pending))
+        await parts.calls.settle(grace)
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Answers at once every call still in flight (the end of a drain, or a second signal)."""
+        if self.parts is not None:
+            self.parts.calls.draining = True
+            left = self.parts.calls.abandon()
+            if left:
+                logger.warning("drained: %d calls were still in flight, answered as cancelled", left)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol around `lifespan(settings)`."""

@@ -81,7 +81,9 @@ class Forwarder:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
             retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+            # 503: this replica takes nothing now (it drains), so a load balancer may try another one
+            status = 503 if isinstance(exc, errors.ServiceUnavailable) else 200
+            await ctx.respond(status, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
             return
         flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
         try:

@@ -18,6 +18,9 @@ class WorkerSettings(ServiceSettings):
     dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    # After SIGTERM: how long the calls this worker runs may take to finish; it claims nothing new meanwhile, and
+    # what is still running then is left to be reclaimed by another worker.
+    drain_seconds: float = Field(20.0, ge=0)
     # Health, readiness and metrics on a port of its own (0: off).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)
