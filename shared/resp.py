@@ -25,11 +25,12 @@ Errors, all ConnectionError (the ingress answers those with -32006 and a retry h
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
 
-from shared.sentinel import NoPrimary, parse, primary
+from shared.sentinel import NoPrimary, on_switch, parse, primary
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class Connection:
         self._backlog_count = 0
         self._backlog_size = 0
         self._closed = False
+        self._unwatch: Callable[[], None] | None = None  # stops following the Sentinels' failover announcements
 
     def send(self, packed: bytes, waiters: list[Waiter]) -> None:
         """Write now if connected, else queue and connect. Never raises: failures reach the waiters."""
@@ -233,6 +235,8 @@ class Connection:
                     exc, TimeoutError) else str(exc) or type(exc).__name__  # fmt: skip
                 raise Unreachable(f"cannot reach valkey at {self.host}:{self.port}: {reason}") from exc
             self._protocol = protocol
+            if self.address.is_sentinel and self._unwatch is None:
+                self._unwatch = on_switch(self.address, self._switched)
             backlog = self._take_backlog()
             for packed, waiters in backlog:
                 protocol.write(packed, waiters)
@@ -281,7 +285,15 @@ class Connection:
                 raise
         return protocol
 
+    def _switched(self, new: tuple[str, int]) -> None:
+        protocol = self._protocol
+        if protocol is not None and not protocol.lost and (self.host, self.port) != new:
+            protocol.drop(ConnectionClosed(f"valkey failed over to {new[0]}:{new[1]}; connection dropped"))
+
     def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()

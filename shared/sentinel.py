@@ -10,13 +10,23 @@ usually set up (they hold no data and sit behind the same network policy), unles
 want the same credentials. After a failover every client asks the Sentinels again when it reconnects, so muster
 follows the new primary without a restart: redis-py's Sentinel pool does so for the redis-py clients, and
 `primary()` below for the hot path's own connection (shared/resp.py).
+
+A primary that dies drops its connections, so clients reconnect by themselves. A primary demoted by a planned
+failover (SENTINEL FAILOVER, a rolling restart) keeps them, and keeps taking writes that are lost, until the
+Sentinels turn it into a replica, 8 to 20 s later. So each process also listens to the Sentinels' +switch-master
+announcement (`on_switch`) and drops its connections to the old primary at once.
 """
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import hiredis
+
+logger = logging.getLogger(__name__)
 
 SCHEMES = ("redis", "rediss", "redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 6379
@@ -158,3 +168,92 @@ async def _ask(
         return answer if isinstance(answer, list) else None
     finally:
         writer.close()
+
+
+Switched = Callable[[tuple[str, int]], object]  # called with the new primary's (host, port)
+SWITCH_CHANNEL = "+switch-master"
+LISTEN_BACKOFF_MAX = 2.0
+
+
+class _Listener:
+    """One subscription to +switch-master per Sentinel group and process, kept while anybody listens."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.callbacks: list[Switched] = []
+        self.task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def add(self, callback: Switched) -> Callable[[], None]:
+        self.callbacks.append(callback)
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._listen())
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self.callbacks.remove(callback)
+            if not self.callbacks and self.task is not None:
+                self.task.cancel()
+                self.task = None
+                if self.writer is not None:
+                    self.writer.close()
+
+        return remove
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            for host, port in self.address.sentinels:
+                try:
+                    await self._follow(host, port)
+                except (OSError, ConnectionError, hiredis.ProtocolError, hiredis.ReplyError) as exc:
+                    failures += 1
+                    if failures == 1:
+                        logger.warning("listening to the sentinel at %s:%d failed: %s", host, port, exc)
+                await asyncio.sleep(min(LISTEN_BACKOFF_MAX, 0.25 * failures))
+
+    async def _follow(self, host: str, port: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        self.writer = writer
+        try:
+            command: tuple[str, ...] = ("SUBSCRIBE", SWITCH_CHANNEL)
+            if self.address.sentinel_auth and self.address.password is not None:
+                user = (self.address.username,) if self.address.username else ()
+                writer.write(hiredis.pack_command(("AUTH", *user, self.address.password)))
+            writer.write(hiredis.pack_command(command))  # type: ignore[arg-type]
+            parser = hiredis.Reader()
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (message := parser.gets()) is not False:
+                    if isinstance(message, hiredis.ReplyError):
+                        raise message
+                    self._message(message)
+            raise ConnectionError("the sentinel closed the connection")
+        finally:
+            writer.close()
+            self.writer = None
+
+    def _message(self, message: object) -> None:
+        # ["message", "+switch-master", "<name> <old ip> <old port> <new ip> <new port>"]
+        if not (isinstance(message, list) and len(message) == 3 and message[0] == b"message"):
+            return
+        words = message[2].decode().split()
+        if len(words) != 5 or words[0] != self.address.primary_name:
+            return
+        new = (words[3], int(words[4]))
+        logger.warning("valkey failed over: %s:%s is the primary %r now", *new, words[0])
+        for callback in list(self.callbacks):
+            callback(new)
+
+
+_listeners: dict[Address, _Listener] = {}
+
+
+def on_switch(address: Address, callback: Switched) -> Callable[[], None]:
+    """Calls `callback(new_primary)` whenever the Sentinels announce a failover of `address`'s primary; returns the
+    function that stops it. Needs a running event loop."""
+    listener = _listeners.get(address)
+    if listener is None:
+        listener = _listeners[address] = _Listener(address)
+    return listener.add(callback)

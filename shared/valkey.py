@@ -8,7 +8,7 @@ that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-co
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hiredis import ReplyError
@@ -65,8 +65,45 @@ def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis
         ssl=address.tls,
         **credentials,
     )
-    client: Redis = group.master_for(address.primary_name, redis_class=Redis, **options)
+    client: _FollowingRedis = group.master_for(address.primary_name, redis_class=_FollowingRedis, **options)
+    client.sentinel_group = group
+    follow_failovers(address, client)
     return client
+
+
+class _FollowingRedis(Redis):
+    """A client of a Sentinel group's primary; closing it closes its connections to the Sentinels too, and stops
+    following the failovers."""
+
+    stop_following: Callable[[], None] | None = None
+    sentinel_group: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.stop_following is not None:
+            self.stop_following()
+            self.stop_following = None
+        await super().aclose(close_connection_pool)
+        if self.sentinel_group is not None:
+            await asyncio.gather(*(s.aclose() for s in self.sentinel_group.sentinels), return_exceptions=True)
+
+
+def follow_failovers(address: sentinel.Address, client: Redis) -> None:
+    """Drops `client`'s connections when the Sentinels announce a failover, so that none stays with a demoted
+    primary (shared/sentinel.py); outside an event loop (no connection is made there either) it does nothing."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    background: set[asyncio.Task[None]] = set()
+
+    def switched(new: tuple[str, int]) -> None:
+        task = asyncio.ensure_future(client.connection_pool.disconnect())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    stop = sentinel.on_switch(address, switched)
+    if isinstance(client, _FollowingRedis):
+        client.stop_following = stop
 
 
 async def ensure_group(client: Redis, server: str) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisSentinelBroker, StreamSub
@@ -29,7 +29,7 @@ from shared import records, sentinel, streams
 from shared.follow import Follow
 from shared.lifecycle import Background, Service
 from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
-from shared.valkey import Outbox, connect, ensure_group
+from shared.valkey import Outbox, connect, ensure_group, follow_failovers
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
         self.settings = settings
         self.broker = broker
+        self.address = sentinel.parse(settings.valkey_url)
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()  # heartbeat and broadcasts: they run until the drain is over
         self.claiming = Background()  # reclaim and the readers' upkeep: they stop when the drain begins
@@ -101,6 +102,8 @@ class Worker:
         while True:
             try:
                 await self.broker.start()
+                if self.address.is_sentinel:  # the broker's own client drops a demoted primary at once too
+                    follow_failovers(self.address, cast(Redis, self.broker.config.broker_config.connection.client))
                 await self.start()
                 return
             except (RedisError, OSError) as exc:
