@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from redis.asyncio import Redis
@@ -88,6 +89,8 @@ class Ingress:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, parts = scope["path"], self.parts
+            if parts is not None and parts.calls.draining:
+                send = _closing(send)
             if path == self.settings.path and parts is not None:
                 if parts.calls.draining and scope["method"] == "GET":  # an event stream would hold the drain up
                     await respond_text(send, 503, "this muster replica is shutting down", [(b"retry-after", b"1")])
@@ -167,6 +170,18 @@ class Ingress:
                     await stack.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+
+def _closing(send: Send) -> Send:
+    """While draining, every response closes its connection: a connection left idle and open would be closed under
+    a client that sends on it at that moment, with no way to tell whether its request was taken."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return sending
 
 
 def create_app(settings: IngressSettings) -> Ingress:
