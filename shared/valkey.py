@@ -220,7 +220,7 @@ class Outbox:
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            del self._scripts[script]  # Valkey restarted and forgot its scripts
+            self._scripts.pop(script, None)  # Valkey restarted (or failed over) and forgot it; others may race here
             return await self.script(script, keys, args)
 
     def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:

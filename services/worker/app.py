@@ -18,6 +18,7 @@ from typing import Any, cast
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisSentinelBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage
+from faststream.redis.subscriber.usecases import stream_subscriber
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -32,6 +33,10 @@ from shared.messages import Answer, CancelCall, CapabilityChange, Fields, Server
 from shared.valkey import Outbox, connect, ensure_group, follow_failovers
 
 logger = logging.getLogger(__name__)
+
+# FastStream pauses a reader 5 s after a failed read: after a Valkey restart or failover the queues would stand
+# still that long. A failed read costs little; a pause of half a second is enough.
+stream_subscriber.CONSUME_ERROR_BACKOFF_SECONDS = 0.5  # type: ignore[attr-defined,assignment]
 
 RESYNC_SECONDS = 30.0
 LANE_CHECK_SECONDS = 0.5  # a look at the readers in memory; a stopped one is started again within this
