@@ -14,7 +14,10 @@ from typing import Any
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared import sentinel, streams
@@ -37,6 +40,10 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> 
     pool asks the Sentinels for the primary on every new connection, and drops a connection to a demoted one.
     """
     options: dict[str, Any] = {
+        # A pooled connection that Valkey dropped (a restart, a failover) fails the next command on it: tried once
+        # more on a new connection, or every such connection fails one caller (and flaps /readyz) after a restart.
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
         "decode_responses": False,
         "max_connections": max_connections,
         "client_name": name,
