@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from muster.stack import free_port
 from tests.conftest import HEADERS, Muster, initialize, make_muster
 
 pytestmark = pytest.mark.slow
@@ -98,3 +99,29 @@ def test_while_valkey_is_away_calls_are_answered_at_once_and_all_resumes_when_it
     ready = httpx.get(muster.url().replace("/mcp", "/readyz"), timeout=5)
     assert ready.status_code == 200, ready.text
     assert {c.name: c.pid for c in muster.stack.children if c.name != "valkey"} == pids
+
+
+def test_services_started_while_valkey_is_away_wait_for_it_and_say_so(muster: Muster) -> None:
+    valkey = next(c for c in muster.stack.children if c.name == "valkey")
+    port = valkey_port(muster)
+    muster.stack.stop_child(valkey, signal.SIGKILL)
+    worker = muster.worker()
+    ingress_port = free_port()
+    ingress = muster.stack.python(
+        "late ingress", "services.ingress", env={**muster.env, "MUSTER_PORT": str(ingress_port)}
+    )
+    url = f"http://127.0.0.1:{ingress_port}/mcp"
+    muster.stack.wait_tcp(ingress_port, "late ingress")
+    ready = httpx.get(url.replace("/mcp", "/readyz"), timeout=5)
+    assert ready.status_code == 503 and ready.json()["checks"]["catalog"] == "not loaded yet"
+    refused = httpx.post(url, headers=HEADERS, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=5)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == -32006
+    time.sleep(3)
+    muster.stack.check()  # the new worker and ingress wait; neither exits
+    muster.stack.valkey(port)
+    muster.stack.children.insert(0, muster.stack.children.pop())
+    muster.ingress_ports.insert(0, ingress_port)
+    muster.stack.wait_http(url.replace("/mcp", "/readyz"), "late ingress")
+    works_again(muster, 30)
+    assert ingress.process is not None and ingress.process.poll() is None
+    assert worker.process is not None and worker.process.poll() is None

@@ -25,9 +25,19 @@ from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Receive, Scope, Send, respond, respond_json, respond_text
 from services.ingress.sessions import Sessions
+from shared.errors import SERVICE_UNAVAILABLE, error_body
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
+
+START_BACKOFF_MAX = 2.0
+NOT_LOADED = (
+    b'{"jsonrpc":"2.0","id":null,"error":'
+    + error_body(
+        SERVICE_UNAVAILABLE, "muster is starting: its catalog is not loaded yet; retry shortly", {"retryAfter": 1}
+    )
+    + b"}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +72,7 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
     handlers = Handlers(sessions, current, Forwarder(calls, outbox, settings.replica_id, settings.call_timeout), outbox)
     tasks: list[asyncio.Task[None]] = []
     try:
-        await broadcasts.start()
-        tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
+        tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), _follow_broadcasts(broadcasts))]
         yield Parts(client, calls, current, get_streams, Endpoint(settings, sessions, handlers, get_streams))
     finally:
         get_streams.close_all()
@@ -72,6 +81,22 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
         await asyncio.gather(*tasks, return_exceptions=True)
         await client.aclose()
         outbox.close()
+
+
+async def _follow_broadcasts(broadcasts: Broadcasts) -> None:
+    """Loads the catalog, waiting for Valkey if it is away when the ingress starts (not ready meanwhile), then
+    follows the broadcast streams."""
+    failures = 0
+    while True:
+        try:
+            await broadcasts.start()
+            break
+        except (RedisError, OSError) as exc:
+            failures += 1
+            if failures == 1:
+                logger.warning("valkey unreachable at start: %s; waiting for it", exc)
+            await asyncio.sleep(min(START_BACKOFF_MAX, 0.25 * failures))
+    await broadcasts.run()
 
 
 class Ingress:
@@ -94,8 +119,10 @@ class Ingress:
             if path == self.settings.path and parts is not None:
                 if parts.calls.draining and scope["method"] == "GET":  # an event stream would hold the drain up
                     await respond_text(send, 503, "this muster replica is shutting down", [(b"retry-after", b"1")])
-                    return
-                await parts.endpoint(scope, receive, send)
+                elif not parts.current.loaded:  # Valkey was away when the ingress started: nothing to serve yet
+                    await respond(send, 503, NOT_LOADED, headers=[(b"retry-after", b"1")])
+                else:
+                    await parts.endpoint(scope, receive, send)
             elif path == "/healthz":
                 await respond_json(send, 200, {"status": "ok"})
             elif path == "/readyz":
