@@ -131,7 +131,7 @@ def describe(dead_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
         params = orjson.loads(fields.get(b"params", b"{}"))
     except orjson.JSONDecodeError:
         params = {}
-    target = params.get("name") or params.get("uri") or "" if isinstance(params, dict) else ""
+    target = (params.get("name") or params.get("uri") or "") if isinstance(params, dict) else ""
     set_aside = datetime.fromtimestamp(int(dead_id.split(b"-")[0]) / 1000).isoformat(sep=" ", timespec="seconds")
     return {
         "id": dead_id.decode(),

@@ -46,10 +46,6 @@ _CONTROL = streams.CONTROL.encode()
 _CAPABILITIES = streams.CAPABILITIES.encode()
 
 
-async def _forever() -> None:
-    await asyncio.Event().wait()
-
-
 async def _raw_batch(message: Any, original: Any) -> Any:
     # Entries are consumed as the bytes they were written as: FastStream's default batch parser would
     # JSON-decode and re-encode every body, which is most of its cost per message.
@@ -93,13 +89,20 @@ class Worker:
             max_deliveries=s.max_deliveries,
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
+        work = asyncio.create_task(self._work())
         try:
-            await self._start_when_valkey_answers()
-            yield asyncio.create_task(_forever())  # the work is in the loops; the worker stops at a signal
+            yield work
         finally:
+            work.cancel()  # still waiting for Valkey to start, perhaps
+            await asyncio.gather(work, return_exceptions=True)
             await self.stop()
             await self.broker.stop()
             await self._close()
+
+    async def _work(self) -> None:
+        # The work itself is in the loops this starts; the worker runs until it is told to stop.
+        await self._start_when_valkey_answers()
+        await asyncio.Event().wait()
 
     async def _start_when_valkey_answers(self) -> None:
         # A worker started while Valkey is away (a restart, a failover) waits for it rather than exit.
