@@ -83,6 +83,7 @@ class Child:
     quiet: bool = False
     group: str = ""  # children of one group stop together; "" is a group of its own
     stop_timeout: float = 10.0  # how long it may take to stop after SIGTERM before it is killed
+    stderr: Path | None = None  # a file its log lines go to (appended, across restarts), else ours
 
     @property
     def pid(self) -> int:
@@ -107,22 +108,35 @@ class Stack:
         quiet: bool = False,
         group: str = "",
         stop_timeout: float = 10.0,
+        stderr: Path | None = None,
     ) -> Child:
-        """Starts a child; `quiet` discards its standard output (servers that log every request there)."""
-        child = Child(name, argv, {**os.environ, **(env or {})}, quiet=quiet, group=group, stop_timeout=stop_timeout)
+        """Starts a child; `quiet` discards its standard output (servers that log every request there); `stderr`
+        names a file that gets its standard error (its log lines) instead of ours."""
+        child = Child(
+            name,
+            argv,
+            {**os.environ, **(env or {})},
+            quiet=quiet,
+            group=group,
+            stop_timeout=stop_timeout,
+            stderr=stderr,
+        )
         self._spawn(child)
         self.children.append(child)
         return child
 
     def _spawn(self, child: Child) -> None:
         stdout = subprocess.DEVNULL if child.quiet else None
-        child.process = subprocess.Popen(
-            child.argv,
-            env=child.env,
-            stdout=stdout,
-            preexec_fn=_die_with_parent,
-            process_group=0 if self.own_groups else None,
-        )
+        with contextlib.ExitStack() as files:
+            errors = files.enter_context(child.stderr.open("ab")) if child.stderr is not None else None
+            child.process = subprocess.Popen(
+                child.argv,
+                env=child.env,
+                stdout=stdout,
+                stderr=errors,
+                preexec_fn=_die_with_parent,
+                process_group=0 if self.own_groups else None,
+            )
 
     def restart(self, child: Child, env: dict[str, str] | None = None) -> None:
         """Starts an exited child again, in its place in the stack, with `env` changed."""
@@ -137,8 +151,10 @@ class Stack:
         env: dict[str, str] | None = None,
         group: str = "",
         stop_timeout: float = 10.0,
+        stderr: Path | None = None,
     ) -> Child:
-        return self.start(name, [sys.executable, "-m", module, *args], env, group=group, stop_timeout=stop_timeout)
+        argv = [sys.executable, "-m", module, *args]
+        return self.start(name, argv, env, group=group, stop_timeout=stop_timeout, stderr=stderr)
 
     def valkey(self, port: int, *extra: str) -> str:
         directory = self.data / "valkey"

@@ -33,6 +33,7 @@ DEMO_SERVERS = Path(__file__).resolve().parent.parent / "demo" / "servers"
 DEMO_CLUSTERS = ("gazelle", "graveler")  # on DEMO_PORT and the next, as demo/servers/ says
 DEMO_PORT = 8101
 STATE_FILE = "muster.json"  # in the data folder while the stack serves: what `muster dlq` needs to find it
+VALKEY_URL_FILE = "valkey.url"  # in the data folder while the stack serves its own Valkey: for `muster status`
 EXIT_INTERRUPTED = 130
 STOP_MARGIN = 5.0  # seconds a service gets past its own drain period before it is killed
 
@@ -108,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(stack: Stack, o: dict[str, Any], settings: tuple[IngressSettings, WorkerSettings, DiscoverySettings]) -> int:
     try:
-        url = _start(stack, o, settings)
+        url, metrics = _start(stack, o, settings)
         _write_state(stack.data, url if not o["valkey"] else None, o["port"])
         servers = o["servers"] or "the demo"
-        _log(f"serving MCP at http://127.0.0.1:{o['port']}/mcp ({servers}); Ctrl-C stops everything")
+        _log("metrics: " + ", ".join(f"{name} http://127.0.0.1:{port}/metrics" for name, port in metrics))
+        _log(f"serving MCP at http://127.0.0.1:{o['port']}/mcp ({servers}); `muster status` shows how it is doing")
+        _log("Ctrl-C stops everything")
         supervisor = Supervisor(stack, log=_log, renew=_renew)
         while not stack.stopping:
             supervisor.poll()
@@ -164,7 +167,10 @@ def _check_ports(o: dict[str, Any], ingress: IngressSettings) -> None:
             fail(PROG, f"{where}: {host}:{number} is already in use (is another muster up running?)")
 
 
-def _start(stack: Stack, o: dict[str, Any], settings: tuple[IngressSettings, WorkerSettings, DiscoverySettings]) -> str:
+def _start(
+    stack: Stack, o: dict[str, Any], settings: tuple[IngressSettings, WorkerSettings, DiscoverySettings]
+) -> tuple[str, list[tuple[str, int]]]:
+    """Starts the stack; returns Valkey's URL and where each part serves its metrics."""
     ingress, worker, _ = settings
     url: str = o["valkey"] or stack.valkey(o["valkey_port"] or free_port())
     log_json = "true" if o["json_logs"] else "false"
@@ -177,18 +183,23 @@ def _start(stack: Stack, o: dict[str, Any], settings: tuple[IngressSettings, Wor
                          "--port", str(o["demo_port"] + n), group="upstreams")  # fmt: skip
         for n, cluster in enumerate(DEMO_CLUSTERS):
             stack.wait_tcp(o["demo_port"] + n, f"mcp-kubernetes {cluster}")
+    # Worker and discovery serve /metrics, /healthz and /readyz on ports of their own, free ones here (a restarted
+    # child keeps its port).
+    metrics = [("ingress", o["port"]), ("discovery", free_port())]
     own = {f"MUSTER_DISCOVERY_{k}": v for k, v in common.items()}
     env = {**own, "MUSTER_DISCOVERY_SERVERS": str(servers), "MUSTER_DISCOVERY_PREFIX_MODE": o["prefix_mode"]}
-    stack.python("discovery", "services.discovery", env=env)
+    stack.python("discovery", "services.discovery", env={**env, "MUSTER_DISCOVERY_METRICS_PORT": str(metrics[1][1])})
     for n in range(o["workers"]):
+        metrics.append((f"worker {n + 1}", free_port()))
         own = {f"MUSTER_WORKER_{k}": v for k, v in common.items()}
-        stack.python(f"worker {n + 1}", "services.worker", env={**own, "MUSTER_WORKER_ID": _worker_id(n + 1, 0)},
+        env = {**own, "MUSTER_WORKER_ID": _worker_id(n + 1, 0), "MUSTER_WORKER_METRICS_PORT": str(metrics[-1][1])}
+        stack.python(f"worker {n + 1}", "services.worker", env=env,
                      group="workers", stop_timeout=worker.drain_seconds + STOP_MARGIN)  # fmt: skip
     own = {f"MUSTER_INGRESS_{k}": v for k, v in common.items()}
     env = {**own, "MUSTER_INGRESS_PORT": str(o["port"]), "MUSTER_INGRESS_EXPOSE": o["expose"]}
     stack.python("ingress", "services.ingress", env=env, stop_timeout=ingress.drain_seconds + STOP_MARGIN)
     stack.wait_http(f"http://127.0.0.1:{o['port']}/readyz", "ingress")
-    return url
+    return url, metrics
 
 
 def _demo_servers(data: Path, first_port: int) -> Path:
@@ -220,6 +231,8 @@ def _write_state(data: Path, url: str | None, ingress_port: int) -> None:
     temporary = data / f".{STATE_FILE}.{os.getpid()}"
     temporary.write_bytes(orjson.dumps(state))
     temporary.replace(data / STATE_FILE)
+    if url is not None:
+        (data / VALKEY_URL_FILE).write_text(url + "\n")
 
 
 def read_state(data: Path) -> dict[str, Any] | None:
@@ -240,3 +253,5 @@ def _remove_state(data: Path) -> None:
     if state is not None and state.get("pid") == os.getpid():
         with contextlib.suppress(OSError):
             (data / STATE_FILE).unlink()
+            if state.get("valkey_url"):
+                (data / VALKEY_URL_FILE).unlink(missing_ok=True)

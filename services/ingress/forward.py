@@ -11,21 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from services.ingress.callers import NO_LOGS
-from services.ingress.calls import Calls, Pending
+from services.ingress.calls import Calls, Pending, ReplicaFull
 from services.ingress.http import EVENT_STREAM, RequestContext
-from services.ingress.routing import route
+from services.ingress.notices import Notices
+from services.ingress.routing import Target, route
+from services.ingress.telemetry import QUEUE_FULL, REPLICA_FULL, CallSpan, Telemetry
 from shared import errors, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
+from shared.protocol import REQUIRES
 from shared.valkey import Outbox
 
 LEVELS = {
     name: n for n, name in enumerate(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
 }
-# Which client capability a server->client request needs.
-REQUIRES = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 
 
 def response(request_id: bytes, result: bytes) -> bytes:
@@ -45,6 +47,10 @@ class Flight:
     pending: Pending
     key: bytes
     client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+    span: CallSpan
+    pending_id: bytes = b""  # the call_id the replies come under
+    streaming: bool | None = None  # None until the first message before the result decides it
+    last: CallReply | None = None  # the final reply, once it came: what the call counts as (telemetry.py)
 
     def final(self, reply: CallReply) -> bytes:
         request_id = self.ctx.request_id
@@ -54,17 +60,41 @@ class Flight:
 
 
 class Forwarder:
-    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float) -> None:
+    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float, telemetry: Telemetry) -> None:
         self.calls = calls
         self.outbox = outbox
         self.replica = replica.encode()
         self.call_timeout = call_timeout
+        self.telemetry = telemetry
+        self.notices = Notices(calls, outbox, replica, call_timeout)
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
+        target = route(catalog, method, ctx.caller.upstream_params(params))
+        try:
+            flight = await self.submit(ctx, method, target, params)
+        except errors.RetryLater as exc:
+            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
+            # 503: this replica takes nothing now (it drains), so a load balancer may try another one
+            status = 503 if isinstance(exc, errors.ServiceUnavailable) else 200
+            await ctx.respond(status, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+            return
+        try:
+            reply = await self.outcome(flight)
+            await self.finish(flight, flight.final(reply))
+        finally:
+            self.close(flight)
+
+    async def submit(self, ctx: RequestContext, method: str, target: Target, params: Any = None) -> Flight:
+        """Enqueue the call (RetryLater when its queue is full); `close` the flight when done with it.
+
+        `params` are the request's as the agent sent them: the name it called and its trace context. Every call
+        submitted here is counted once, when it is refused here or when its flight is closed (telemetry.py).
+        """
         caller = ctx.caller
-        target = route(catalog, method, caller.upstream_params(params))
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
+        span = self.telemetry.begin(ctx.head, caller, method, params, target.server, target.name)
+        ctx.routed = True
         call = Call(
             call_id=call_id,
             replica=self.replica,
@@ -76,26 +106,27 @@ class Forwarder:
             deadline_ms=int((time.time() + self.call_timeout) * 1000),
             safe=target.safe,
             key=key,
+            traceparent=span.trace.header(),
+            target=target.name.encode(),
         )
         try:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
-            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            # 503: this replica takes nothing now (it drains), so a load balancer may try another one
-            status = 503 if isinstance(exc, errors.ServiceUnavailable) else 200
-            await ctx.respond(status, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
-            return
-        flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
-        try:
-            reply = await self._next(flight)
-            if reply.final:
-                await ctx.respond(200, flight.final(reply))
-            else:
-                await self._stream(flight, reply)
-        finally:
-            self.calls.done(call_id)
-            if flight.client_gone is not None:
-                flight.client_gone.cancel()
+            draining = isinstance(exc, errors.ServiceUnavailable)  # not backpressure: this replica is stopping
+            reason = None if draining else REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL
+            self.telemetry.refused(span, exc, reason)
+            raise
+        except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
+            self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)
+            raise
+        client_gone = ctx.disconnected() if caller.cancels_by_disconnect else None
+        return Flight(ctx, method, pending, key, client_gone, span, call_id)
+
+    def close(self, flight: Flight) -> None:
+        self.calls.done(flight.pending_id)
+        if flight.client_gone is not None:
+            flight.client_gone.cancel()
+        self.telemetry.finished(flight.span, flight.last)
 
     async def _next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
@@ -107,21 +138,31 @@ class Forwarder:
             return await nxt
         return nxt.result()
 
-    async def _stream(self, flight: Flight, reply: CallReply) -> None:
-        """Relay what the upstream sends during the call, then the result, as one event stream."""
+    async def outcome(self, flight: Flight) -> CallReply:
+        """The call's final reply. What the upstream sends before it is relayed on the way, as an event stream
+        (started at the first such message) when the client accepts one."""
         ctx = flight.ctx
-        streaming = ctx.head.accepts(EVENT_STREAM)
-        if streaming:
-            await ctx.start_events()
+        reply = await self._next(flight)
         while not reply.final:
-            data = self._relayed(ctx, reply, streaming)
-            if data is not None and streaming:
+            if flight.streaming is None:
+                flight.streaming = ctx.head.accepts(EVENT_STREAM)
+                if flight.streaming:
+                    await ctx.start_events()
+            data = self._relayed(ctx, reply, flight.streaming)
+            if data is not None and flight.streaming:
                 await ctx.event(data)
+                if reply.kind is ReplyKind.NOTIFICATION:
+                    self.telemetry.notified(data)
             reply = await self._next(flight)
-        if streaming:
-            await ctx.event(flight.final(reply), more=False)
+        flight.last = reply
+        return reply
+
+    async def finish(self, flight: Flight, message: bytes) -> None:
+        """The response to the request: the last event of its stream if one was started, else plain JSON."""
+        if flight.streaming:
+            await flight.ctx.event(message, more=False)
         else:
-            await ctx.respond(200, flight.final(reply))
+            await flight.ctx.respond(200, message)
 
     def _relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
         caller = ctx.caller
@@ -143,8 +184,8 @@ class Forwarder:
 
     def answer(self, ref: bytes, session: bytes, member: bytes) -> None:
         """Pass the client's answer to a relayed request to the worker whose call sent it."""
-        worker = ref.rsplit(b"/", 1)[0].decode()
-        self.outbox.append(streams.inbox(worker), streams.INBOX_MAXLEN, Answer(ref, session, member).fields())
+        answer = Answer(ref, session, member)
+        self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 
     def cancel(self, cancel: CancelCall) -> None:
         self.outbox.publish(streams.CONTROL, cancel)

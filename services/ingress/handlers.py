@@ -10,6 +10,7 @@ from services.ingress.callers import Session
 from services.ingress.current import CurrentCatalog
 from services.ingress.forward import LEVELS, Forwarder, response
 from services.ingress.http import Exchange, RequestContext
+from services.ingress.meta import Meta
 from services.ingress.routing import BadRequest, route
 from services.ingress.sessions import Sessions
 from shared import errors, streams
@@ -40,11 +41,14 @@ DISCOVERED = orjson.dumps(
 
 
 class Handlers:
-    def __init__(self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox) -> None:
+    def __init__(
+        self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox, meta: Meta
+    ) -> None:
         self.sessions = sessions
         self.current = current
         self.forwarder = forwarder
         self.outbox = outbox
+        self.meta = meta
 
     async def initialize(self, exchange: Exchange, params: Any, principal: str) -> None:
         """Opens a session; its id travels in the response's Mcp-Session-Id header."""
@@ -62,10 +66,13 @@ class Handlers:
         await exchange.respond(200, response(exchange.request_id, result), [(b"mcp-session-id", session.session_id)])
 
     async def request(self, ctx: RequestContext, method: str, params: Any) -> None:
+        if self.meta.answers(method, params):  # meta-tools, auth://status
+            await self.meta.request(ctx, self.current.catalog, method, params)
+            return
         if method in FORWARDED:
             await self.forwarder.forward(ctx, self.current.catalog, method, params)
             return
-        result = self.listing(method)
+        result = self.meta.listing(method) or self.listing(method)
         if result is None:
             result = await self._session_method(ctx, method, params)
         await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))
@@ -98,6 +105,7 @@ class Handlers:
                 if level not in LEVELS:
                     raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LEVELS)}")
                 await self.sessions.set_level(session, level)
+                await self.forwarder.notices.level(session, level, self.current.catalog)
                 return b"{}"
         raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}", status=session.unknown_method_status)
 
@@ -105,6 +113,8 @@ class Handlers:
         if method == "notifications/cancelled" and isinstance(params, dict) and "requestId" in params:
             key = session.id + " " + orjson.dumps(params["requestId"]).decode()
             self.forwarder.cancel(CancelCall(key=key, reason=str(params.get("reason") or "")))
+        elif method == "notifications/roots/list_changed":
+            await self.forwarder.notices.roots_changed(session, self.current.catalog)
 
     def client_response(self, session: Session, message: dict[str, Any]) -> None:
         """The client answers a request an upstream sent during a call: pass it to the worker running that call."""

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from shared import errors
-from shared.catalog import Catalog
+from shared.catalog import Catalog, FamilyRoute
+from shared.meta.errors import RouteError
 
 
 class BadRequest(Exception):
@@ -29,6 +30,7 @@ class Target:
     server: str
     params: bytes  # as the upstream must receive them
     safe: bool
+    name: str = ""  # the upstream's name of the tool or prompt called; "" for other methods
 
 
 def _string(params: dict[str, Any], key: str, method: str) -> str:
@@ -60,16 +62,28 @@ def route(catalog: Catalog, method: str, params: Any) -> Target:
         kind, routes = ("tool", catalog.tools) if method == "tools/call" else ("prompt", catalog.prompts)
         found = routes.get(name)
         if found is None:
-            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False)
+            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False, name)
+        if isinstance(found, FamilyRoute):
+            return _family(found, name, params)
         if found.name != name:
             params = {**params, "name": found.name}
-        return Target(found.server, orjson.dumps(params), found.safe)
+        return Target(found.server, orjson.dumps(params), found.safe, found.name)
     if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
         uri = _string(params, "uri", method)
         return Target(_resource(catalog, uri), orjson.dumps(params), True)
     if method == "completion/complete":
         return _completion(catalog, params)
     raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+
+def _family(family: FamilyRoute, name: str, params: dict[str, Any]) -> Target:
+    """A family tool goes to the member its instance argument names, without that argument."""
+    try:
+        member, arguments = family.resolve(name, params.get("arguments") or {})
+    except RouteError as exc:
+        raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {exc.message}") from None
+    body = orjson.dumps({**params, "name": member.name, "arguments": arguments})
+    return Target(member.server, body, member.safe, member.name)
 
 
 def _completion(catalog: Catalog, params: dict[str, Any]) -> Target:

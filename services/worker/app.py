@@ -11,6 +11,7 @@ group is missing (as after Valkey lost its data), where the worker recreates the
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -24,12 +25,28 @@ from redis.exceptions import RedisError
 
 from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
+from services.worker.telemetry import Telemetry
 from services.worker.upstream import Upstream
 from shared import records, sentinel, streams
 from shared.follow import Follow
+from shared.health import Health, serve
+from shared.instruments import WorkerInstruments
+from shared.labels import LabelBounds
 from shared.lifecycle import Background, Service
-from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.messages import (
+    Answer,
+    CancelCall,
+    CapabilityChange,
+    Fields,
+    ServerRecord,
+    SessionEnded,
+    decode,
+    decode_control,
+)
+from shared.metrics import Metrics
+from shared.tracing import Tracing
 from shared.valkey import Outbox, connect, ensure_group, follow_failovers
 
 logger = logging.getLogger(__name__)
@@ -57,6 +74,17 @@ async def _raw_decode(message: Any, original: Any) -> Any:
     return list(zip(raw["message_ids"], raw["data"], strict=True))
 
 
+class NotReady(Exception):
+    pass
+
+
+def _group_names(reply: Any) -> set[str]:
+    if not isinstance(reply, list):
+        return set()
+    names = (g.get("name") for g in reply if isinstance(g, dict))
+    return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
         self.settings = settings
@@ -65,11 +93,18 @@ class Worker:
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()  # heartbeat and broadcasts: they run until the drain is over
         self.claiming = Background()  # reclaim and the readers' upkeep: they stop when the drain begins
+        self.draining = False
+        self.metrics = Metrics("worker")
+        self.health = Health(self.metrics.registry)
+        self.health.check("valkey", self._valkey)
+        self.health.check("consumer_groups", self._consumer_groups)
+        self.health.check("draining", self._draining)
         # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.janitor: Janitor
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
@@ -77,7 +112,27 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
-        self.dispatcher = Dispatcher(self.outbox, s.id)
+        bounds = LabelBounds()
+        instruments = WorkerInstruments(self.metrics, bounds) if s.call_metrics else None
+        self.tracing = Tracing.configured(s.tracing, "worker")
+        self.telemetry = Telemetry(self.metrics, bounds, instruments, self.tracing)
+        self.telemetry.sessions(self.servers.values)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            s.id,
+            agent_sessions=s.agent_sessions,
+            per_agent=s.upstream_sessions == "agent",
+            held_streams=s.held_streams,
+            answer_seconds=s.answer_seconds,
+            telemetry=self.telemetry,
+        )
+        self.janitor = Janitor(
+            self.outbox,
+            self.dispatcher.bindings,
+            self.dispatcher.agents,
+            lambda: self.servers,
+            interval=s.janitor_seconds,
+        )
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -89,13 +144,16 @@ class Worker:
             max_deliveries=s.max_deliveries,
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
-        work = asyncio.create_task(self._work())
         try:
-            yield work
+            async with serve(self.health, s.metrics_host, s.metrics_port):  # readiness answers during the drain too
+                work = asyncio.create_task(self._work())
+                try:
+                    yield work
+                finally:
+                    work.cancel()  # still waiting for Valkey to start, perhaps
+                    await asyncio.gather(work, return_exceptions=True)
+                    await self.stop()
         finally:
-            work.cancel()  # still waiting for Valkey to start, perhaps
-            await asyncio.gather(work, return_exceptions=True)
-            await self.stop()
             await self.broker.stop()
             await self._close()
 
@@ -120,14 +178,34 @@ class Worker:
                     logger.warning("valkey unreachable at start: %s; waiting for it", exc)
                 await asyncio.sleep(min(START_BACKOFF_MAX, 0.25 * failures))
 
+    async def _valkey(self) -> None:
+        await self.client.ping()
+
+    async def _consumer_groups(self) -> None:
+        """Ready only while the group of every server this worker serves exists (Valkey may have lost them)."""
+        names = list(self.servers)
+        if not names:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.xinfo_groups(streams.calls(name))
+        replies = await pipe.execute(raise_on_error=False)
+        missing = [n for n, r in zip(names, replies, strict=True) if streams.GROUP_WORKERS not in _group_names(r)]
+        if missing:
+            raise NotReady(f"no consumer group on the streams of {', '.join(missing)}")
+
+    async def _draining(self) -> None:
+        if self.draining:
+            raise NotReady("shutting down: no new calls")
+
     async def start(self) -> None:
         """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
         await self.reclaimer.beat()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run_heartbeat(), self._follow()):
+        for loop in (self.reclaimer.run_heartbeat(), self._follow(), self.dispatcher.listeners.renew()):
             self.loops.spawn(loop)
-        for loop in (self.reclaimer.run(), self._maintain()):
+        for loop in (self.reclaimer.run(), self._maintain(), self.janitor.run()):
             self.claiming.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
@@ -135,6 +213,7 @@ class Worker:
         """The drain: nothing new is claimed (readers and reclaim stop), the calls running here finish within
         drain_seconds while the heartbeat and the inbox (cancellations, relayed answers) keep going. What still
         runs after that stays pending, and is reclaimed once this worker's heartbeat is gone."""
+        self.draining = True
         self.claiming.cancel()
         await self.claiming.wait(CLOSE_SECONDS)
         for upstream in self.servers.values():
@@ -146,6 +225,7 @@ class Worker:
         left = len(self.dispatcher.background.tasks)
         if left:
             logger.warning("drained: %d calls still running are left to be reclaimed by another worker", left)
+        await self.dispatcher.listeners.close(CLOSE_SECONDS)  # the upstream GET streams held here: another takes them
         self.loops.cancel()
         await self.loops.wait(CLOSE_SECONDS)
 
@@ -161,6 +241,7 @@ class Worker:
         except (RedisError, OSError) as exc:  # Valkey may already be gone at shutdown
             logger.info("could not clear the heartbeat: %s", exc)
         await self.client.aclose()
+        self.tracing.shutdown()
 
     async def _follow(self) -> None:
         async for batch in self.broadcasts:
@@ -176,6 +257,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, SessionEnded):
+                self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:
@@ -192,6 +275,7 @@ class Worker:
                 await self._remove(name)
             else:
                 await self._add(record)
+        self.telemetry.catalog_changed([u.record for u in self.servers.values()])
 
     async def _maintain(self) -> None:
         # Heals a missed capability event (the records in Valkey are the truth), and a lane whose reader stopped:
@@ -217,9 +301,11 @@ class Worker:
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
         if upstream is not None:
-            upstream.configure(record)
+            if upstream.configure(record):
+                self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
+        upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 
@@ -227,6 +313,7 @@ class Worker:
         upstream = self.servers.pop(name, None)
         if upstream is not None:
             upstream.retire()
+            self.dispatcher.listeners.drop(name)
             await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 
