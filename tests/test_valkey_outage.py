@@ -90,7 +90,7 @@ def test_while_valkey_is_away_calls_are_answered_at_once_and_all_resumes_when_it
         assert time.monotonic() - started < 2, "answered at once, not at the call's deadline"
         assert status == 503 and message["error"]["code"] == -32006 and message["error"]["data"] == {"retryAfter": 1}
     ready = httpx.get(muster.url().replace("/mcp", "/readyz"), timeout=5)
-    assert ready.status_code == 503 and ready.json()["checks"]["valkey"].startswith("unreachable")
+    assert ready.status_code == 503 and "Connection" in ready.json()["checks"]["valkey"]
 
     time.sleep(2)  # a while longer away: nothing gives up meanwhile
     muster.stack.valkey(port)  # back, with its append-only file
