@@ -15,9 +15,13 @@ from typing import Any
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from shared import streams
+from shared import sentinel, streams
 from shared.messages import ReplyStreamEntry, encode
 from shared.resp import Connection, pack
 
@@ -45,18 +49,82 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None, tim
     """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first.
 
     Connecting is bounded by `timeout`; the read timeout is that much longer than the longest blocking read
-    muster makes, so that a read that simply found nothing is never mistaken for a dead connection.
+    muster makes, so that a read that simply found nothing is never mistaken for a dead connection. With a
+    Sentinel URL (shared/sentinel.py) the client's pool asks the Sentinels for the primary on every new
+    connection, and drops a connection to a demoted one.
     """
-    client: Redis = Redis.from_url(
-        url,
-        decode_responses=False,
-        max_connections=max_connections,
-        client_name=name,
-        health_check_interval=30,
-        socket_timeout=BLOCK_SECONDS + timeout,
-        socket_connect_timeout=timeout,
+    options: dict[str, Any] = {
+        # A pooled connection that Valkey dropped (a restart, a failover) fails the next command on it: tried once
+        # more on a new connection, or every such connection fails one caller (and flaps /readyz) after a restart.
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
+        "decode_responses": False,
+        "max_connections": max_connections,
+        "client_name": name,
+        "health_check_interval": 30,
+        "socket_timeout": BLOCK_SECONDS + timeout,
+        "socket_connect_timeout": timeout,
+    }
+    address = sentinel.parse(url)
+    if not address.is_sentinel:
+        client: Redis = Redis.from_url(url, **options)
+        return client
+    return sentinel_client(address, options)
+
+
+def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis:
+    """A redis-py client of the primary that `address`'s Sentinels name."""
+    credentials = {"username": address.username, "password": address.password}
+    group = Sentinel(  # type: ignore[no-untyped-call]
+        address.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": options["socket_connect_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            **(credentials if address.sentinel_auth else {}),
+        },
+        db=address.db,
+        ssl=address.tls,
+        **credentials,
     )
+    client: _FollowingRedis = group.master_for(address.primary_name, redis_class=_FollowingRedis, **options)
+    client.sentinel_group = group
+    follow_failovers(address, client)
     return client
+
+
+class _FollowingRedis(Redis):
+    """A client of a Sentinel group's primary; closing it closes its connections to the Sentinels too, and stops
+    following the failovers."""
+
+    stop_following: Callable[[], None] | None = None
+    sentinel_group: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.stop_following is not None:
+            self.stop_following()
+            self.stop_following = None
+        await super().aclose(close_connection_pool)
+        if self.sentinel_group is not None:
+            await asyncio.gather(*(s.aclose() for s in self.sentinel_group.sentinels), return_exceptions=True)
+
+
+def follow_failovers(address: sentinel.Address, client: Redis) -> None:
+    """Drops `client`'s connections when the Sentinels announce a failover, so that none stays with a demoted
+    primary (shared/sentinel.py); outside an event loop (no connection is made there either) it does nothing."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    background: set[asyncio.Task[None]] = set()
+
+    def switched(new: tuple[str, int]) -> None:
+        task = asyncio.ensure_future(client.connection_pool.disconnect())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    stop = sentinel.on_switch(address, switched)
+    if isinstance(client, _FollowingRedis):
+        client.stop_following = stop
 
 
 async def ensure_group(client: Redis, server: str) -> None:
@@ -75,7 +143,7 @@ def xadd(stream: bytes | str, maxlen: int, fields: Iterable[Arg]) -> tuple[Arg, 
 
 
 # Scripts. Each runs on one key or on keys of one server's hash tag, so each stays on one Cluster node (the queue's
-# own scripts are in queue.py).
+# own scripts are in queue.py: a call enters a queue only through queue.enqueue).
 
 # KEYS: key. ARGV: expected value[, hash field]. Deletes the key (or the field of the hash) only while it holds
 # the expected value: a holder lets go of what it holds, never of what another took over since.

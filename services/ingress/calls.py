@@ -12,6 +12,7 @@ in flight to one server, so that servers that hang cannot take all of this repli
 """
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -24,7 +25,7 @@ from redis.asyncio import Redis
 from services.ingress.get_streams import GetStreams
 from shared import errors, queue, streams
 from shared.follow import BEGINNING, Follow
-from shared.messages import Answer, Call, CallReply, ReplyKind, SessionEvent, read_reply
+from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind, SessionEvent, read_reply
 from shared.resp import ConnectionClosed, Unreachable
 from shared.valkey import BLOCK_SECONDS, Outbox
 
@@ -44,10 +45,12 @@ class ReplicaFull(errors.QueueFull):
 class Pending:
     """The replies of one call, in order, for the request that waits for them."""
 
-    __slots__ = ("replies", "server", "waiter")
+    __slots__ = ("key", "replies", "safe", "server", "waiter")
 
-    def __init__(self, server: bytes) -> None:
+    def __init__(self, server: bytes = b"", key: bytes = b"", safe: bool = False) -> None:
         self.server = server
+        self.key = key  # Call.key: what cancels it
+        self.safe = safe
         self.replies: deque[CallReply] = deque()
         self.waiter: asyncio.Future[None] | None = None
 
@@ -94,6 +97,8 @@ class Calls:
         self.retry_after = retry_after
         self.pending: dict[bytes, Pending] = {}
         self.per_server: Counter[bytes] = Counter()  # calls in flight from here, by server
+        self.draining = False  # the replica is shutting down: no new call is accepted
+        self._quiet = asyncio.Event()  # while draining: no call is in flight any more
         self._deadlines: list[tuple[float, bytes]] = []
         self._ids = itertools.count(1)
         # the replica id is new, so everything in its stream is for this process
@@ -107,7 +112,13 @@ class Calls:
     async def submit(self, call: Call) -> Pending:
         """Enqueue the call; raises QueueFull when its server's queue, this replica, or this replica's room for
         the server is at its bound; ConnectionError when Valkey could not take it; OutcomeUnknown when Valkey
-        may have taken a call that is not safe to run twice and its caller must not simply send it again."""
+        may have taken a call that is not safe to run twice and its caller must not simply send it again;
+        ServiceUnavailable while the replica drains."""
+        if self.draining:
+            raise errors.ServiceUnavailable(
+                "this muster replica is shutting down and took no new call; retry, another replica will take it",
+                self.retry_after,
+            )
         if len(self.pending) >= self.max_pending:
             raise ReplicaFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
         if self.per_server[call.server] >= self.max_pending_per_server:
@@ -146,7 +157,7 @@ class Calls:
         return int((time.time() + self.valkey_clock + self.enqueue_seconds) * 1000)
 
     def _hold(self, call: Call) -> Pending:
-        pending = self.pending[call.call_id] = Pending(call.server)
+        pending = self.pending[call.call_id] = Pending(call.server, call.key, call.safe)
         self.per_server[call.server] += 1
         return pending
 
@@ -159,7 +170,16 @@ class Calls:
                 self.per_server[pending.server] = left
             else:
                 del self.per_server[pending.server]
+        if self.draining and not self.pending:
+            self._quiet.set()
         return pending
+
+    async def settle(self, within: float) -> None:
+        """While draining: returns once every call in flight has been answered, or after `within` seconds."""
+        if self.pending:
+            self._quiet.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), within)
 
     async def read_replies(self) -> None:
         async for batch in self._replies:
@@ -244,3 +264,24 @@ class Calls:
             await self.outbox.send(b"DEL", streams.replies(replica))
         except ConnectionError as exc:  # they expire
             logger.info("could not remove the reply stream: %s", exc)
+
+    def abandon(self) -> int:
+        """Answers every call still waiting, at the end of a drain, and cancels it, so that none runs after its
+        caller was told otherwise. A call that is safe to run twice may simply be retried; any other may have run."""
+        left, self.pending = self.pending, {}
+        self.per_server.clear()
+        for call_id, pending in left.items():
+            self.outbox.publish(streams.CONTROL, CancelCall(key=pending.key.decode(), reason="the replica shut down"))
+            if pending.safe:
+                error: errors.MusterError = errors.ServiceUnavailable(
+                    "this muster replica shut down before the call's outcome arrived; the call was cancelled, and it "
+                    "is safe to retry",
+                    self.retry_after,
+                )
+            else:
+                error = errors.OutcomeUnknown(
+                    "this muster replica shut down before the call's outcome arrived; the call was cancelled, but it "
+                    "may have run, and it is not safe to run twice"
+                )
+            pending.push(CallReply(call_id, ReplyKind.ERROR, error.body()))
+        return len(left)

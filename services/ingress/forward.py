@@ -73,10 +73,12 @@ class Forwarder:
         try:
             flight = await self.submit(ctx, method, target, params)
         except errors.MusterError as exc:  # refused (retry later), or possibly queued (outcome unknown)
-            headers = []
+            headers, status = [], 200
             if isinstance(exc, errors.RetryLater):
                 headers = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), headers)
+                # 503: this replica takes nothing now (it drains), so a load balancer may try another one
+                status = 503 if isinstance(exc, errors.ServiceUnavailable) else 200
+            await ctx.respond(status, error(ctx.request_id, exc.code, exc.message, exc.data), headers)
             return
         try:
             reply = await self.outcome(flight)
@@ -113,7 +115,9 @@ class Forwarder:
         try:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
-            self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
+            draining = isinstance(exc, errors.ServiceUnavailable)  # not backpressure: this replica is stopping
+            reason = None if draining else REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL
+            self.telemetry.refused(span, exc, reason)
             raise
         except errors.MusterError as exc:  # Valkey may have queued it: outcome unknown
             self.telemetry.refused(span, exc, None)

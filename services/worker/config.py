@@ -35,6 +35,9 @@ class WorkerSettings(ServiceSettings):
     breaker_failures: int = Field(5, gt=0)
     breaker_cooldown_seconds: float = Field(3.0, gt=0)
     breaker_probe_seconds: float = Field(10.0, gt=0)
+    # After SIGTERM: how long the calls this worker runs may take to finish; it claims nothing new meanwhile, and
+    # what is still running then is left to be reclaimed by another worker.
+    drain_seconds: float = Field(20.0, ge=0)
     # "agent": an upstream that names its sessions gets one per agent session (what an agent does there stays its
     # own); "shared": one per worker, server and credential for every agent, as for sessionless upstreams.
     upstream_sessions: Literal["agent", "shared"] = "agent"

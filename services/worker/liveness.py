@@ -18,11 +18,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import redis
+import redis.sentinel
 from redis.exceptions import RedisError
 
-from shared import streams
+from shared import sentinel, streams
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,29 @@ logger = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1024)
 def _replica_key(replica: bytes) -> bytes:
     return streams.replica_beat(replica.decode()).encode()
+
+
+def _client(url: str, name: str, timeout: float) -> redis.Redis:
+    """A blocking client for the heartbeat's thread; with a Sentinel URL, of the primary the Sentinels name (asked
+    again on each new connection, so that the heartbeat follows a failover)."""
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "client_name": name}
+    address = sentinel.parse(url)
+    if not address.is_sentinel:
+        return redis.Redis.from_url(url, **options)
+    credentials = {"username": address.username, "password": address.password}
+    group = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        address.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            **(credentials if address.sentinel_auth else {}),
+        },
+        db=address.db,
+        ssl=address.tls,
+        **credentials,
+    )
+    client: redis.Redis = group.master_for(address.primary_name, **options)  # type: ignore[no-untyped-call]
+    return client
 
 
 class Heartbeat:
@@ -65,6 +90,8 @@ class Heartbeat:
         self.tick = time.monotonic()
 
     def start(self) -> None:
+        if self._thread is not None:  # started already (a start that failed later on is tried again)
+            return
         self._thread = threading.Thread(target=self._run, name="muster-heartbeat", daemon=True)
         self._thread.start()
 
@@ -74,12 +101,7 @@ class Heartbeat:
             self._thread.join(self.interval + 2 * self.timeout)
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(
-            self.url,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            client_name=self.name,
-        )
+        client = _client(self.url, self.name, self.timeout)
         try:
             while True:
                 if time.monotonic() - self.tick <= self.stall:
