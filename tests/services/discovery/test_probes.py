@@ -1,0 +1,156 @@
+"""Probes: what a failure says of a server, servers muster refuses, and a new probe that starts from the published
+record. Upstreams are real sockets on 127.0.0.1: one that never answers, one that is closed."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from muster.stack import free_port
+from services.discovery.config import DiscoverySettings
+from services.discovery.probes import Probes, failure_state
+from shared.http1 import ConnectFailed, ConnectionLost, ConnectTimeout, MalformedResponse
+from shared.mcpserver import MCPServer, parse
+from shared.messages import ServerRecord
+from shared.upstream import StatusError, UpstreamFailure
+from shared.valkey import Outbox
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("exc", "state"),
+    [
+        (StatusError(401, b"", None), "Auth Required"),
+        (StatusError(503, b"", None), "Disconnected"),
+        (StatusError(400, b"bad", None), "Failed"),
+        (ConnectFailed("refused"), "Disconnected"),
+        (ConnectTimeout("slow"), "Disconnected"),
+        (ConnectionLost("reset", reused=False, received=False), "Disconnected"),
+        (TimeoutError(), "Disconnected"),
+        (MalformedResponse("garbage"), "Disconnected"),
+        (UpstreamFailure("initialize failed"), "Failed"),
+        (ValueError("odd"), "Failed"),
+    ],
+)
+def test_a_failed_listing_says_whether_the_server_wants_a_login_is_unreachable_or_answers_wrongly(
+    exc: BaseException, state: str
+) -> None:
+    assert failure_state(exc) == state
+
+
+def server(name: str, url: str | None, **spec: Any) -> MCPServer:
+    return parse(
+        {
+            "apiVersion": "muster.giantswarm.io/v1alpha1",
+            "kind": "MCPServer",
+            "metadata": {"name": name, "namespace": "muster", "generation": 3},
+            "spec": {"type": "streamable-http", "url": url, **spec},
+        }
+    )
+
+
+def published(name: str, url: str) -> ServerRecord:
+    return ServerRecord(
+        name=name, url=url, state="Connected", prefix=name, tools=[{"name": "t", "inputSchema": {"type": "object"}}]
+    )
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[str]:
+    """An upstream that accepts connections and never answers: a listing of it takes its whole timeout."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    listening = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        for writer in held:
+            writer.close()
+        listening.close()
+
+
+@pytest.fixture
+async def probes(valkey_url: str) -> AsyncIterator[Probes]:
+    outbox = Outbox(valkey_url)
+    settings = DiscoverySettings(valkey_url=valkey_url, list_timeout=0.5, grace_seconds=30, refresh_seconds=30)
+    probing = Probes(settings, outbox)
+    try:
+        yield probing
+    finally:
+        probing.stop_all()
+        outbox.close()
+
+
+async def attempted(probes: Probes, name: str) -> None:
+    with anyio.fail_after(5):
+        while probes.probes[name].state is None:
+            probes.changed.clear()
+            await probes.changed.wait()
+
+
+async def test_a_server_muster_cannot_serve_is_failed_with_the_field_named_and_never_probed(probes: Probes) -> None:
+    stdio = parse(
+        {
+            "apiVersion": "muster.giantswarm.io/v1alpha1",
+            "kind": "MCPServer",
+            "metadata": {"name": "local"},
+            "spec": {"type": "stdio", "command": "mcp-kubernetes"},
+        }
+    )
+    token_exchange = server(
+        "remote",
+        "http://127.0.0.1:9/mcp",
+        auth={"tokenExchange": {"enabled": True, "dexTokenEndpoint": "https://dex/token", "connectorId": "c"}},
+    )
+    plain = server("plain", "http://127.0.0.1:9/mcp", auth={"type": "none"})
+    probes.apply({"local": stdio, "remote": token_exchange}, {})
+    records = probes.records()
+    assert records["local"].state == "Failed" and records["local"].error.startswith("spec.type stdio")  # type: ignore[union-attr]
+    assert records["remote"].error.startswith("spec.auth.tokenExchange")  # type: ignore[union-attr]
+    assert all(p.task is None for p in probes.probes.values())
+    health = probes.health(records)
+    assert health["remote"].state == "Failed" and health["remote"].last_error == records["remote"].error
+    probes.apply({"plain": plain}, {})
+    assert probes.probes["plain"].task is not None, "auth type none asks for nothing muster lacks"
+
+
+async def test_a_new_probe_serves_the_published_record_until_its_first_attempt_ends(
+    probes: Probes, silent: str
+) -> None:
+    before = published("a", silent)
+    probes.apply({"a": server("a", silent)}, {"a": before})
+    assert probes.records()["a"] == before, "the same server as published: its tools stay while it is listed"
+    assert probes.health(probes.records()) == {}, "no status before an attempt ended"
+    await attempted(probes, "a")
+    record = probes.records()["a"]
+    assert record.state == "Connected" and record.tools == before.tools, "within the grace period"
+    status = probes.health(probes.records())["a"]
+    assert status.state == "Disconnected" and status.consecutive_failures == 1 and status.next_retry_after
+    assert status.observed_generation == 3 and status.namespace == "muster" and status.tool_count == 0
+
+
+async def test_a_probe_of_a_changed_endpoint_serves_the_old_record_only_until_its_first_attempt_ends(
+    probes: Probes, silent: str
+) -> None:
+    before = published("a", f"http://127.0.0.1:{free_port()}/mcp")
+    probes.apply({"a": server("a", silent, toolPrefix="renamed")}, {"a": before})
+    assert probes.records()["a"] == before.model_copy(update={"prefix": "renamed"}), "renamed at once"
+    await attempted(probes, "a")
+    record = probes.records()["a"]
+    assert record.state == "Disconnected" and record.url == silent and record.tools == []
+
+
+async def test_a_new_server_enters_the_records_once_an_attempt_ended(probes: Probes) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/mcp"
+    probes.apply({"b": server("b", closed)}, {})
+    assert probes.records() == {}
+    await attempted(probes, "b")
+    assert probes.records()["b"].state == "Disconnected"
+    assert "cannot connect" in (probes.records()["b"].error or "")
