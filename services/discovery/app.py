@@ -125,20 +125,24 @@ class Discovery:
 
     async def _serve(self) -> None:
         while True:
+            woken = self._wake.is_set()
+            self._wake.clear()
             try:
-                await self._step()
+                await self._step(woken)
             except (RedisError, ConnectionError, OSError) as exc:
                 logger.warning("valkey unreachable: %s; trying again", exc)
+                self._wake.set()  # whatever was to be published still is
                 await asyncio.sleep(OUTAGE_PAUSE)
                 continue
-            self._wake.clear()
+            # Woken by a change, or at least every poll interval: a lease that lapses on the clock is noticed.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
 
-    async def _step(self) -> None:
+    async def _step(self, woken: bool) -> None:
         """Follows the lease; as leader, gives the probes the desired servers and publishes what they found."""
-        await self._follow_lease()
-        if not self.leading or self.desired is None:
+        if await self._follow_lease():
+            woken = True
+        if not self.leading or self.desired is None or not woken:
             return
         if self.desired is not self._applied:
             self._applied = self.desired
@@ -148,14 +152,16 @@ class Discovery:
             await self.publisher.publish(records)
             self._report(records)
 
-    async def _follow_lease(self) -> None:
+    async def _follow_lease(self) -> bool:
+        """Takes up or lays down the work as the lease says; True when everything is to be published again."""
         leader = self.leadership.is_leader
         if leader and not self.leading:
             self.publisher.forget()
             await self.publisher.check()  # what the last leader published: the probes start from it
             self.leading, self._applied, self._checked_at = True, None, time.monotonic()
             logger.info("discovery leads: probing %s servers", len(self.desired.servers) if self.desired else "no")
-        elif not leader and self.leading:
+            return True
+        if not leader and self.leading:
             logger.info("discovery no longer leads; another one probes and publishes")
             self.probes.stop_all()
             self.publisher.forget()
@@ -167,6 +173,8 @@ class Discovery:
                 # first, and let the listeners subscribe again.
                 logger.warning("the catalog in valkey is gone; publishing it again")
                 self.probes.subscriptions_changed()
+                return True
+        return False
 
     def _report(self, records: dict[str, ServerRecord]) -> None:
         """Hands every status that changed to the writer, and forgets the servers that are gone."""
