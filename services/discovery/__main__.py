@@ -1,12 +1,16 @@
 from services.discovery.app import create_app
 from services.discovery.config import DiscoverySettings
+from services.discovery.kube import NoCluster
 from shared import logs
 
 
 def main() -> None:
     settings = DiscoverySettings()
     logs.configure("discovery", settings.log_level, settings.log_json)
-    create_app(settings).run()
+    try:
+        create_app(settings).run()
+    except NoCluster as exc:
+        raise SystemExit(f"discovery: {exc}") from None
 
 
 if __name__ == "__main__":
