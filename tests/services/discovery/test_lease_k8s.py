@@ -102,6 +102,22 @@ async def test_a_failing_api_keeps_the_leader_until_its_deadline_and_no_longer(
     assert await a.renew(), "nobody took it meanwhile: the same holder leads again"
 
 
+@pytest.mark.anyio
+async def test_a_standby_knows_of_a_leader_while_the_lease_is_renewed_and_until_it_could_be_taken(
+    api: FakeApi, kube: client.ApiClient
+) -> None:
+    a, b = candidate(kube, "a"), candidate(kube, "b")
+    assert not b.leader_known, "nothing seen yet"
+    assert await a.renew() and a.leader_known
+    assert not await b.renew() and b.leader_known
+    seen = time.monotonic()
+    with anyio.fail_after(LEASE_DURATION + 2):  # nobody renews: known until the lease could be taken
+        while b.leader_known:
+            await asyncio.sleep(0.05)
+    assert time.monotonic() - seen >= LEASE_DURATION - 0.2
+    assert await b.renew() and b.leader_known
+
+
 class Holder:
     def __init__(self, api: FakeApi, name: str) -> None:
         self.name = name
