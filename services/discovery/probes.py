@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from services.discovery.collisions import resolve_collisions
 from services.discovery.config import DiscoverySettings
@@ -84,10 +85,11 @@ class Probe:
         self.state = "Connected"
 
 
-def _same_endpoint(record: ServerRecord, server: MCPServer) -> bool:
-    """The record was listed from the server as this spec describes it (so its listing still stands)."""
-    spec = server.spec
-    return record.url == spec.url and record.headers == (spec.headers or {}) and record.timeout == spec.timeout
+def _adoptable(record: ServerRecord | None, server: MCPServer) -> ServerRecord | None:
+    """The published record as the new probe's last good listing: only a listing of the same spec still stands."""
+    if record is None or record.state != "Connected" or record.spec != server.spec:
+        return None
+    return record.model_copy(update={"exposed": True, "error": None})  # collisions are decided again
 
 
 class Probes:
@@ -124,8 +126,7 @@ class Probes:
             logger.error("MCPServer %s is not served: %s", server.name, reason)
             probe.state, probe.error = "Failed", reason
             return probe
-        if previous is not None and previous.state == "Connected" and _same_endpoint(previous, server):
-            probe.good = previous  # a listing that still stands: the grace period covers it like any other
+        probe.good = _adoptable(previous, server)  # a listing that still stands: its grace period holds too
         probe.task = asyncio.create_task(self._probe(probe))
         return probe
 
@@ -187,10 +188,14 @@ class Probes:
         s = self.settings
         name, spec = probe.server.name, probe.server.spec
         prefix = prefix_for(name, spec.tool_prefix, s.prefix_mode, len(self.probes))
+        source: Literal["filesystem", "kubernetes"] = "kubernetes" if s.source == "kubernetes" else "filesystem"
         if probe.good is not None and (probe.failing_since is None or now - probe.failing_since < s.grace_seconds):
-            return probe.good.model_copy(update={"prefix": prefix, "error": probe.error})
+            return probe.good.model_copy(update={"prefix": prefix, "error": probe.error, "source": source})
+        if probe.state is None and probe.previous is not None:
+            served = {"prefix": prefix, "exposed": True, "error": None} if probe.previous.state == "Connected" else {}
+            return probe.previous.model_copy(update={"prefix": prefix, **served})
         if probe.state is None:
-            return None if probe.previous is None else probe.previous.model_copy(update={"prefix": prefix})
+            return None
         return ServerRecord(
             name=name,
             url=spec.url or "",
@@ -199,6 +204,8 @@ class Probes:
             prefix=prefix,
             headers=spec.headers or {},
             timeout=float(spec.timeout),
+            spec=spec,
+            source=source,
         )
 
     def health(self, records: Mapping[str, ServerRecord]) -> dict[str, ServerStatus]:

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.ingress.auth_state import PlainAuth
 from services.ingress.broadcasts import Broadcasts
 from services.ingress.calls import Calls
 from services.ingress.config import IngressSettings
@@ -23,6 +24,7 @@ from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.meta import Meta
 from services.ingress.sessions import Sessions
 from shared.valkey import Outbox, connect
 
@@ -58,7 +60,8 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
     )
     current = CurrentCatalog()
     broadcasts = Broadcasts(client, current, get_streams, sessions)
-    handlers = Handlers(sessions, current, Forwarder(calls, outbox, settings.replica_id, settings.call_timeout), outbox)
+    forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout)
+    handlers = Handlers(sessions, current, forwarder, outbox, Meta(settings.expose, forwarder, PlainAuth()))
     tasks: list[asyncio.Task[None]] = []
     try:
         await broadcasts.start()

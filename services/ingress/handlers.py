@@ -10,6 +10,7 @@ from services.ingress.callers import Session
 from services.ingress.current import CurrentCatalog
 from services.ingress.forward import LEVELS, Forwarder, response
 from services.ingress.http import Exchange, RequestContext
+from services.ingress.meta import Meta
 from services.ingress.routing import BadRequest, route
 from services.ingress.sessions import Sessions
 from shared import errors, streams
@@ -40,11 +41,14 @@ DISCOVERED = orjson.dumps(
 
 
 class Handlers:
-    def __init__(self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox) -> None:
+    def __init__(
+        self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox, meta: Meta
+    ) -> None:
         self.sessions = sessions
         self.current = current
         self.forwarder = forwarder
         self.outbox = outbox
+        self.meta = meta
 
     async def initialize(self, exchange: Exchange, params: Any, principal: str) -> None:
         """Opens a session; its id travels in the response's Mcp-Session-Id header."""
@@ -62,10 +66,13 @@ class Handlers:
         await exchange.respond(200, response(exchange.request_id, result), [(b"mcp-session-id", session.session_id)])
 
     async def request(self, ctx: RequestContext, method: str, params: Any) -> None:
+        if self.meta.answers(method, params):  # meta-tools, auth://status
+            await self.meta.request(ctx, self.current.catalog, method, params)
+            return
         if method in FORWARDED:
             await self.forwarder.forward(ctx, self.current.catalog, method, params)
             return
-        result = self.listing(method)
+        result = self.meta.listing(method) or self.listing(method)
         if result is None:
             result = await self._session_method(ctx, method, params)
         await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))

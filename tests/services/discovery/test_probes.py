@@ -1,5 +1,6 @@
 """Probes: what a failure says of a server, servers muster refuses, and a new probe that starts from the published
-record. Upstreams are real sockets on 127.0.0.1: one that never answers, one that is closed."""
+record (adopting it when its spec is the same, so that a restarted discovery changes nothing agents see).
+Upstreams are real sockets on 127.0.0.1: one that never answers, one that is closed."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -52,10 +53,20 @@ def server(name: str, url: str | None, **spec: Any) -> MCPServer:
     )
 
 
-def published(name: str, url: str) -> ServerRecord:
-    return ServerRecord(
-        name=name, url=url, state="Connected", prefix=name, tools=[{"name": "t", "inputSchema": {"type": "object"}}]
+def published(of: MCPServer, **changes: Any) -> ServerRecord:
+    """The record a leader published for this server: listed, and (as collisions left it) not exposed."""
+    record = ServerRecord(
+        name=of.name,
+        url=of.spec.url or "",
+        state="Connected",
+        prefix=of.name,
+        exposed=False,
+        error="collides",
+        revision=7,
+        tools=[{"name": "t", "inputSchema": {"type": "object"}}],
+        spec=of.spec,
     )
+    return record.model_copy(update=changes)
 
 
 @pytest.fixture
@@ -121,30 +132,48 @@ async def test_a_server_muster_cannot_serve_is_failed_with_the_field_named_and_n
     assert probes.probes["plain"].task is not None, "auth type none asks for nothing muster lacks"
 
 
-async def test_a_new_probe_serves_the_published_record_until_its_first_attempt_ends(
+async def test_a_new_probe_adopts_the_published_record_of_the_same_spec_and_keeps_it_through_its_grace(
     probes: Probes, silent: str
 ) -> None:
-    before = published("a", silent)
-    probes.apply({"a": server("a", silent)}, {"a": before})
-    assert probes.records()["a"] == before, "the same server as published: its tools stay while it is listed"
+    same = server("a", silent, family={"name": "mc", "instanceArg": "cluster"})
+    probes.apply({"a": same}, {"a": published(same)})
+    record = probes.records()["a"]
+    assert record.state == "Connected" and record.tools == published(same).tools, "its tools stay while it is listed"
+    assert record.exposed and record.error is None, "collisions are decided again"
+    assert record.family is not None and record.family.name == "mc"
     assert probes.health(probes.records()) == {}, "no status before an attempt ended"
     await attempted(probes, "a")
     record = probes.records()["a"]
-    assert record.state == "Connected" and record.tools == before.tools, "within the grace period"
+    assert record.state == "Connected" and record.tools == published(same).tools and record.error, "within grace"
     status = probes.health(probes.records())["a"]
     assert status.state == "Disconnected" and status.consecutive_failures == 1 and status.next_retry_after
     assert status.observed_generation == 3 and status.namespace == "muster" and status.tool_count == 0
 
 
-async def test_a_probe_of_a_changed_endpoint_serves_the_old_record_only_until_its_first_attempt_ends(
+async def test_a_probe_of_a_changed_spec_serves_the_old_record_only_until_its_first_attempt_ends(
     probes: Probes, silent: str
 ) -> None:
-    before = published("a", f"http://127.0.0.1:{free_port()}/mcp")
-    probes.apply({"a": server("a", silent, toolPrefix="renamed")}, {"a": before})
-    assert probes.records()["a"] == before.model_copy(update={"prefix": "renamed"}), "renamed at once"
+    before = server("a", f"http://127.0.0.1:{free_port()}/mcp")
+    probes.apply({"a": server("a", silent, toolPrefix="renamed")}, {"a": published(before)})
+    record = probes.records()["a"]
+    assert record.prefix == "renamed" and record.tools == published(before).tools, "renamed at once"
     await attempted(probes, "a")
     record = probes.records()["a"]
-    assert record.state == "Disconnected" and record.url == silent and record.tools == []
+    assert record.state == "Disconnected" and record.url == silent and record.tools == [], "no grace for it"
+
+
+async def test_without_a_grace_period_an_adopted_record_goes_with_the_first_failure(valkey_url: str) -> None:
+    outbox = Outbox(valkey_url)
+    probing = Probes(DiscoverySettings(valkey_url=valkey_url, grace_seconds=0), outbox)
+    down = server("a", f"http://127.0.0.1:{free_port()}/mcp")
+    try:
+        probing.apply({"a": down}, {"a": published(down)})
+        assert probing.records()["a"].state == "Connected"
+        await attempted(probing, "a")
+        assert probing.records()["a"].state == "Disconnected"
+    finally:
+        probing.stop_all()
+        outbox.close()
 
 
 async def test_a_new_server_enters_the_records_once_an_attempt_ended(probes: Probes) -> None:
