@@ -115,7 +115,10 @@ async def test_a_standby_knows_of_a_leader_while_the_lease_is_renewed_and_until_
         while b.leader_known:
             await asyncio.sleep(0.05)
     assert time.monotonic() - seen >= LEASE_DURATION - 0.2
-    assert await b.renew() and b.leader_known
+    with anyio.fail_after(5):  # the standby takes it (a renewal slower than the deadline on a loaded machine retries)
+        while not await b.renew():
+            await asyncio.sleep(0.05)
+    assert b.leader_known
 
 
 class Holder:
