@@ -192,8 +192,10 @@ class Probes:
         if probe.good is not None and (probe.failing_since is None or now - probe.failing_since < s.grace_seconds):
             return probe.good.model_copy(update={"prefix": prefix, "error": probe.error, "source": source})
         if probe.state is None and probe.previous is not None:
-            served = {"prefix": prefix, "exposed": True, "error": None} if probe.previous.state == "Connected" else {}
-            return probe.previous.model_copy(update={"prefix": prefix, **served})
+            # The old listing under the new spec: a new prefix or family shows at once, and a listing that finds
+            # the same tools changes nothing more.
+            served = {"exposed": True, "error": None} if probe.previous.state == "Connected" else {}
+            return probe.previous.model_copy(update={"prefix": prefix, "spec": spec, "source": source, **served})
         if probe.state is None:
             return None
         return ServerRecord(

@@ -157,6 +157,9 @@ async def test_a_probe_of_a_changed_spec_serves_the_old_record_only_until_its_fi
     probes.apply({"a": server("a", silent, toolPrefix="renamed")}, {"a": published(before)})
     record = probes.records()["a"]
     assert record.prefix == "renamed" and record.tools == published(before).tools, "renamed at once"
+    assert record.spec == probes.probes["a"].server.spec, (
+        "under the new spec: a listing of the same tools changes nothing"
+    )
     await attempted(probes, "a")
     record = probes.records()["a"]
     assert record.state == "Disconnected" and record.url == silent and record.tools == [], "no grace for it"
