@@ -11,7 +11,8 @@ Leadership is checked right before each write: a leader whose lease lapsed stops
 It also follows the control stream, for changed subscriptions that the servers' listeners subscribe to upstream.
 
 `create_app(settings)` returns the service; its lifespan builds the Valkey connections and the Kubernetes client,
-runs discovery, and at the end lets go of the lease and closes the connections.
+runs discovery with its health server (Observed: /healthz, /readyz with "valkey", "synced" and "leader", /metrics),
+and at the end lets go of the lease and closes the connections.
 """
 
 import asyncio
@@ -37,8 +38,11 @@ from services.discovery.status_writer import StatusWriter
 from services.discovery.watch import MCPServerWatch, resource
 from shared import streams
 from shared.follow import Follow
+from shared.health import Health, serve
 from shared.lifecycle import Service, instance_id
 from shared.messages import ServerRecord, SubscriptionsChanged, decode_control
+from shared.metrics import CATALOG_ENTRIES, LEADER, SERVER_STATE, Metrics, Samples
+from shared.queue_metrics import QueueCollector
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
@@ -62,12 +66,13 @@ class Discovery:
         source: Source,
         leadership: Leadership,
         statuses: StatusWriter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
         self.leadership = leadership
         self.statuses = statuses  # None: the source has nowhere to write a status (the folder)
-        self.probes = Probes(settings, outbox)
+        self.probes = Probes(settings, outbox, metrics)
         self.publisher = Publisher(client, outbox)
         self.control = Follow(client, [streams.CONTROL])
         self.desired: Desired | None = None  # the source's latest update; None until its first
@@ -239,16 +244,58 @@ async def parts(
     return watch, lease, statuses
 
 
+class Observed:
+    """What discovery exports: the servers' states and the catalog's size (the leader's), whether it leads, the
+    queue of every server (read from Valkey at each scrape), and its readiness: Valkey answers, the source delivered
+    its first complete list, and a leader is known."""
+
+    def __init__(self, discovery: Discovery, client: Redis, metrics: Metrics) -> None:
+        self.discovery = discovery
+        self.client = client
+        self.metrics = metrics
+        self.names: list[str] = []
+        self.queues = QueueCollector(client, lambda: self.names).register(metrics.registry)
+        self.health = Health(metrics.registry)
+        self.health.check("valkey", client.ping)
+        for name, check in discovery.readiness():  # "synced" and "leader"
+            self.health.check(name, check)
+        self.health.before_scrape(self.refresh)
+        metrics.sample(SERVER_STATE, self.states)
+        metrics.sample(CATALOG_ENTRIES, self.entries)
+        metrics.sample(LEADER, lambda: {(): 1.0 if discovery.leading else 0.0})
+
+    async def refresh(self) -> None:
+        """The servers of the catalog in Valkey (every replica reads them, standbys too), then their queues."""
+        names = await self.client.hkeys(streams.SERVERS)
+        self.names = [n.decode() if isinstance(n, bytes) else n for n in names]
+        await self.queues.refresh()
+
+    def states(self) -> Samples:
+        return {(r.name, r.state): 1.0 for r in self.discovery.publisher.published.values()}
+
+    def entries(self) -> Samples:
+        published = [r for r in self.discovery.publisher.published.values() if r.exposed and r.state == "Connected"]
+        return {
+            ("tools",): sum(len(r.tools) for r in published),
+            ("resources",): sum(len(r.resources) for r in published),
+            ("resource_templates",): sum(len(r.resource_templates) for r in published),
+            ("prompts",): sum(len(r.prompts) for r in published),
+        }
+
+
 @contextlib.asynccontextmanager
 async def lifespan(settings: DiscoverySettings) -> AsyncIterator["asyncio.Task[None]"]:
     client = connect(settings.valkey_url, name="muster-discovery")
     outbox = Outbox(settings.valkey_url, name="muster-discovery-out")
+    metrics = Metrics("discovery")
     try:
         async with contextlib.AsyncExitStack() as resources:
-            discovery = Discovery(settings, client, outbox, *await parts(settings, outbox, resources))
+            discovery = Discovery(settings, client, outbox, *await parts(settings, outbox, resources), metrics=metrics)
+            observed = Observed(discovery, client, metrics)
             work = asyncio.create_task(discovery.run())
             try:
-                yield work
+                async with serve(observed.health, settings.metrics_host, settings.metrics_port):
+                    yield work
             finally:
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)

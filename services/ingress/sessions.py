@@ -27,6 +27,10 @@ class Sessions:
         self.recheck = recheck
         self._cache: OrderedDict[str, Session] = OrderedDict()
 
+    def cached(self) -> int:
+        """Sessions this replica holds a copy of (muster_sessions_open)."""
+        return len(self._cache)
+
     async def create(
         self, protocol: str, capabilities: dict[str, Any], principal: str, client: dict[str, Any]
     ) -> Session:
