@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from kubernetes.aio import client as kube_client
 from mcp import types
@@ -54,10 +55,12 @@ class Kube:
     api: FakeApi
     kubeconfig: Path
     discoveries: list[Child] = field(default_factory=list)
+    health: dict[str, int] = field(default_factory=dict)  # discovery's name -> its /readyz and /metrics port
 
     def discovery(self, **env: str) -> Child:
         """A discovery process on the Kubernetes source, with the production lease timings unless `env` says."""
         n = len(self.discoveries) + 1
+        self.health[f"discovery {n}"] = port = free_port()
         child = self.muster.stack.python(
             f"discovery {n}",
             "services.discovery",
@@ -67,6 +70,7 @@ class Kube:
                 "MUSTER_DISCOVERY_KUBECONFIG": str(self.kubeconfig),
                 "MUSTER_DISCOVERY_NAMESPACE": "muster",
                 "MUSTER_DISCOVERY_LEASE_NAMESPACE": "muster",
+                "MUSTER_DISCOVERY_METRICS_PORT": str(port),
                 **env,
             },
         )
@@ -87,6 +91,16 @@ class Kube:
     def server(self, name: str, standin: str | None = None, **spec: Any) -> dict[str, Any]:
         url = self.muster.standins[standin].url if standin else f"http://127.0.0.1:{free_port()}/mcp"
         return self.api.create(mcpserver(name, url, **spec))
+
+    def readiness(self, child: Child) -> tuple[int, dict[str, str], float]:
+        """The discovery's /readyz (HTTP status and checks) and its muster_discovery_leader gauge."""
+        port = self.health[child.name]
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=3)
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=3).text
+        gauge = next(
+            float(line.split()[-1]) for line in scraped.splitlines() if line.startswith("muster_discovery_leader ")
+        )
+        return ready.status_code, ready.json()["checks"], gauge
 
     def holder(self) -> str | None:
         lease = self.api.lease()
@@ -387,6 +401,9 @@ async def test_two_discoveries_one_leads_and_the_other_takes_over_within_15_s_of
         pids = {child.process.pid: child for child in (one, two) if child.process is not None}
         leader = pids[int(holder.split("-")[-2])]
         standby = one if leader is two else two
+        every_check = {"valkey": "ok", "synced": "ok", "leader": "ok"}
+        assert kube.readiness(leader) == (200, every_check, 1.0)
+        assert kube.readiness(standby) == (200, every_check, 0.0), "a standby that sees the leader is ready"
         await asyncio.sleep(2.5)  # statuses written; from here the standby must write nothing
         kube.api.reset_counts()
         before = await last_id(redis, streams.CAPABILITIES)
@@ -403,6 +420,7 @@ async def test_two_discoveries_one_leads_and_the_other_takes_over_within_15_s_of
         kube.server("beta", "beta")
         acting = await until(session, changes, lambda n: n == tools_of("alpha", "beta"), started)
         events = await announced(redis, before)
+        assert kube.readiness(standby) == (200, every_check, 1.0)
     print(f"the standby led {took_over:.1f} s after the leader's SIGKILL, and served a new server {acting:.2f} s later")
     assert took_over <= TAKEOVER
     assert events == [["beta"]], "alpha stayed in the catalog through the takeover"
