@@ -172,8 +172,9 @@ class Discovery:
             self.publisher.forget()
             self.leading, self._applied, self._reported = False, None, {}
         elif leader and time.monotonic() - self._checked_at > self.leadership.retry_period:
-            self._checked_at = time.monotonic()
-            if not await self.publisher.check():
+            intact = await self.publisher.check()
+            self._checked_at = time.monotonic()  # only once it answered: a check that failed is due again at once
+            if not intact:
                 # Valkey lost its data (restarted without persistence): publish everything again, consumer groups
                 # first, and let the listeners subscribe again.
                 logger.warning("the catalog in valkey is gone; publishing it again")
