@@ -159,7 +159,9 @@ class KubernetesLease:
             self._lease = await self.leases.create_namespaced_lease(self.namespace, lease, _request_timeout=2)
         except client.ApiException as exc:
             if exc.status == 409:
-                return False  # created by another candidate a moment ago
+                # Created by another candidate a moment ago: a leader is known now, not only at our next read.
+                self._known_until = self.clock() + self.lease_duration
+                return False
             raise
         return True
 
