@@ -84,6 +84,7 @@ class Group:
             "VALKEY_PASSWORD": PASSWORD,
             "QUORUM": "2",
             "DOWN_AFTER_MS": "1000",
+            "FAILOVER_TIMEOUT_MS": "3000",  # a split vote is tried again after 6 s
             "WAIT_SECONDS": "20",
         }
 
@@ -158,7 +159,7 @@ def test_the_pods_scripts_start_a_group_fail_it_over_and_bring_the_old_primary_b
     )  # fmt: skip
 
     group.stack.stop_child(first, signal.SIGKILL)
-    group.until(lambda: group.named_primary(1) in group.ports[1:], 30, "a replica promoted")
+    group.until(lambda: group.named_primary(1) in group.ports[1:], 45, "a replica promoted")
     promoted = group.named_primary(1)
     assert group.named_primary(2) in (promoted, p0)
     group.until(lambda: group.role(group.ports.index(promoted)) == ("primary", None), 10, "the promoted node leads")

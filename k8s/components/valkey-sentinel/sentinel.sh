@@ -3,10 +3,11 @@
 # Sentinel rewrites it with what it learns, and keeps it across restarts of the container); it monitors the
 # primary the other Sentinels name, else the first pod.
 #   SENTINELS, SELF, FIRST, FIRST_PORT, VALKEY_PORT, VALKEY_PASSWORD as for valkey.sh; SENTINEL_PORT (26379),
-#   SENTINEL_DIR (/sentinel), QUORUM (2), DOWN_AFTER_MS (5000), PRIMARY_NAME (muster)
+#   SENTINEL_DIR (/sentinel), QUORUM (2), DOWN_AFTER_MS (5000), PRIMARY_NAME (muster), FAILOVER_TIMEOUT_MS (18000:
+#   a failover whose vote was split is tried again after twice this)
 set -eu
 : "${VALKEY_PORT:=6379}" "${SENTINEL_PORT:=26379}" "${FIRST_PORT:=${VALKEY_PORT:-6379}}" "${SENTINEL_DIR:=/sentinel}" "${QUORUM:=2}"
-: "${DOWN_AFTER_MS:=5000}" "${PRIMARY_NAME:=muster}" "${VALKEY_PASSWORD:=}"
+: "${DOWN_AFTER_MS:=5000}" "${PRIMARY_NAME:=muster}" "${VALKEY_PASSWORD:=}" "${FAILOVER_TIMEOUT_MS:=18000}"
 . "$(dirname "$0")/primary.sh"
 # In a pod (the component's StatefulSet): NAMESPACE and PODS_SERVICE name the pods' DNS names.
 : "${SELF:=$(hostname).${PODS_SERVICE}.${NAMESPACE}.svc}"
@@ -25,7 +26,7 @@ if [ ! -s "$conf" ]; then
     echo "sentinel announce-port $SENTINEL_PORT"
     echo "sentinel monitor $PRIMARY_NAME $primary $QUORUM"
     echo "sentinel down-after-milliseconds $PRIMARY_NAME $DOWN_AFTER_MS"
-    echo "sentinel failover-timeout $PRIMARY_NAME 60000"
+    echo "sentinel failover-timeout $PRIMARY_NAME $FAILOVER_TIMEOUT_MS"
     echo "sentinel parallel-syncs $PRIMARY_NAME 1"
     if [ -n "$VALKEY_PASSWORD" ]; then echo "sentinel auth-pass $PRIMARY_NAME $VALKEY_PASSWORD"; fi
   } > "$conf.new"
