@@ -23,7 +23,9 @@ from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.inputs import Inputs
 from services.ingress.sessions import Sessions
+from services.ingress.tapes import Tapes
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,15 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
     client = connect(settings.valkey_url, max_connections=256, name=name)
     outbox = Outbox(settings.valkey_url, name=f"{name}-out")
     get_streams = GetStreams()
-    sessions = Sessions(outbox, settings.replica_id, settings.session_ttl, settings.session_recheck)
+    sessions = Sessions(
+        outbox,
+        settings.replica_id,
+        settings.session_ttl,
+        settings.session_recheck,
+        max_sessions=settings.max_sessions,
+        max_bytes=settings.max_session_bytes,
+        retry_after=settings.retry_after,
+    )
     calls = Calls(
         client,
         outbox,
@@ -58,13 +68,17 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
     )
     current = CurrentCatalog()
     broadcasts = Broadcasts(client, current, get_streams, sessions)
-    handlers = Handlers(sessions, current, Forwarder(calls, outbox, settings.replica_id, settings.call_timeout), outbox)
+    tapes = Tapes(client, outbox, keep=settings.resume_seconds, block_ms=int(settings.keepalive_seconds * 1000))
+    forwarder = Forwarder(calls, outbox, tapes, sessions, settings.replica_id, settings.call_timeout)
+    inputs = Inputs(forwarder, tapes, calls)
+    handlers = Handlers(sessions, current, forwarder, outbox)
     tasks: list[asyncio.Task[None]] = []
     try:
         await broadcasts.start()
         tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
-        yield Parts(client, calls, current, get_streams, Endpoint(settings, sessions, handlers, get_streams))
+        yield Parts(client, calls, current, get_streams, Endpoint(settings, sessions, handlers, get_streams, tapes))
     finally:
+        inputs.close()
         get_streams.close_all()
         for task in tasks:
             task.cancel()

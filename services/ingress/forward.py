@@ -1,8 +1,9 @@
 """A request that runs at an upstream: routed, enqueued, then answered from what the worker sends back.
 
 The reply goes back as JSON, or as an event stream when the upstream sends notifications or requests before
-its result; a request the upstream sends is given an id that routes the client's answer to the worker running
-the call.
+its result (events.py: with ids, resumable). A request the upstream sends is given an id that routes the
+client's answer to the worker running the call; a per-request (2026-07-28) client is asked with an
+input_required result instead (inputs.py). Results and errors travel as the bytes the upstream sent.
 """
 
 import asyncio
@@ -14,11 +15,15 @@ import orjson
 
 from services.ingress.callers import NO_LOGS
 from services.ingress.calls import Calls, Pending
-from services.ingress.http import EVENT_STREAM, RequestContext
+from services.ingress.events import EventStream
+from services.ingress.http import EVENT_STREAM, Part, RequestContext
 from services.ingress.routing import route
-from shared import errors, streams
+from services.ingress.sessions import Sessions
+from services.ingress.tapes import Tapes
+from shared import errors, rawjson, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
+from shared.rawjson import Document
 from shared.valkey import Outbox
 
 LEVELS = {
@@ -26,14 +31,42 @@ LEVELS = {
 }
 # Which client capability a server->client request needs.
 REQUIRES = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+_LOG = b'"notifications/message"'
 
 
 def response(request_id: bytes, result: bytes) -> bytes:
     return b'{"jsonrpc":"2.0","id":' + request_id + b',"result":' + result + b"}"
 
 
-def error(request_id: bytes, code: int, message: str, data: Any = None) -> bytes:
-    return b'{"jsonrpc":"2.0","id":' + request_id + b',"error":' + errors.error_body(code, message, data) + b"}"
+def method_of(body: bytes) -> str:
+    """The method of a request the upstream sent (as relayed: its bytes without id)."""
+    try:
+        method = rawjson.loads(body).get("method")
+    except (rawjson.Malformed, AttributeError):
+        return ""
+    return method if isinstance(method, str) else ""
+
+
+def hidden(level: str, notification: bytes) -> bool:
+    """A log message below the level the client asked for (or any, for a client that asked for none)."""
+    if not level or _LOG not in notification:
+        return False
+    if level == NO_LOGS:
+        return True
+    try:
+        params = rawjson.loads(notification).get("params")
+    except (rawjson.Malformed, AttributeError):
+        return False
+    logged = params.get("level") if isinstance(params, dict) else None
+    return LEVELS.get(logged if isinstance(logged, str) else "", 99) < LEVELS.get(level, 0)
+
+
+def final(ctx: RequestContext, method: str, reply: CallReply) -> tuple[Part, ...]:
+    """The response to the request, in parts that are never joined into a copy of the upstream's body."""
+    head = b'{"jsonrpc":"2.0","id":' + ctx.request_id
+    if reply.kind is ReplyKind.ERROR:
+        return head + b',"error":', reply.body, b"}"
+    return head + b',"result":', *ctx.caller.result_parts(method, reply.body), b"}"
 
 
 @dataclass(slots=True)
@@ -43,28 +76,39 @@ class Flight:
     ctx: RequestContext
     method: str
     pending: Pending
+    call_id: bytes
     key: bytes
+    deadline: float  # wall clock
     client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+    parked: bool = False  # the call goes on without its request (it waits for a per-request client's input)
 
-    def final(self, reply: CallReply) -> bytes:
-        request_id = self.ctx.request_id
-        if reply.kind is ReplyKind.ERROR:
-            return b'{"jsonrpc":"2.0","id":' + request_id + b',"error":' + reply.body + b"}"
-        return response(request_id, self.ctx.caller.result(self.method, reply.body))
+    def final(self, reply: CallReply) -> tuple[Part, ...]:
+        return final(self.ctx, self.method, reply)
 
 
 class Forwarder:
-    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float) -> None:
+    def __init__(
+        self, calls: Calls, outbox: Outbox, tapes: Tapes, sessions: Sessions, replica: str, call_timeout: float
+    ) -> None:
         self.calls = calls
         self.outbox = outbox
+        self.tapes = tapes
+        self.sessions = sessions
         self.replica = replica.encode()
         self.call_timeout = call_timeout
+        self.inputs: Any = None  # inputs.Inputs, which is built with this Forwarder
 
-    async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
+    async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Document | None) -> None:
         caller = ctx.caller
+        answering = params is not None and isinstance(params.value, dict) and "requestState" in params.value
+        if caller.asks_by_result and answering:
+            assert params is not None
+            await self.inputs.resume(ctx, method, params)
+            return
         target = route(catalog, method, caller.upstream_params(params))
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
+        deadline = time.time() + self.call_timeout
         call = Call(
             call_id=call_id,
             replica=self.replica,
@@ -73,35 +117,33 @@ class Forwarder:
             server=target.server.encode(),
             method=method.encode(),
             params=target.params,
-            deadline_ms=int((time.time() + self.call_timeout) * 1000),
+            deadline_ms=int(deadline * 1000),
             safe=target.safe,
             key=key,
         )
+        pending = await self.calls.submit(call)  # RetryLater: answered by the endpoint with its retry hint
+        gone = ctx.disconnected() if caller.cancels_by_disconnect else None
+        flight = Flight(ctx, method, pending, call_id, key, deadline, gone)
         try:
-            pending = await self.calls.submit(call)
-        except errors.RetryLater as exc:
-            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
-            return
-        flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
-        try:
-            reply = await self._next(flight)
+            reply = await self.next(flight)
             if reply.final:
-                await ctx.respond(200, flight.final(reply))
+                await ctx.respond_parts(200, flight.final(reply))
             else:
                 await self._stream(flight, reply)
         finally:
-            self.calls.done(call_id)
+            if not flight.parked:
+                self.calls.done(call_id)
             if flight.client_gone is not None:
                 flight.client_gone.cancel()
 
-    async def _next(self, flight: Flight) -> CallReply:
+    async def next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
             return await flight.pending.next()
         nxt = asyncio.ensure_future(flight.pending.next())
         await asyncio.wait({nxt, flight.client_gone}, return_when=asyncio.FIRST_COMPLETED)
         if not nxt.done():  # the client went away: cancel the call, and still wait for its one outcome
             self.cancel(CancelCall(key=flight.key.decode(), reason="the client closed the request"))
+            flight.client_gone = None
             return await nxt
         return nxt.result()
 
@@ -109,35 +151,41 @@ class Forwarder:
         """Relay what the upstream sends during the call, then the result, as one event stream."""
         ctx = flight.ctx
         streaming = ctx.head.accepts(EVENT_STREAM)
+        events: EventStream | None = None
         if streaming:
-            await ctx.start_events()
+            lifetime = flight.deadline - time.time() + self.tapes.keep
+            events = await EventStream.open(ctx, self.tapes, b"p", ctx.caller.session_id, lifetime)
         while not reply.final:
-            data = self._relayed(ctx, reply, streaming)
-            if data is not None and streaming:
-                await ctx.event(data)
-            reply = await self._next(flight)
-        if streaming:
-            await ctx.event(flight.final(reply), more=False)
+            if reply.kind is ReplyKind.REQUEST and ctx.caller.asks_by_result:
+                if await self.inputs.ask(flight, reply, events):
+                    return
+            else:
+                data = self.relayed(ctx, reply, streaming)
+                if data is not None and events is not None:
+                    await events.send(data)
+            reply = await self.next(flight)
+        if events is not None:
+            await events.end(b"".join(flight.final(reply)))
         else:
-            await ctx.respond(200, flight.final(reply))
+            await ctx.respond_parts(200, flight.final(reply))
 
-    def _relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
+    def relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
+        """What the client gets of one thing the upstream sent during the call, if anything."""
         caller = ctx.caller
         if reply.kind is ReplyKind.NOTIFICATION:
-            if caller.level and b'"notifications/message"' in reply.body:
-                if caller.level == NO_LOGS:
-                    return None
-                level = orjson.loads(reply.body).get("params", {}).get("level")
-                if LEVELS.get(level, 99) < LEVELS.get(caller.level, 0):
-                    return None
-            return reply.body
+            return None if hidden(caller.level, reply.body) else reply.body
         # a server->client request: the client answers it with the id muster gives it here
-        method = orjson.loads(reply.body).get("method", "")
-        refusal = caller.cannot_ask(streaming, REQUIRES.get(method))
+        method = method_of(reply.body)
+        refusal = caller.cannot_ask(streaming, REQUIRES.get(method), method)
         if refusal is not None:
-            self.answer(reply.ref, caller.session_id, b'"error":' + errors.error_body(errors.METHOD_NOT_FOUND, refusal))
+            self.refuse(reply.ref, caller.session_id, refusal)
             return None
+        self.sessions.ask(caller.session_id, reply.ref)
         return b'{"jsonrpc":"2.0","id":' + orjson.dumps(reply.ref.decode()) + b"," + reply.body[1:]
+
+    def refuse(self, ref: bytes, session: bytes, why: str) -> None:
+        """Answer a relayed request in the client's place: it cannot be asked."""
+        self.answer(ref, session, b'"error":' + errors.MethodNotFound(why).body())
 
     def answer(self, ref: bytes, session: bytes, member: bytes) -> None:
         """Pass the client's answer to a relayed request to the worker whose call sent it."""

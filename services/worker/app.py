@@ -65,7 +65,7 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
-        self.dispatcher = Dispatcher(self.outbox, s.id)
+        self.dispatcher = Dispatcher(self.outbox, s.id, s.retry_after)
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -168,7 +168,9 @@ class Worker:
         if upstream is not None:
             upstream.configure(record)
             return
-        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
+        upstream = self.servers[record.name] = Upstream.of(
+            record, self.settings.server_concurrency, self.settings.max_result_bytes
+        )
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 

@@ -9,7 +9,7 @@ import logging
 import time
 
 from services.worker.admission import Admission
-from services.worker.execute import Executor
+from services.worker.execute import RETRY_AFTER, Executor
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
 from services.worker.upstream import Upstream
@@ -24,13 +24,13 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class Dispatcher:
-    def __init__(self, outbox: Outbox, worker_id: str) -> None:
+    def __init__(self, outbox: Outbox, worker_id: str, retry_after: float = RETRY_AFTER) -> None:
         self.outbox = outbox
         self.background = Background()
         self.admission = Admission(outbox, worker_id)
         self.relays = Relays(outbox, worker_id)
         self.outcomes = Outcomes(outbox, self.relays)
-        self.executor = Executor(self.relays, self.background)
+        self.executor = Executor(self.relays, self.background, retry_after)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -66,7 +66,7 @@ class Dispatcher:
             kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
         except Exception as exc:
             logger.exception("call %s on %s failed inside the worker", call.call_id, upstream.name)
-            kind, body = ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"muster worker error: {exc}")
+            kind, body = ReplyKind.ERROR, errors.InternalError(f"muster worker error: {exc}").body()
         finally:
             self.running.pop(call.key, None)
             upstream.lane.release()

@@ -8,10 +8,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from shared.http1 import HttpError
 from shared.messages import Answer, Call, CallReply, ReplyKind
+from shared.rawjson import Document
 from shared.upstream import OnMessage, UpstreamFailure, UpstreamSession
 from shared.valkey import Outbox
 
@@ -46,9 +45,11 @@ class Relays:
                 self.outbox.reply(call.replica, CallReply(call.call_id, ReplyKind.NOTIFICATION, data))
                 return
             ref = self.worker_id + b"/%d" % next(self._refs)
-            self.waiting[ref] = Relay(session, message["id"], call.session, call.key)
+            request = Document(data, message)
+            self.waiting[ref] = Relay(session, request.member("id"), call.session, call.key)
             self.by_call.setdefault(call.key, []).append(ref)
-            body = orjson.dumps({"method": message["method"], "params": message.get("params", {})})
+            # the request as the upstream sent it, without its id: the ingress gives it the id the client answers
+            body = request.rebuilt({}, frozenset({"id", "jsonrpc"}))
             self.outbox.reply(call.replica, CallReply(call.call_id, ReplyKind.REQUEST, body, ref))
 
         return relay

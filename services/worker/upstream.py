@@ -43,10 +43,11 @@ class Upstream:
     pool: Pool | None = None
     sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> session
     removed: bool = False
+    max_result_bytes: int = 64 * 1024 * 1024  # a JSON body, or one event: what one answer may hold
 
     @classmethod
-    def of(cls, record: ServerRecord, concurrency: int) -> "Upstream":
-        return cls(record, Lane(record.name, concurrency))
+    def of(cls, record: ServerRecord, concurrency: int, max_result_bytes: int = 64 * 1024 * 1024) -> "Upstream":
+        return cls(record, Lane(record.name, concurrency), max_result_bytes=max_result_bytes)
 
     @property
     def name(self) -> str:
@@ -72,7 +73,12 @@ class Upstream:
         session = self.sessions.get(credential)
         if session is None:
             if self.pool is None:
-                self.pool = Pool(self.record.url, connect_timeout=min(self.record.timeout, 10.0))
+                self.pool = Pool(
+                    self.record.url,
+                    connect_timeout=min(self.record.timeout, 10.0),
+                    max_body_bytes=self.max_result_bytes,
+                    max_event_bytes=self.max_result_bytes,
+                )
             headers = [*wire_headers(self.record.headers), *auth_headers]
             session = self.sessions[credential] = UpstreamSession(self.pool, headers)
         await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + self.record.timeout))
