@@ -173,16 +173,23 @@ def rebuild(
     data: bytes, spans: dict[str, Member], replace: dict[str, bytes], drop: frozenset[str] = frozenset()
 ) -> bytes:
     """The object `data` (whose members are `spans`) with the named values replaced and the named members left
-    out; every other byte as it was, members in their order. A replaced name that is absent is added first."""
-    parts = [b'"' + k.encode() + b'":' + v for k, v in replace.items() if k not in spans]
-    for name, member in sorted(spans.items(), key=lambda item: item[1].key):
-        if name in drop:
-            continue
-        if name in replace:
-            parts.append(data[member.key : member.start] + replace[name])
-        else:
-            parts.append(data[member.key : member.end])
-    return b"{" + b",".join(parts) + b"}"
+    out; every other byte as it was, whitespace included. A replaced name that is absent is added first. (Of a
+    repeated key only the last member is kept, as decoders read it.)"""
+    members = sorted(spans.items(), key=lambda item: item[1].key)
+    added = [b'"' + k.encode() + b'":' + v for k, v in replace.items() if k not in spans]
+    if not members:
+        return b"{" + b",".join(added) + b"}"
+    out = [data[: members[0][1].key]]
+    kept = [(i, name, m) for i, (name, m) in enumerate(members) if name not in drop]
+    if added:
+        out.append(b",".join(added) + (b"," if kept else b""))
+    for n, (i, name, member) in enumerate(kept):
+        value = replace[name] if name in replace else data[member.start : member.end]
+        out += (data[member.key : member.start], value)
+        if n + 1 < len(kept):
+            out.append(data[member.end : members[i + 1][1].key])  # the comma and whitespace that followed it
+    out.append(data[members[-1][1].end :])
+    return b"".join(out)
 
 
 class Document:

@@ -135,6 +135,16 @@ class Muster:
             self.register(name, server.url)
         return server
 
+    def raw_server(self, name: str = "raw", register: bool = True) -> StandIn:
+        """The hand-written server of tests/fixtures/raw_server.py, which answers with bytes no SDK writes."""
+        port = free_port()
+        self.stack.python(name, "tests.fixtures.raw_server", "--port", str(port), env={"PYTHONPATH": str(ROOT)})
+        self.stack.wait_tcp(port, name)
+        server = self.standins[name] = StandIn(name, port)
+        if register:
+            self.register(name, server.url)
+        return server
+
     def register(self, name: str, url: str, **spec: Any) -> None:
         (self.servers / f"{name}.yaml").write_text(server_yaml(name, url, **spec))
 

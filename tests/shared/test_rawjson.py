@@ -95,8 +95,11 @@ def test_rebuilding_replaces_and_drops_members_and_keeps_every_other_byte() -> N
     data = b'{ "name" : "x_alpha_get",\n "arguments": {"n": 1180591620717411303424, "n": -0}, "_meta": {} }'
     doc = Document.parse(data)
     out = doc.rebuilt({"name": b'"get"'}, frozenset({"_meta"}))
-    assert out == b'{"name" : "get","arguments": {"n": 1180591620717411303424, "n": -0}}'
-    assert rebuild(data, members(data), {"new": b"true"}).startswith(b'{"new":true,"name" : "x_alpha_get"')
+    assert out == b'{ "name" : "get",\n "arguments": {"n": 1180591620717411303424, "n": -0} }'
+    assert rebuild(data, members(data), {"new": b"true"}).startswith(b'{ "new":true,"name" : "x_alpha_get"')
+    assert rebuild(data, members(data), {}, frozenset({"name", "arguments"})) == b'{ "_meta": {} }'
+    assert rebuild(data, members(data), {}, frozenset({"name", "arguments", "_meta"})) == b"{  }"
+    assert rebuild(b"{}", {}, {"a": b"1"}) == b'{"a":1}'
 
 
 def test_nesting_beyond_what_orjson_writes_is_still_cut_out() -> None:
@@ -104,7 +107,7 @@ def test_nesting_beyond_what_orjson_writes_is_still_cut_out() -> None:
     doc = Document.parse(deep)
     assert not doc.canonical  # orjson cannot write 600 levels
     assert doc.member("a") == b"[" * 600 + b"]" * 600
-    assert doc.rebuilt({"b": b"3"}) == b'{"a": ' + b"[" * 600 + b"]" * 600 + b',"b": 3}'
+    assert doc.rebuilt({"b": b"3"}) == b'{"a": ' + b"[" * 600 + b"]" * 600 + b', "b": 3}'
 
 
 def test_what_is_not_json_is_refused() -> None:

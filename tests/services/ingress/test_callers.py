@@ -53,7 +53,7 @@ def test_the_envelope_is_taken_off_for_an_upstream_of_the_handshake_era_and_noth
         b' "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "progressToken": 3}}'
     )
     assert _stripped(params) == (
-        b'{"name": "t","arguments": {"n": 1180591620717411303424, "x": -0.0},"_meta": {"progressToken": 3}}'
+        b'{"name": "t", "arguments": {"n": 1180591620717411303424, "x": -0.0}, "_meta": {"progressToken": 3}}'
     )
     assert _stripped(b'{"name":"t","_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}') == b'{"name":"t"}'
     untouched = Document.parse(params)
