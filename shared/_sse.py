@@ -45,6 +45,23 @@ class SSEDecoder:
         self._cr = False  # the last piece ended in CR: an LF that starts the next one ends no second line
 
     def feed(self, chunk: bytes) -> None:
+        data = self._data
+        for line in self._lines(chunk):
+            if line.startswith(b"data:"):
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                data.append(value)
+                self._data_size += len(value) + 1
+            elif not line:  # the end of an event
+                if self._end_event():
+                    return
+                data = self._data
+            elif line[0] != 58 and not line.startswith(b"event:"):  # 58 is ":", a comment
+                self._field(line)
+        if self._partial_size + self._data_size > self.limit:
+            raise EventTooLarge(self.limit)
+
+    def _lines(self, chunk: bytes) -> list[bytes]:
+        """The lines the chunk ends, the first joined to the pieces before it; an unfinished last line is kept."""
         if self._cr:
             self._cr = False
             if chunk[:1] == b"\n":
@@ -58,29 +75,25 @@ class SSEDecoder:
             self._partial.append(lines[0])
             lines[0] = b"".join(self._partial)
             self._partial, self._partial_size = [], 0
-        data = self._data
-        for line in lines:
-            if line.startswith(b"data:"):
-                value = line[6:] if line[5:6] == b" " else line[5:]
-                data.append(value)
-                self._data_size += len(value) + 1
-            elif not line:  # the end of an event
-                self.last_id = self._id
-                if data:
-                    self._data, self._data_size = [], 0
-                    if any(data):
-                        self.count += 1
-                        if self.on_event(b"\n".join(data)):
-                            self.done = True
-                            return
-                    data = self._data
-            elif line[0] != 58 and not line.startswith(b"event:"):  # 58 is ":", a comment
-                self._field(line)
         if rest:
             self._partial.append(rest)
             self._partial_size += len(rest)
-        if self._partial_size + self._data_size > self.limit:
-            raise EventTooLarge(self.limit)
+        return lines
+
+    def _end_event(self) -> bool:
+        """Passes the event in progress on, if it has data; True when on_event wants no more."""
+        self.last_id = self._id
+        data = self._data
+        if not data:
+            return False
+        self._data, self._data_size = [], 0
+        if not any(data):
+            return False
+        self.count += 1
+        if self.on_event(b"\n".join(data)):
+            self.done = True
+            return True
+        return False
 
     def _field(self, line: bytes) -> None:
         name, _, value = line.partition(b":")

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from muster.stack import Stack, free_port
 from shared.valkey import connect
+from tests.conformance import tools
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,6 +145,27 @@ class Muster:
         if register:
             self.register(name, server.url)
         return server
+
+    def ts_fixture_server(self, name: str = "ts-fixture", register: bool = True) -> StandIn:
+        """The conformance fixtures written with the TypeScript SDK (tests/conformance/ts_server.cjs)."""
+        port = free_port()
+        self.stack.start(name, tools.node(tools.TS_SERVER, "--port", str(port)), tools.node_env())
+        self.stack.wait_tcp(port, name)
+        server = self.standins[name] = StandIn(name, port)
+        if register:
+            self.register(name, server.url)
+        return server
+
+    def everything_server(self, name: str = "everything", register: bool = True) -> str:
+        """server-everything, the reference upstream from npm; returns its URL."""
+        port = free_port()
+        command = [str(tools.NODE), "--require", str(tools.LOOPBACK), str(tools.EVERYTHING), "streamableHttp"]
+        self.stack.start(name, command, {"PORT": str(port)}, quiet=True)
+        self.stack.wait_tcp(port, name)
+        url = f"http://127.0.0.1:{port}/mcp"
+        if register:
+            self.register(name, url)
+        return url
 
     def register(self, name: str, url: str, **spec: Any) -> None:
         (self.servers / f"{name}.yaml").write_text(server_yaml(name, url, **spec))

@@ -9,15 +9,16 @@ from urllib.parse import urlsplit
 import yaml
 
 from muster.container import MODULES, command
-from services.discovery.config import Settings as DiscoverySettings
-from services.ingress.config import Settings as IngressSettings
-from services.worker.config import Settings as WorkerSettings
+from services.discovery.config import DiscoverySettings
+from services.ingress.config import IngressSettings
+from services.worker.config import WorkerSettings
 from shared.mcpserver import load_yaml, parse
+from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 MUSTER_SERVICES = {"ingress", "worker", "discovery", "gazelle", "graveler"}
 PINNED = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*|@sha256:[0-9a-f]{64})$")
-SETTINGS = {
+SETTINGS: dict[str, type[ServiceSettings]] = {
     "MUSTER_INGRESS_": IngressSettings,
     "MUSTER_WORKER_": WorkerSettings,
     "MUSTER_DISCOVERY_": DiscoverySettings,

@@ -14,6 +14,7 @@ import pytest
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from tests.conftest import HEADERS, Muster, StandIn, initialize, make_muster, mcp_client
+from tests.fixtures.conformance_server import TOOLS
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -28,7 +29,7 @@ def muster(muster_root: Path) -> Iterator[Muster]:
             m.worker(MUSTER_WORKER_SERVER_CONCURRENCY="1", MUSTER_WORKER_BATCH="1")
         m.ingress()
         m.ingress()
-        m.wait_tools(17)
+        m.wait_tools(len(TOOLS))
         yield m
 
 

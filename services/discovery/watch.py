@@ -103,46 +103,42 @@ class MCPServerWatch:
         return items, str(listing["metadata"]["resourceVersion"])
 
     async def updates(self) -> AsyncIterator[Update]:
-        objects: dict[Key, dict[str, Any]] = {}
-        cache: dict[Key, tuple[str, Parsed]] = {}
-        last: Desired | None = None
-        version: str | None = None  # None: list (again) before watching
+        mirror = _Mirror()
         while True:
             try:
-                if version is None:
+                if mirror.version is None:
                     objects, version = await self._list()
                     self.backoff.reset()
-                    update, last = _update(last, desired_from(objects, cache))
+                    update = mirror.replace(objects, version)
                     self.synced.set()
                     if update is not None:
                         yield update
                 opened = asyncio.get_running_loop().time()
-                async for event_type, obj in self._watch(version):
-                    version = obj["metadata"]["resourceVersion"]
-                    if event_type == "BOOKMARK":
-                        continue
-                    if event_type == "DELETED":
-                        objects.pop(_key(obj), None)
-                    else:
-                        objects[_key(obj)] = obj
-                    update, last = _update(last, desired_from(objects, cache))
-                    if update is not None:
-                        yield update
+                async for update in self._follow(mirror):
+                    yield update
                 if asyncio.get_running_loop().time() - opened > 1.0:
                     continue  # the watch ended on its timeout: resume at once
-                logger.warning("kubernetes: the MCPServer watch from version %s ended at once", version)
+                logger.warning("kubernetes: the MCPServer watch from version %s ended at once", mirror.version)
             except client.ApiException as exc:
                 if exc.status == 410:
-                    logger.info("kubernetes: MCPServer watch expired at version %s; listing again", version)
-                    version = None
+                    logger.info("kubernetes: MCPServer watch expired at version %s; listing again", mirror.version)
+                    mirror.version = None
                     continue
-                logger.warning("kubernetes: MCPServer %s failed: %s %s", _doing(version), exc.status, exc.reason)
+                logger.warning("kubernetes: MCPServer %s failed: %s %s", _doing(mirror.version), exc.status, exc.reason)
             except TRANSIENT as exc:
-                logger.warning("kubernetes: MCPServer %s failed: %s", _doing(version), exc or type(exc).__name__)
+                logger.warning("kubernetes: MCPServer %s failed: %s", _doing(mirror.version), exc or type(exc).__name__)
             except Exception:
                 # The client raises bare exceptions for malformed events; the source outlives them all.
-                logger.exception("kubernetes: MCPServer %s failed unexpectedly", _doing(version))
+                logger.exception("kubernetes: MCPServer %s failed unexpectedly", _doing(mirror.version))
             await self.backoff.wait()
+
+    async def _follow(self, mirror: "_Mirror") -> AsyncIterator[Update]:
+        """The updates one watch from the mirror's version brings; every event moves that version on."""
+        assert mirror.version is not None, "a watch starts from a list's version"
+        async for event_type, obj in self._watch(mirror.version):
+            update = mirror.apply(event_type, obj)
+            if update is not None:
+                yield update
 
     async def _watch(self, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         call, args = self._list_call()
@@ -164,6 +160,34 @@ class MCPServerWatch:
             if w.resp is not None:
                 w.resp.close()  # a release would hand the unfinished stream back to the pool; close ends the watch
             await w.close()  # type: ignore[no-untyped-call]
+
+
+class _Mirror:
+    """The MCPServer resources as the list and the watch events since have shown them, and what was reported."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.cache: dict[Key, tuple[str, Parsed]] = {}
+        self.last: Desired | None = None  # reported last; None before the first list
+        self.version: str | None = None  # to watch from; None: list (again) before watching
+
+    def replace(self, objects: dict[Key, dict[str, Any]], version: str) -> Update | None:
+        self.objects, self.version = objects, version
+        return self._report()
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> Update | None:
+        self.version = obj["metadata"]["resourceVersion"]
+        if event_type == "BOOKMARK":
+            return None
+        if event_type == "DELETED":
+            self.objects.pop(_key(obj), None)
+        else:
+            self.objects[_key(obj)] = obj
+        return self._report()
+
+    def _report(self) -> Update | None:
+        update, self.last = _update(self.last, desired_from(self.objects, self.cache))
+        return update
 
 
 def _key(obj: dict[str, Any]) -> Key:

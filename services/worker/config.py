@@ -22,3 +22,6 @@ class WorkerSettings(ServiceSettings):
     # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32007
     # and the worker reads no further, so its memory stays bounded whatever the upstream sends.
     max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # Health, readiness and metrics on a port of its own (0: off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)

@@ -7,11 +7,12 @@ the order they are built in: muster builds Go structs in field order and Go maps
 sent (schemas, content, structuredContent) keeps the upstream's order.
 """
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 # Go escapes these inside strings by default (json.Encoder.SetEscapeHTML(true) is what Marshal uses).
 _HTML = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
@@ -47,39 +48,53 @@ def _encode(value: Any, out: list[str], indent: str | None, newline: str) -> Non
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_string(value))
     elif isinstance(value, int):
         out.append(str(value))
     elif isinstance(value, float):
         out.append(format_float(value))
     elif isinstance(value, Mapping):
-        if not value:
-            out.append("{}")
-            return
-        inner = newline + indent if indent is not None else ""
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            if i:
-                out.append(",")
-            out.append(inner)
-            out.append(json.dumps(str(key), ensure_ascii=False))
-            out.append(": " if indent is not None else ":")
-            _encode(item, out, indent, inner)
-        out.append(newline + "}" if indent is not None else "}")
+        _encode_object(value, out, indent, newline)
     elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        if not value:
-            out.append("[]")
-            return
-        inner = newline + indent if indent is not None else ""
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            out.append(inner)
-            _encode(item, out, indent, inner)
-        out.append(newline + "]" if indent is not None else "]")
+        _encode_array(value, out, indent, newline)
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _string(text: str) -> str:
+    # orjson escapes a string exactly as json.dumps(text, ensure_ascii=False) does (checked over every code point
+    # but the surrogates, which no JSON muster parsed can hold), in half the time; the HTML escapes come after.
+    return orjson.dumps(text).decode()
+
+
+def _encode_object(value: Mapping[Any, Any], out: list[str], indent: str | None, newline: str) -> None:
+    if not value:
+        out.append("{}")
+        return
+    inner = newline + indent if indent is not None else ""
+    out.append("{")
+    for i, (key, item) in enumerate(value.items()):
+        if i:
+            out.append(",")
+        out.append(inner)
+        out.append(_string(str(key)))
+        out.append(": " if indent is not None else ":")
+        _encode(item, out, indent, inner)
+    out.append(newline + "}" if indent is not None else "}")
+
+
+def _encode_array(value: Sequence[Any], out: list[str], indent: str | None, newline: str) -> None:
+    if not value:
+        out.append("[]")
+        return
+    inner = newline + indent if indent is not None else ""
+    out.append("[")
+    for i, item in enumerate(value):
+        if i:
+            out.append(",")
+        out.append(inner)
+        _encode(item, out, indent, inner)
+    out.append(newline + "]" if indent is not None else "]")
 
 
 def format_float(value: float) -> str:

@@ -150,25 +150,36 @@ def assemble(entries: Iterable[Entry]) -> Exposure:
             bucket = buckets.setdefault(key, _Bucket(family.name, family.instance_arg, bool(entry.prefix)))
             bucket.members.append((entry, tool))
     for (family_name, tool_name), bucket in sorted(buckets.items()):
-        reason = _divergence(bucket)
-        if reason:
-            out.notes.append(f"family {family_name} tool {tool_name}: {reason}; per-server names for this tool")
-            for entry, tool in bucket.members:
-                out._add_tool(_renamed(tool, expose(entry.prefix, tool["name"])), _route(entry, tool))
-            continue
-        servers = sorted(entry.name for entry, _ in bucket.members)
-        exposed = expose(family_name, tool_name) if bucket.prefixed else tool_name
-        first = bucket.members[0][1]
-        definition = {
-            **first,
-            "name": exposed,
-            "description": _annotate(str(first.get("description") or ""), servers),
-            "inputSchema": _with_instance(first.get("inputSchema") or {}, bucket.instance_arg, servers),
-        }
-        members = {entry.name: _route(entry, tool) for entry, tool in bucket.members}
-        out._add_tool(definition, FamilyRoute(family_name, bucket.instance_arg, dict(sorted(members.items()))))
+        _add_family_tool(out, family_name, tool_name, bucket)
     for name in sorted(split):
         out.notes.append(f"family {name}: members disagree on instanceArg ({split[name]}); per-server names")
+    _add_prompts(out, ordered)
+    return out
+
+
+def _add_family_tool(out: Exposure, family_name: str, tool_name: str, bucket: _Bucket) -> None:
+    """One tool the members of a family offer: once, with the instance argument, or per server where they diverge."""
+    reason = _divergence(bucket)
+    if reason:
+        out.notes.append(f"family {family_name} tool {tool_name}: {reason}; per-server names for this tool")
+        for entry, tool in bucket.members:
+            out._add_tool(_renamed(tool, expose(entry.prefix, tool["name"])), _route(entry, tool))
+        return
+    servers = sorted(entry.name for entry, _ in bucket.members)
+    exposed = expose(family_name, tool_name) if bucket.prefixed else tool_name
+    first = bucket.members[0][1]
+    definition = {
+        **first,
+        "name": exposed,
+        "description": _annotate(str(first.get("description") or ""), servers),
+        "inputSchema": _with_instance(first.get("inputSchema") or {}, bucket.instance_arg, servers),
+    }
+    members = {entry.name: _route(entry, tool) for entry, tool in bucket.members}
+    out._add_tool(definition, FamilyRoute(family_name, bucket.instance_arg, dict(sorted(members.items()))))
+
+
+def _add_prompts(out: Exposure, ordered: Sequence[Entry]) -> None:
+    """The prompts of the servers that are up, by server name; a name taken twice keeps the first."""
     for entry in ordered:
         if not entry.exposed or entry.state != UP:
             continue
@@ -177,7 +188,6 @@ def assemble(entries: Iterable[Entry]) -> Exposure:
             if name not in out.prompt_routes:
                 out.prompt_routes[name] = Route(entry.name, prompt["name"], True)
                 out.prompts.append(_renamed(prompt, name))
-    return out
 
 
 def _split_families(entries: Sequence[Entry]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.meta import glob
 from shared.meta._gojson import format_v, lower, marshal_indent, quote
-from shared.meta.catalog import MetaCatalog
+from shared.meta.catalog import MetaCatalog, ToolCatalog
 from shared.meta.definitions import DEFAULT_FILTER_LIMIT
 from shared.meta.ranking import first_line, round_score
 
@@ -93,6 +93,26 @@ def filter_tools(catalog: MetaCatalog, options: FilterOptions) -> tuple[str, boo
         except glob.BadPattern as exc:
             return f"Invalid pattern {quote(options.pattern)}: {exc}", True
 
+    ordered = _ordered(catalog, visible, options)
+    total = len(ordered)
+    start = min(options.offset, total)
+    end = start + options.limit if options.limit > 0 and start + options.limit < total else total
+    entries = [_entry(tools, position, score, options) for position, score in ordered[start:end]]
+    response = {
+        "filters": _filters(options),
+        "total_tools": len(visible),
+        "filtered_count": len(entries),
+        "total": total,
+        "truncated": end < total,
+        "tools": entries,
+    }
+    return marshal_indent(response), False
+
+
+def _ordered(catalog: MetaCatalog, visible: Sequence[int], options: FilterOptions) -> list[tuple[int, float | None]]:
+    """The positions of the visible tools that match every filter, with their scores when there is a query, best
+    first; without a query in listing order and without scores."""
+    tools = catalog.tools
     pattern = options.pattern if options.case_sensitive else lower(options.pattern)
     needle = options.description_filter if options.case_sensitive else lower(options.description_filter)
     names = tools.names if options.case_sensitive else tools.lower_names
@@ -104,37 +124,31 @@ def filter_tools(catalog: MetaCatalog, options: FilterOptions) -> tuple[str, boo
         and (not needle or needle in descriptions[p])
         and all(tools.labels[p].get(k) == v for k, v in options.labels.items())
     ]
+    if not options.query:
+        return [(p, None) for p in matched]
+    everything = catalog.visible is None and len(matched) == len(tools)
+    return [(p, s) for p, s in tools.index.rank(options.query, None if everything else matched)]
 
-    ordered: list[tuple[int, float | None]]
-    if options.query:
-        everything = catalog.visible is None and len(matched) == len(tools)
-        ordered = [(p, s) for p, s in tools.index.rank(options.query, None if everything else matched)]
-    else:
-        ordered = [(p, None) for p in matched]
 
-    total = len(ordered)
-    start = min(options.offset, total)
-    end = start + options.limit if options.limit > 0 and start + options.limit < total else total
-    page = ordered[start:end]
+def _entry(tools: ToolCatalog, position: int, score: float | None, options: FilterOptions) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": tools.names[position]}
+    if options.summarize:
+        summary = first_line(tools.descriptions[position], SUMMARY_MAX_RUNES)
+        if summary:
+            entry["summary"] = summary
+    elif tools.descriptions[position]:
+        entry["description"] = tools.descriptions[position]
+    if score is not None:
+        entry["score"] = round_score(score)
+    if tools.labels[position]:
+        entry["labels"] = dict(sorted(tools.labels[position].items()))
+    if options.include_schema:
+        entry["inputSchema"] = tools.tools[position].get("inputSchema")
+    return entry
 
-    entries = []
-    for position, score in page:
-        tool = tools.tools[position]
-        entry: dict[str, Any] = {"name": tools.names[position]}
-        if options.summarize:
-            summary = first_line(tools.descriptions[position], SUMMARY_MAX_RUNES)
-            if summary:
-                entry["summary"] = summary
-        elif tools.descriptions[position]:
-            entry["description"] = tools.descriptions[position]
-        if score is not None:
-            entry["score"] = round_score(score)
-        if tools.labels[position]:
-            entry["labels"] = dict(sorted(tools.labels[position].items()))
-        if options.include_schema:
-            entry["inputSchema"] = tool.get("inputSchema")
-        entries.append(entry)
 
+def _filters(options: FilterOptions) -> dict[str, Any]:
+    """The response's echo of the filters: the ones given, in Go's field order, then the settings always shown."""
     filters: dict[str, Any] = {}
     if options.pattern:
         filters["pattern"] = options.pattern
@@ -144,18 +158,9 @@ def filter_tools(catalog: MetaCatalog, options: FilterOptions) -> tuple[str, boo
         filters["query"] = options.query
     if options.labels:
         filters["labels"] = dict(sorted(options.labels.items()))
-    filters |= {
+    return filters | {
         "case_sensitive": options.case_sensitive,
         "include_schema": options.include_schema,
         "limit": options.limit,
         "offset": options.offset,
     }
-    response = {
-        "filters": filters,
-        "total_tools": len(visible),
-        "filtered_count": len(entries),
-        "total": total,
-        "truncated": end < total,
-        "tools": entries,
-    }
-    return marshal_indent(response), False

@@ -120,43 +120,52 @@ class RankIndex:
         positions: Sequence[int] = self._all if candidates is None else candidates
         if not terms or not positions:
             return []
-        docs = self._docs
-        if candidates is None:
-            df = {t: self._all_df.get(t, 0) for t in terms}
-            name_total, desc_total = self._all_name_len, self._all_desc_len
-        else:
-            df = dict.fromkeys(terms, 0)
-            name_total = desc_total = 0
-            for position in positions:
-                doc = docs[position]
-                name_total += doc.name_len
-                desc_total += doc.desc_len
-                for term in terms:
-                    if term in doc.terms:
-                        df[term] += 1
+        df, name_total, desc_total = self._counts(terms, candidates)
         n = len(positions)
         avg_name, avg_desc = name_total / n, desc_total / n
         idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
         ranked: list[tuple[int, float]] = []
         for position in positions:
-            doc = docs[position]
+            doc = self._docs[position]
             if doc.terms.isdisjoint(terms):
                 continue
-            score = 0.0
-            for term in terms:
-                w = NAME_WEIGHT * _norm(doc.name_tf.get(term, 0), doc.name_len, avg_name) + DESCRIPTION_WEIGHT * _norm(
-                    doc.desc_tf.get(term, 0), doc.desc_len, avg_desc
-                )
-                if w == 0:
-                    continue
-                contribution = idf[term] * w * (K1 + 1) / (w + K1)
-                if term in STOP_VERBS:
-                    contribution *= STOP_VERB_WEIGHT
-                score += contribution
+            score = _score(doc, terms, idf, avg_name, avg_desc)
             if score > 0:
                 ranked.append((position, score))
         ranked.sort(key=lambda item: -item[1])  # stable: equal scores keep catalog order
         return ranked
+
+    def _counts(self, terms: list[str], candidates: Sequence[int] | None) -> tuple[dict[str, int], int, int]:
+        """Document frequency of each term, and the total name and description lengths, over the candidates (over
+        every tool, precomputed, when candidates is None)."""
+        if candidates is None:
+            return {t: self._all_df.get(t, 0) for t in terms}, self._all_name_len, self._all_desc_len
+        df = dict.fromkeys(terms, 0)
+        name_total = desc_total = 0
+        for position in candidates:
+            doc = self._docs[position]
+            name_total += doc.name_len
+            desc_total += doc.desc_len
+            for term in terms:
+                if term in doc.terms:
+                    df[term] += 1
+        return df, name_total, desc_total
+
+
+def _score(doc: _Doc, terms: list[str], idf: dict[str, float], avg_name: float, avg_desc: float) -> float:
+    """score(doc) of the module docstring, for one tool that shares a term with the query."""
+    score = 0.0
+    for term in terms:
+        w = NAME_WEIGHT * _norm(doc.name_tf.get(term, 0), doc.name_len, avg_name) + DESCRIPTION_WEIGHT * _norm(
+            doc.desc_tf.get(term, 0), doc.desc_len, avg_desc
+        )
+        if w == 0:
+            continue
+        contribution = idf[term] * w * (K1 + 1) / (w + K1)
+        if term in STOP_VERBS:
+            contribution *= STOP_VERB_WEIGHT
+        score += contribution
+    return score
 
 
 def _norm(tf: int, length: int, average: float) -> float:

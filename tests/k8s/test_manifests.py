@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # it ships neither types nor a py.typed marker
 import pytest
 import yaml
 
 from muster.container import command
-from services.discovery.config import Settings as DiscoverySettings
+from services.discovery.config import DiscoverySettings
 from services.discovery.status import ServerStatus, render
-from services.ingress.config import Settings as IngressSettings
-from services.worker.config import Settings as WorkerSettings
+from services.ingress.config import IngressSettings
+from services.worker.config import WorkerSettings
 from shared import streams
 from shared.mcpserver import load_yaml, parse
+from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -176,7 +177,7 @@ def test_every_service_setting_in_the_manifests_is_one_the_service_reads() -> No
     names = set(by_kind(docs, "ConfigMap")["muster-config"]["data"])
     for deployment in by_kind(docs, "Deployment").values():
         names |= set(_env(deployment["spec"]["template"]["spec"]["containers"][0]))
-    settings = {
+    settings: dict[str, type[ServiceSettings]] = {
         "MUSTER_INGRESS_": IngressSettings,
         "MUSTER_WORKER_": WorkerSettings,
         "MUSTER_DISCOVERY_": DiscoverySettings,
@@ -277,7 +278,7 @@ def test_every_status_the_writer_renders_fits_the_crd_status_schema() -> None:
         status = ServerStatus(
             namespace="muster",
             name="a",
-            state=state,  # type: ignore[arg-type]
+            state=state,
             last_error="boom" if state in ("Failed", "Disconnected") else None,
             last_connected=now,
             next_retry_after=now,

@@ -5,14 +5,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from kubernetes.aio import watch
 
 from muster.stack import free_port
 
@@ -92,12 +93,13 @@ class FakeApi:
     def delete(self, name: str, namespace: str = "muster") -> dict[str, Any]:
         return self._call("DELETE", _path(mcpserver(name, ""), namespace, name))
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
         response = httpx.request(
             method, f"{self.url}{path}", json=body, headers={"Content-Type": content_type} if body else {}
         )
         response.raise_for_status()
-        return response.json()
+        answer: dict[str, Any] = response.json()
+        return answer
 
 
 def _path(obj: dict[str, Any], namespace: str, name: str | None = None) -> str:
@@ -114,6 +116,21 @@ def mcpserver(name: str, url: str = "http://127.0.0.1:9/mcp", **spec: Any) -> di
         "metadata": {"name": name},
         "spec": {"type": "streamable-http", "url": url, **spec},
     }
+
+
+@asynccontextmanager
+async def watching(
+    list_call: Callable[..., Any], *args: Any, **kwargs: Any
+) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    """The asyncio client's watch of `list_call(*args, **kwargs)`, closed on the way out.
+
+    The client marks itself typed but leaves `Watch` unannotated; the ignores stay here, not in every test.
+    """
+    w = watch.Watch()  # type: ignore[no-untyped-call]
+    try:
+        yield w.stream(list_call, *args, **kwargs)  # type: ignore[no-untyped-call]
+    finally:
+        await w.close()  # type: ignore[no-untyped-call]
 
 
 @contextmanager

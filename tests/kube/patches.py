@@ -2,6 +2,7 @@
 resources (strategic merge patch is refused for them with 415, as a real API server does)."""
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 
@@ -70,6 +71,32 @@ def _remove(doc: Any, path: str) -> Any:
     return doc
 
 
+def _replace(doc: Any, path: str, op: dict[str, Any]) -> Any:
+    return _add(_remove(doc, path), path, copy.deepcopy(op["value"]))
+
+
+def _test(doc: Any, path: str, op: dict[str, Any]) -> Any:
+    if _get(doc, path) != op["value"]:
+        raise PatchError(f"test operation failed at {path!r}")
+    return doc
+
+
+def _move(doc: Any, path: str, op: dict[str, Any]) -> Any:
+    value = copy.deepcopy(_get(doc, op["from"]))
+    return _add(_remove(doc, op["from"]), path, value)
+
+
+# Each operation takes the document, the operation's path and the operation; it returns the new document.
+OPERATIONS: dict[str, Callable[[Any, str, dict[str, Any]], Any]] = {
+    "add": lambda doc, path, op: _add(doc, path, copy.deepcopy(op["value"])),
+    "remove": lambda doc, path, op: _remove(doc, path),
+    "replace": _replace,
+    "test": _test,
+    "move": _move,
+    "copy": lambda doc, path, op: _add(doc, path, copy.deepcopy(_get(doc, op["from"]))),
+}
+
+
 def json_patch(target: Any, operations: Any) -> Any:
     if not isinstance(operations, list):
         raise PatchError("a JSON patch is a list of operations")
@@ -77,22 +104,10 @@ def json_patch(target: Any, operations: Any) -> Any:
     try:
         for op in operations:
             kind, path = op["op"], op["path"]
-            if kind == "add":
-                doc = _add(doc, path, copy.deepcopy(op["value"]))
-            elif kind == "remove":
-                doc = _remove(doc, path)
-            elif kind == "replace":
-                doc = _add(_remove(doc, path), path, copy.deepcopy(op["value"]))
-            elif kind == "test":
-                if _get(doc, path) != op["value"]:
-                    raise PatchError(f"test operation failed at {path!r}")
-            elif kind in ("move", "copy"):
-                value = copy.deepcopy(_get(doc, op["from"]))
-                if kind == "move":
-                    doc = _remove(doc, op["from"])
-                doc = _add(doc, path, value)
-            else:
+            apply = OPERATIONS.get(kind)
+            if apply is None:
                 raise PatchError(f"unknown operation {kind!r}")
+            doc = apply(doc, path, op)
     except (KeyError, IndexError, ValueError, TypeError) as exc:
         if isinstance(exc, PatchError):
             raise

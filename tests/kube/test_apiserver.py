@@ -9,10 +9,9 @@ import urllib3
 from kubernetes import client as sync_client
 from kubernetes import watch as sync_watch
 from kubernetes.aio import client as aio_client
-from kubernetes.aio import watch as aio_watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.kube import MCPSERVERS, FakeApi, mcpserver
+from tests.kube import MCPSERVERS, FakeApi, mcpserver, watching
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +22,7 @@ def custom(api: FakeApi) -> sync_client.CustomObjectsApi:
 
 def test_the_official_client_creates_reads_replaces_patches_and_deletes_an_mcpserver(api: FakeApi) -> None:
     objects = custom(api)
-    created = objects.create_namespaced_custom_object(*MCPSERVERS[:2], "muster", MCPSERVERS[2], mcpserver("a"))
+    created: Any = objects.create_namespaced_custom_object(*MCPSERVERS[:2], "muster", MCPSERVERS[2], mcpserver("a"))
     assert created["metadata"]["generation"] == 1 and created["metadata"]["uid"]
     listing: Any = objects.list_namespaced_custom_object(*MCPSERVERS[:2], "muster", MCPSERVERS[2])
     assert [i["metadata"]["name"] for i in listing["items"]] == ["a"]
@@ -60,7 +59,7 @@ def test_the_official_client_creates_reads_replaces_patches_and_deletes_an_mcpse
 
 def test_status_goes_through_its_subresource_only_and_a_stale_version_is_a_conflict(api: FakeApi) -> None:
     objects = custom(api)
-    created = objects.create_namespaced_custom_object(
+    created: Any = objects.create_namespaced_custom_object(
         *MCPSERVERS[:2], "muster", MCPSERVERS[2], {**mcpserver("a"), "status": {"state": "Connected"}}
     )
     assert "status" not in created, "status is not taken on create"
@@ -99,19 +98,18 @@ async def test_a_watch_replays_from_its_version_then_follows_with_bookmarks(api:
         api.patch_spec("a", {"timeout": 3})
         api.delete("a")
         seen: list[tuple[str, str]] = []
-        w = aio_watch.Watch()
         with anyio.fail_after(10):
-            async for event in w.stream(
+            async with watching(
                 objects.list_cluster_custom_object,
                 *MCPSERVERS,
                 resource_version=listing["metadata"]["resourceVersion"],
                 allow_watch_bookmarks=True,
                 timeout_seconds=5,
-            ):
-                seen.append((event["type"], event["raw_object"]["metadata"].get("name", "")))
-                if event["type"] == "BOOKMARK":
-                    break
-        await w.close()
+            ) as events:
+                async for event in events:
+                    seen.append((event["type"], event["raw_object"]["metadata"].get("name", "")))
+                    if event["type"] == "BOOKMARK":
+                        break
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "a"), ("BOOKMARK", "")]
 
 
@@ -124,25 +122,24 @@ async def test_a_watch_from_before_the_kept_history_is_gone_as_an_event_and_as_h
         objects = aio_client.CustomObjectsApi(http)
         for fault in ({}, {"watch_gone_http": 1}):
             api.faults(**fault)
-            w = aio_watch.Watch()
             with anyio.fail_after(10), pytest.raises(aio_client.ApiException) as gone:
-                async for _ in w.stream(
+                async with watching(
                     objects.list_namespaced_custom_object,
                     *MCPSERVERS[:2],
                     "muster",
                     MCPSERVERS[2],
                     resource_version=str(old),
                     timeout_seconds=5,
-                ):
-                    pass
-            await w.close()
+                ) as events:
+                    async for _ in events:
+                        pass
             assert gone.value.status == 410
 
 
 def test_a_watch_cut_mid_event_fails_in_the_client_and_rules_fail_or_slow_requests(api: FakeApi) -> None:
     objects = custom(api)
-    w = sync_watch.Watch()
-    stream = w.stream(
+    w = sync_watch.Watch()  # type: ignore[no-untyped-call]
+    stream = w.stream(  # type: ignore[no-untyped-call]
         objects.list_namespaced_custom_object, *MCPSERVERS[:2], "muster", MCPSERVERS[2], resource_version="1"
     )
     api.create(mcpserver("a"))
@@ -155,7 +152,8 @@ def test_a_watch_cut_mid_event_fails_in_the_client_and_rules_fail_or_slow_reques
     with pytest.raises(ApiException) as failed:
         objects.list_namespaced_custom_object(*MCPSERVERS[:2], "muster", MCPSERVERS[2])
     assert failed.value.status == 503
-    assert objects.list_namespaced_custom_object(*MCPSERVERS[:2], "muster", MCPSERVERS[2])["items"]
+    again: Any = objects.list_namespaced_custom_object(*MCPSERVERS[:2], "muster", MCPSERVERS[2])
+    assert again["items"]
 
 
 def test_leases_are_created_once_and_replaced_only_from_the_current_version(api: FakeApi) -> None:
@@ -169,8 +167,10 @@ def test_leases_are_created_once_and_replaced_only_from_the_current_version(api:
     with pytest.raises(ApiException) as twice:
         leases.create_namespaced_lease("muster", lease)
     assert twice.value.status == 409
+    assert created.spec is not None
     created.spec.holder_identity = "b"
     renewed = leases.replace_namespaced_lease("l", "muster", created)
+    assert renewed.spec is not None
     assert renewed.spec.holder_identity == "b" and renewed.spec.renew_time == now
     with pytest.raises(ApiException) as stale:
         leases.replace_namespaced_lease("l", "muster", created)

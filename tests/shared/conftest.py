@@ -10,7 +10,7 @@ from muster.stack import Stack, free_port
 
 
 @dataclass
-class Valkey:
+class ValkeyServer:
     stack: Stack
     port: int
     url: str
@@ -24,11 +24,12 @@ class Valkey:
 
 
 @pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[Valkey]:
-    """A real valkey-server on 127.0.0.1, this test's alone."""
+def valkey_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A real valkey-server on 127.0.0.1, this test's alone, to stop and start (the suite's `valkey` is a client
+    of a server the session shares)."""
     stack = Stack(tmp_path, log=lambda m: print(m, file=sys.stderr))
     port = free_port()
     try:
-        yield Valkey(stack, port, stack.valkey(port))
+        yield ValkeyServer(stack, port, stack.valkey(port))
     finally:
         stack.stop()

@@ -18,14 +18,14 @@ from shared.health import Health, serve
 from shared.metrics import IN_FLIGHT, Metrics
 from shared.queue_metrics import QueueCollector
 from shared.valkey import connect
-from tests.shared.conftest import Valkey
+from tests.shared.conftest import ValkeyServer
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def client(valkey: Valkey) -> AsyncIterator[Redis]:
-    client = connect(valkey.url)
+async def client(valkey_server: ValkeyServer) -> AsyncIterator[Redis]:
+    client = connect(valkey_server.url)
     yield client
     await client.aclose()
 
@@ -54,7 +54,7 @@ async def test_healthz_readyz_and_metrics_answer_over_http(client: Redis) -> Non
 
 
 async def test_readyz_turns_false_within_its_bound_when_valkey_stops_and_true_when_it_returns(
-    client: Redis, valkey: Valkey
+    client: Redis, valkey_server: ValkeyServer
 ) -> None:
     health = Health(CollectorRegistry())
     health.check("valkey", client.ping, timeout=1.0)
@@ -62,7 +62,7 @@ async def test_readyz_turns_false_within_its_bound_when_valkey_stops_and_true_wh
     async with serve(health, "127.0.0.1", free_port()) as port:
         assert port is not None
         assert (await get(port, "/readyz")).status_code == 200
-        valkey.stop()
+        valkey_server.stop()
         with anyio.fail_after(5):
             answer = await get(port, "/readyz")
         assert answer.status_code == 503
@@ -70,7 +70,7 @@ async def test_readyz_turns_false_within_its_bound_when_valkey_stops_and_true_wh
         assert body["status"] == "not ready" and body["checks"]["catalog"] == "ok"
         assert body["checks"]["valkey"] != "ok"
         assert (await get(port, "/healthz")).status_code == 200  # alive all the same: a restart would not help
-        valkey.start()
+        valkey_server.start()
         with anyio.fail_after(10):
             while (await get(port, "/readyz")).status_code != 200:
                 await asyncio.sleep(0.1)

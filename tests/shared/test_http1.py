@@ -384,12 +384,17 @@ async def test_a_response_that_stops_midway_trips_the_idle_timeout() -> None:
 async def test_an_event_stream_with_keepalive_comments_does_not_idle_out_but_a_silent_one_does() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
     events: list[bytes] = []
+
+    def on_event(data: bytes) -> bool:
+        events.append(data)
+        return True
+
     keepalives = [b": keepalive\n\n"] * 8  # 8 x 0.1 s, with an idle timeout of 0.3 s
     response = await fetch(
         answer(head, *keepalives, b'data: {"late":1}\n\n', pause=0.1),
         method=b"GET",
         idle_timeout=0.3,
-        on_event=lambda data: events.append(data) or True,
+        on_event=on_event,
     )
     assert response.status == 200 and events == [b'{"late":1}']
     with pytest.raises(IdleTimeout):
@@ -429,10 +434,15 @@ async def test_one_32_mib_event_in_64_kib_reads_is_decoded_in_linear_time() -> N
     pieces = [payload[n : n + 65536] for n in range(0, size, 65536)]
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: "
     events: list[int] = []
+
+    def on_event(data: bytes) -> bool:
+        events.append(len(data))
+        return True
+
     started = time.monotonic()
     await fetch(
         answer(head, *pieces, b"\n\n"),
-        on_event=lambda data: events.append(len(data)) or True,
+        on_event=on_event,
         max_body_bytes=64 * 1024 * 1024,
     )
     elapsed = time.monotonic() - started

@@ -11,14 +11,14 @@ from redis.asyncio import Redis
 from shared import streams
 from shared.queue_metrics import QueueCollector
 from shared.valkey import connect
-from tests.shared.conftest import Valkey
+from tests.shared.conftest import ValkeyServer
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def client(valkey: Valkey) -> AsyncIterator[Redis]:
-    client = connect(valkey.url)
+async def client(valkey_server: ValkeyServer) -> AsyncIterator[Redis]:
+    client = connect(valkey_server.url)
     yield client
     await client.aclose()
 
@@ -60,15 +60,17 @@ async def test_length_pending_lag_depth_and_dead_letters_per_server(client: Redi
     assert g[("muster_dead_letter_length", "")] == 1
 
 
-async def test_without_valkey_the_queue_gauges_are_absent_and_valkey_up_is_zero(client: Redis, valkey: Valkey) -> None:
+async def test_without_valkey_the_queue_gauges_are_absent_and_valkey_up_is_zero(
+    client: Redis, valkey_server: ValkeyServer
+) -> None:
     await client.xgroup_create(streams.calls("s"), streams.GROUP_WORKERS, id="0", mkstream=True)
     registry = CollectorRegistry()
     collector = QueueCollector(client, lambda: ["s"], timeout=1.0).register(registry)
     await collector.refresh()
     assert gauges(registry)[("muster_stream_length", "s")] == 0
-    valkey.stop()
+    valkey_server.stop()
     await collector.refresh()
     assert gauges(registry) == {("muster_valkey_up", ""): 0.0}
-    valkey.start()
+    valkey_server.start()
     await collector.refresh()
     assert gauges(registry)[("muster_valkey_up", "")] == 1

@@ -125,7 +125,12 @@ async def test_the_outbox_writes_the_commands_of_one_loop_turn_in_one_piece(valk
         transport = protocol.transport
         assert transport is not None
         write = transport.write
-        transport.write = lambda data: (writes.append(len(data)), write(data))[1]  # type: ignore[method-assign]
+
+        def counted(data: bytes | bytearray | memoryview) -> None:
+            writes.append(len(data))
+            write(data)
+
+        transport.write = counted  # type: ignore[method-assign]
         replies = await asyncio.gather(*(outbox.send(b"INCR", b"coalesced") for _ in range(100)))
         assert sorted(replies) == list(range(1, 101)) and len(writes) == 1
     finally:

@@ -90,7 +90,12 @@ def test_a_crlf_split_between_reads_ends_one_line_not_two() -> None:
 
 def test_decoding_stops_when_on_event_says_so() -> None:
     seen: list[bytes] = []
-    decoder = SSEDecoder(lambda data: seen.append(data) or data == b"2", LIMIT)
+
+    def on_event(data: bytes) -> bool:
+        seen.append(data)
+        return data == b"2"
+
+    decoder = SSEDecoder(on_event, LIMIT)
     decoder.feed(b"data: 1\n\ndata: 2\n\ndata: 3\n\n")
     assert seen == [b"1", b"2"] and decoder.done
 

@@ -78,6 +78,39 @@ def check_redirect_uri(uri: object) -> str:
     return uri
 
 
+def _metadata(body: bytes) -> dict[str, Any]:
+    try:
+        meta = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise metadata_error("the body is not JSON") from None
+    if not isinstance(meta, dict):
+        raise metadata_error("the body is not a JSON object")
+    return meta
+
+
+def _redirect_uris(meta: dict[str, Any]) -> list[str]:
+    uris = meta.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or len(uris) > MAX_REDIRECT_URIS:
+        raise OAuthError("invalid_redirect_uri", f"redirect_uris must list 1 to {MAX_REDIRECT_URIS} URIs")
+    return [check_redirect_uri(u) for u in uris]
+
+
+def _declared(meta: dict[str, Any]) -> tuple[str, list[str], str | None]:
+    """The token endpoint auth method, grant types and client name the metadata declares, each checked."""
+    method = meta.get("token_endpoint_auth_method", "none")
+    if method not in AUTH_METHODS:
+        raise metadata_error(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
+    grants = meta.get("grant_types", ["authorization_code"])
+    if not isinstance(grants, list) or not set(grants) <= GRANTS:
+        raise metadata_error("grant_types may be authorization_code and refresh_token")
+    if meta.get("response_types", ["code"]) != ["code"]:
+        raise metadata_error('response_types must be ["code"]')
+    name = meta.get("client_name")
+    if name is not None and not isinstance(name, str):
+        raise metadata_error("client_name must be a string")
+    return method, grants, name
+
+
 @dataclass
 class Registration:
     token: str | None
@@ -97,31 +130,13 @@ class Clients:
 
     async def register(self, body: bytes, bearer: str | None) -> dict[str, Any]:
         """RFC 7591 §3: the client's metadata in, its client_id (and secret, for a confidential client) out."""
-        try:
-            meta = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise metadata_error("the body is not JSON") from None
-        if not isinstance(meta, dict):
-            raise metadata_error("the body is not a JSON object")
-        uris = meta.get("redirect_uris")
-        if not isinstance(uris, list) or not uris or len(uris) > MAX_REDIRECT_URIS:
-            raise OAuthError("invalid_redirect_uri", f"redirect_uris must list 1 to {MAX_REDIRECT_URIS} URIs")
-        uris = [check_redirect_uri(u) for u in uris]
+        meta = _metadata(body)
+        uris = _redirect_uris(meta)
         token = self.registration.token
         allowed = bearer is not None and token is not None and hmac.compare_digest(bearer, token)
         if not allowed and not self.registration.trusted(uris):
             raise OAuthError("invalid_token", "registration needs the registration token", 401)
-        method = meta.get("token_endpoint_auth_method", "none")
-        if method not in AUTH_METHODS:
-            raise metadata_error(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
-        grants = meta.get("grant_types", ["authorization_code"])
-        if not isinstance(grants, list) or not set(grants) <= GRANTS:
-            raise metadata_error("grant_types may be authorization_code and refresh_token")
-        if meta.get("response_types", ["code"]) != ["code"]:
-            raise metadata_error('response_types must be ["code"]')
-        name = meta.get("client_name")
-        if name is not None and not isinstance(name, str):
-            raise metadata_error("client_name must be a string")
+        method, grants, name = _declared(meta)
         secret = secrets.token_urlsafe(32) if method != "none" else None
         client = Client(
             client_id=secrets.token_urlsafe(16),

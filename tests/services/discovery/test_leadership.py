@@ -12,7 +12,7 @@ from muster.stack import Stack, free_port
 from services.discovery.leader import Lease
 from services.discovery.leadership import Leadership
 from services.discovery.lease_k8s import KubernetesLease
-from shared.valkey import connect
+from shared.valkey import Outbox
 
 pytestmark = pytest.mark.anyio
 
@@ -27,16 +27,16 @@ async def valkey(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def test_the_valkey_lease_and_the_kubernetes_lease_are_one_interface(valkey: str) -> None:
-    redis = connect(valkey)
+    outbox = Outbox(valkey)
     async with client.ApiClient(client.Configuration(host="http://127.0.0.1:9")) as api:
-        both: list[object] = [Lease(redis, "a", 10), KubernetesLease(api, "muster", "l", "a")]
+        both: list[object] = [Lease(outbox, "a", 10), KubernetesLease(api, "muster", "l", "a")]
         assert all(isinstance(lease, Leadership) for lease in both)
-    await redis.aclose()
+    outbox.close()
 
 
 async def test_the_valkey_lease_stops_leading_on_its_own_before_its_key_can_expire(valkey: str) -> None:
-    redis = connect(valkey)
-    a, b = Lease(redis, "a", 2.0), Lease(redis, "b", 2.0)
+    outbox = Outbox(valkey)
+    a, b = Lease(outbox, "a", 2.0), Lease(outbox, "b", 2.0)
     try:
         assert await a.renew() and a.is_leader
         assert not await b.renew() and not b.is_leader
@@ -51,4 +51,4 @@ async def test_the_valkey_lease_stops_leading_on_its_own_before_its_key_can_expi
         await b.release()
         assert not b.is_leader and await a.renew()
     finally:
-        await redis.aclose()
+        outbox.close()

@@ -9,7 +9,7 @@ NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
 
 def conditions(state: ServerState, **kw: object) -> dict[str, tuple[str, str]]:
-    status = render(ServerStatus(namespace="n", name="a", state=state, **kw), None, NOW)  # type: ignore[arg-type]
+    status = render(ServerStatus(namespace="n", name="a", state=state, **kw), None, NOW)
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 

@@ -91,7 +91,7 @@ def test_summaries_are_the_first_line_capped_at_120_runes() -> None:
 
 
 def test_labels_must_all_match_and_are_read_from_meta() -> None:
-    tools = [
+    tools: list[dict[str, Any]] = [
         {"name": "workflow_deploy", "description": "Deploy", "_meta": {LABELS_KEY: {"team": "platform", "tier": 1}}},
         {"name": "workflow_audit", "description": "Audit", "_meta": {LABELS_KEY: {"team": "security"}}},
         {"name": "x_plain", "description": "Plain"},

@@ -134,12 +134,13 @@ async def test_every_meta_tool_answers_through_the_official_client_and_images_ar
             unrouted = await client.call_tool("call_tool", {"name": "x_grafana_render_panel", "arguments": {}})
             reason = json.loads(text(unrouted))["content"][0]["text"]
             assert unrouted.is_error and reason.endswith('the "management_cluster" parameter is required')
-            for name, args, message in [
+            refusals: list[tuple[str, dict[str, Any], str]] = [
                 ("filter_tools", {"pattern": "x_["}, 'Invalid pattern "x_[": syntax error in pattern'),
                 ("filter_tools", {"limit": 0}, "limit must be at least 1"),
                 ("describe_tool", {"name": "x_nope"}, "Tool not found: x_nope"),
                 ("get_resource", {"uri": "docs://nope"}, "Resource retrieval failed: unknown resource: docs://nope"),
-            ]:
+            ]
+            for name, args, message in refusals:
                 refused = await client.call_tool(name, args)
                 assert refused.is_error and text(refused) == message
 

@@ -14,8 +14,9 @@ import pytest
 from muster.stack import free_port
 from services.ingress.oauth.clients import MetadataFetcher
 from services.ingress.oauth.errors import OAuthError
+from shared.identity.oidc import Pkce
 from tests.oidc import OidcProvider
-from tests.oidc.harness import Pkce, login, provider_for, register, serve, settings_for, start_valkey
+from tests.oidc.harness import login, provider_for, register, serve, settings_for, start_valkey
 
 pytestmark = pytest.mark.slow  # runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"
@@ -26,7 +27,8 @@ class Documents(BaseHTTPRequestHandler):
     """Serves client metadata documents: a good one, an oversize one, one naming another client, a slow one."""
 
     def do_GET(self) -> None:
-        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        assert isinstance(self.server, ThreadingHTTPServer)
+        base = f"http://127.0.0.1:{self.server.server_port}"
         docs = {
             "/client.json": {"client_id": f"{base}/client.json", "client_name": "CIMD", "redirect_uris": [REDIRECT]},
             "/big.json": {"client_id": f"{base}/big.json", "redirect_uris": [REDIRECT], "pad": "x" * 20_000},

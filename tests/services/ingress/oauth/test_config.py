@@ -19,7 +19,7 @@ def test_the_fixed_names_configure_the_authorization_server(monkeypatch: pytest.
     monkeypatch.setenv("MUSTER_REGISTRATION_TOKEN", "reg")
     monkeypatch.setenv("MUSTER_ENCRYPTION_KEY", f"{KEY},{KEY[::-1]}")
     monkeypatch.setenv("MUSTER_PUBLIC_URL", "https://muster.example/")
-    s = OAuthSettings()  # type: ignore[call-arg]
+    s = OAuthSettings()
     assert (s.issuer, s.resource) == ("https://muster.example", "https://muster.example/mcp")
     assert s.oidc_client_secret is not None and s.oidc_client_secret.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(s) and "reg" not in str(s.registration_token)
@@ -31,7 +31,7 @@ def test_each_secret_can_come_from_a_mounted_file(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv(f"MUSTER_{name.upper()}_FILE", str(tmp_path / name))
     monkeypatch.setenv("MUSTER_OIDC_ISSUER", "https://dex.example")
     monkeypatch.setenv("MUSTER_OIDC_CLIENT_ID", "muster")
-    s = OAuthSettings()  # type: ignore[call-arg]
+    s = OAuthSettings()
     assert s.oidc_client_secret is not None and s.oidc_client_secret.get_secret_value() == "from-file"
     assert s.encryption_key is not None and s.encryption_key.get_secret_value() == KEY
 
@@ -41,7 +41,7 @@ def test_auth_without_an_encryption_key_does_not_start(monkeypatch: pytest.Monke
     monkeypatch.setenv("MUSTER_OIDC_CLIENT_ID", "muster")
     monkeypatch.delenv("MUSTER_ENCRYPTION_KEY", raising=False)
     with pytest.raises(ValidationError, match="MUSTER_ENCRYPTION_KEY"):
-        OAuthSettings()  # type: ignore[call-arg]
+        OAuthSettings()
 
 
 def test_the_upstream_scopes_ask_for_each_required_audience() -> None:
@@ -50,5 +50,5 @@ def test_the_upstream_scopes_ask_for_each_required_audience() -> None:
         oidc_client_id="m",
         encryption_key=KEY,
         oidc_required_audiences=["dex-k8s-authenticator"],
-    )  # type: ignore[arg-type]
+    )
     assert s.upstream_scopes.split()[-1] == "audience:server:client_id:dex-k8s-authenticator"

@@ -10,8 +10,9 @@ import redis
 from muster.stack import free_port
 from services.ingress.oauth.grants import family_of
 from shared.identity import keys
+from shared.identity.oidc import Pkce
 from tests.oidc import K8S_CLIENT, K8S_SECRET, MUSTER_CLIENT, MUSTER_SECRET, OidcProvider, code_of, sign_in
-from tests.oidc.harness import Browser, Pkce, login, provider_for, register, serve, settings_for, start_valkey
+from tests.oidc.harness import Browser, login, provider_for, register, serve, settings_for, start_valkey
 
 pytestmark = pytest.mark.slow  # runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"

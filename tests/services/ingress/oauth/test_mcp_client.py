@@ -85,7 +85,7 @@ class User:
 async def whoami(base: str, user: User, storage: Memory) -> str:
     auth = OAuthClientProvider(
         f"{base}/mcp",
-        OAuthClientMetadata(client_name="sdk test", redirect_uris=[REDIRECT], scope="mcp"),  # type: ignore[list-item]
+        OAuthClientMetadata(client_name="sdk test", redirect_uris=[REDIRECT], scope="mcp"),
         storage,
         redirect_handler=user.open,
         callback_handler=user.callback,
@@ -122,7 +122,7 @@ async def test_two_users_in_parallel_each_see_themselves(base: str) -> None:
     results = await asyncio.gather(
         whoami(base, User(base, "xena"), Memory()), whoami(base, User(base, "yuri"), Memory())
     )
-    assert results == ["xena xena@example.com", "yuri yuri@example.com"]
+    assert list(results) == ["xena xena@example.com", "yuri yuri@example.com"]
 
 
 def test_the_sdk_finds_the_resource_metadata_in_the_401(base: str) -> None:

@@ -34,10 +34,12 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, OidcP
 def dump(valkey_url: str) -> dict[bytes, bytes]:
     client = redis.Redis.from_url(valkey_url)
     try:
-        values = {}
+        values: dict[bytes, bytes] = {}
         for key in client.scan_iter(count=1000):
             if client.type(key) == b"string":
-                values[key] = client.get(key)
+                value = client.get(key)
+                assert isinstance(value, bytes)  # a client without decode_responses, and the key is there
+                values[key] = value
         return values
     finally:
         client.close()
