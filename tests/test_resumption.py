@@ -159,10 +159,10 @@ class _FirstEvents(httpx2.AsyncByteStream):
 
 async def test_the_official_client_resumes_a_dropped_call_through_the_other_replica(muster: Muster) -> None:
     transport = DropFirstStream(muster.ingress_ports)
-    progress: list[float] = []
+    seen: list[float] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(value)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
 
     async with (
         httpx2.AsyncClient(transport=transport, timeout=30) as http,
@@ -172,4 +172,4 @@ async def test_the_official_client_resumes_a_dropped_call_through_the_other_repl
             result = await client.call_tool("x_raw_steps", {"pause": 0.5}, progress_callback=on_progress)
     assert transport.dropped == 1 and transport.resumed_at == [muster.ingress_ports[1]]
     assert result.structured_content is not None and result.structured_content["dup"] == 2
-    assert progress == [1, 2]
+    assert seen == [1, 2]
