@@ -48,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=int(_env("WORKERS", "2")), help="worker processes [MUSTER_WORKERS]")
     up.add_argument("--data", default=_env("DATA", ".muster"), help="data folder for Valkey's files [MUSTER_DATA]")
     up.add_argument(
+        "--valkey-maxmemory",
+        default=_env("VALKEY_MAXMEMORY", "1gb"),
+        help="memory limit of the embedded Valkey; when full it refuses writes (noeviction) and calls get -32006,"
+        " rather than losing queued calls silently [MUSTER_VALKEY_MAXMEMORY]",
+    )
+    up.add_argument(
         "--json-logs",
         action="store_true",
         default=_env("LOG_JSON", "false").lower() in ("1", "true", "yes"),
@@ -65,7 +71,7 @@ def up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        valkey_url = stack.valkey(free_port())
+        valkey_url = stack.valkey(free_port(), maxmemory=args.valkey_maxmemory)
         common = {
             "MUSTER_VALKEY_URL": valkey_url,
             "MUSTER_PREFIX_MODE": args.prefix_mode,

@@ -70,7 +70,9 @@ class Stack:
     def python(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
         return self.start(name, [sys.executable, "-m", module, *args], env)
 
-    def valkey(self, port: int) -> str:
+    def valkey(self, port: int, *, maxmemory: str = "1gb") -> str:
+        """Valkey on 127.0.0.1, bounded in memory: full, it refuses writes (noeviction) instead of evicting queued
+        calls, sessions or replies without a word, and muster answers -32006 until there is room again."""
         directory = self.data / "valkey"
         directory.mkdir(parents=True, exist_ok=True)
         self.start(
@@ -93,6 +95,8 @@ class Stack:
                 "no",
                 "--loglevel",
                 "warning",
+                "--maxmemory",
+                maxmemory,
                 "--maxmemory-policy",
                 "noeviction",
             ],

@@ -99,8 +99,8 @@ class Muster:
         self.servers = self.root / "servers"
         self.servers.mkdir()
 
-    def start_valkey(self) -> None:
-        self.valkey_url = self.stack.valkey(free_port())
+    def start_valkey(self, maxmemory: str = "1gb") -> None:
+        self.valkey_url = self.stack.valkey(free_port(), maxmemory=maxmemory)
         self.env = {
             "MUSTER_VALKEY_URL": self.valkey_url,
             "MUSTER_LOG_JSON": "false",
@@ -282,10 +282,10 @@ def muster_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("muster")
 
 
-def make_muster(root: Path) -> Iterator[Muster]:
+def make_muster(root: Path, *, maxmemory: str = "1gb") -> Iterator[Muster]:
     m = Muster(root)
     try:
-        m.start_valkey()
+        m.start_valkey(maxmemory)
         yield m
     finally:
         m.stack.stop()

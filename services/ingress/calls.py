@@ -106,7 +106,10 @@ class Calls:
 
     async def read_replies(self) -> None:
         async for batch in self._replies:
-            for _, entries in batch:
+            for stream, entries in batch:
+                if entries:  # read is done with: a result does not stay in Valkey until the stream's bound trims it
+                    self.outbox.post(b"XTRIM", stream, b"MINID", entries[-1][0])
+                    self.outbox.post(b"XDEL", stream, entries[-1][0])
                 for entry_id, fields in entries:
                     try:
                         reply = read_reply(fields)

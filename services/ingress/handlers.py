@@ -144,7 +144,7 @@ class Handlers:
         if it is a request this session was asked and has not answered yet."""
         ref = message.value.get("id")
         if not isinstance(ref, str) or "/" not in ref or not await self.sessions.answered(session, ref.encode()):
-            logger.info("a response from session %s… to no request it was asked was dropped", session.id[:8])
+            logger.debug("a response from session %s… to no request it was asked was dropped", session.id[:8])
             return
         name = "result" if "result" in message.value else "error"
         body = message.member(name)
