@@ -254,7 +254,7 @@ def test_logging_set_level_with_a_list_or_an_object_is_invalid_params(muster: Mu
 
 
 def test_wrong_types_in_each_field_get_json_rpc_errors(muster: Muster, session: str) -> None:
-    for body in (
+    bodies: list[dict[str, Any]] = [
         {"jsonrpc": "2.0", "id": 1.5, "method": "ping"},
         {"jsonrpc": "2.0", "id": [1], "method": "ping"},
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "x"},
@@ -264,7 +264,8 @@ def test_wrong_types_in_each_field_get_json_rpc_errors(muster: Muster, session: 
         {"jsonrpc": "2.0", "id": 1, "method": "notifications/cancelled", "params": {"requestId": {}}},
         {"jsonrpc": 2, "id": 1, "method": "ping"},
         {"jsonrpc": "2.0", "id": "r", "result": [], "error": None},
-    ):
+    ]
+    for body in bodies:
         response = post(muster, body, session)
         if response.status_code != 202:
             is_json_rpc(response)
