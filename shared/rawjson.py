@@ -7,13 +7,16 @@ decoded once to be checked and routed, and what travels on is cut out of the ori
 
 A `Document` is both: the decoded value, and the bytes. Most peers write JSON exactly as orjson would (compact,
 raw UTF-8, no duplicate keys): for those, one `orjson.dumps` of the value compared with the bytes proves that
-re-encoding any part is exact, and spans come from the lengths of the encoded members. Anything else (spaces,
-escapes, big or odd numbers, duplicates, deep nesting) is cut by a scanner that skips values without decoding
-them. Measured with bench/rawjson.py; the numbers are in that file.
+re-encoding any part is exact, so a part's bytes are the encoding of its value, or what is left of the bytes
+around the (small) encoded other members. Anything else (spaces, escapes, big or odd numbers, duplicates, deep
+nesting) is cut where `members` finds each member: the stdlib's C scanner skips each value (over the bytes read
+as latin-1, so that offsets are byte offsets), at about a fifth of orjson's speed; a regex scanner takes over
+where it would recurse too deep. Measured with bench/rawjson.py; the numbers are in that file.
 """
 
-import json  # noqa: TID251  # the fallback for the numbers orjson refuses; never on the common path
+import json  # noqa: TID251  # its C scanner finds where values end; its parser takes the numbers orjson refuses
 import re
+from json.scanner import make_scanner  # noqa: TID251
 from typing import Any, NamedTuple
 
 import orjson
@@ -29,6 +32,7 @@ _SCALAR = re.compile(rb"[^,:\[\]{}\s\"]+")
 _FLAT = re.compile(rb'(?:[^"\[\]{}]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.DOTALL)
 _INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 _OPEN = frozenset(b"[{")
+_SPACE = frozenset(b" \t\n\r")
 _CLOSE = frozenset(b"]}")
 
 
@@ -128,35 +132,99 @@ class Member(NamedTuple):
     end: int
 
 
-def members(data: bytes, start: int = 0) -> dict[str, Member]:
+# Where values end, and nothing else: numbers stay text, objects become their member count.
+_CONTEXT = json.JSONDecoder(parse_int=str.strip, parse_float=str.strip, parse_constant=str.strip, object_pairs_hook=len)
+_SCAN = make_scanner(_CONTEXT)  # type: ignore[arg-type]  # typeshed names the scanner where its context goes
+# A member's name and the colon after it, over text read as latin-1: a plain name in group 1, an escaped one in 2.
+_NAME = re.compile(r'[ \t\n\r]*(?:"([^"\\]*)"|("[^"\\]*(?:\\.[^"\\]*)*"))[ \t\n\r]*:[ \t\n\r]*', re.DOTALL)
+_NEXT = re.compile(r"[ \t\n\r]*([,}])[ \t\n\r]*")
+# The common member whole, in one match: a plain name, a string, number or literal value, and what follows it.
+_SIMPLE = re.compile(
+    r'"([^"\\]*)"[ \t\n\r]*:[ \t\n\r]*("[^"\\]*(?:\\.[^"\\]*)*"|[-0-9][-+.0-9eE]*|true|false|null)'
+    r"[ \t\n\r]*([,}])[ \t\n\r]*",
+    re.DOTALL,
+)
+_OPENING = re.compile(r"[ \t\n\r]*\{[ \t\n\r]*")
+
+
+def _end(text: str, data: bytes, pos: int) -> int:
+    try:
+        return int(_SCAN(text, pos)[1])
+    except RecursionError:  # deeper than the C scanner goes: the regex scanner has no recursion
+        return skip(data, pos)
+    except StopIteration:
+        raise Malformed(f"a value was expected at {pos}") from None
+
+
+def _last(data: bytes, at: int) -> int | None:
+    """Where the value that starts at `at` ends if it is the last member of the object `data` (whole), else None.
+
+    The test is a decoder's: between `at` and the object's closing brace there is exactly one JSON value only if no
+    member follows (a following member leaves ', "name": value' after it, which no decoder takes).
+    """
+    end = len(data)
+    while end and data[end - 1] in _SPACE:
+        end -= 1
+    end -= 1  # the closing brace
+    while end and data[end - 1] in _SPACE:
+        end -= 1
+    try:
+        orjson.loads(memoryview(data)[at:end])
+    except orjson.JSONDecodeError:
+        return None
+    return end
+
+
+def members(data: bytes, start: int = 0, *, count: int | None = None) -> dict[str, Member]:
     """Where each member lies in the object that starts at `start` (whitespace before it allowed).
 
-    A repeated key keeps its last value, as every JSON decoder muster talks to does.
+    A repeated key keeps its last value, as every JSON decoder muster talks to does. With `count`, the number of
+    distinct names the object has (its decoded dict's length) and `start` 0 (`data` is the object), the value of
+    the member that completes the count is first tried as the last one: one orjson parse of it, not a scan, and
+    no scan at all of what it holds, which is where large payloads are.
     """
-    pos = _ws(data, start)
-    if data[pos : pos + 1] != b"{":
-        raise Malformed(f"an object was expected at {pos}")
+    text = data.decode("latin-1")  # one character per byte: offsets in the text are offsets in the bytes
+    opening = _OPENING.match(text, start)
+    if opening is None:
+        raise Malformed(f"an object was expected at {start}")
     found: dict[str, Member] = {}
-    pos = _ws(data, pos + 1)
-    if data[pos : pos + 1] == b"}":
+    first = opening.end()
+    if text[first : first + 1] == "}":
         return found
-    while True:
-        key = _STRING.match(data, pos)
-        if key is None:
-            raise Malformed(f"a member name was expected at {pos}")
-        colon = _ws(data, key.end())
-        if data[colon : colon + 1] != b":":
-            raise Malformed(f"':' was expected at {colon}")
-        at = _ws(data, colon + 1)
-        end = skip(data, at)
-        found[string(key.group())] = Member(pos, at, end)
-        pos = _ws(data, end)
-        delimiter = data[pos : pos + 1]
-        if delimiter == b"}":
-            return found
-        if delimiter != b",":
-            raise Malformed(f"',' or '}}' was expected at {pos}")
-        pos = _ws(data, pos + 1)
+    at: int | None = first
+    while at is not None:
+        at = _member(text, data, at, found, count if start == 0 else None)
+    return found
+
+
+_new = tuple.__new__  # a Member without NamedTuple's Python-level constructor: a fifth of the cost
+
+
+def _plain(name: str) -> str:
+    return name if name.isascii() else name.encode("latin-1").decode("utf-8")
+
+
+def _member(text: str, data: bytes, pos: int, found: dict[str, Member], count: int | None) -> int | None:
+    """Reads the member at `pos` into `found`; returns where the next one starts, None after the last."""
+    simple = _SIMPLE.match(text, pos)
+    if simple is not None:
+        found[_plain(simple.group(1))] = _new(Member, (pos, simple.start(2), simple.end(2)))
+        return None if simple.group(3) == "}" else simple.end()
+    name = _NAME.match(text, pos)
+    if name is None:
+        raise Malformed(f"a member name was expected at {pos}")
+    plain = name.group(1)
+    key = _plain(plain) if plain is not None else string(name.group(2).encode("latin-1"))
+    end = None
+    if count is not None and len(found) == count - 1 and key not in found:
+        end = _last(data, name.end())
+    if end is None:
+        end = _end(text, data, name.end())
+    found[key] = _new(Member, (pos, name.end(), end))
+    delimiter = _NEXT.match(text, end)
+    if delimiter is None:
+        raise Malformed(f"',' or '}}' was expected at {end}")
+    return None if delimiter.group(1) == "}" else delimiter.end()
 
 
 def inside(data: bytes) -> int:
@@ -221,7 +289,7 @@ class Document:
     def spans(self) -> dict[str, Member]:
         """Where each member of this object lies in `data`."""
         if self._spans is None:
-            self._spans = members(self.data)
+            self._spans = members(self.data, count=len(self.value) if isinstance(self.value, dict) else None)
         return self._spans
 
     def member(self, name: str) -> bytes | None:
@@ -229,13 +297,16 @@ class Document:
         if not isinstance(self.value, dict) or name not in self.value:
             return None
         if self.canonical:
+            value = self.value[name]
+            if not isinstance(value, (dict, list)):
+                return orjson.dumps(value)  # small: encoded again, it is what was received
             return self._canonical_member(name)
         span = self.spans().get(name)
         return None if span is None else self.data[span.start : span.end]
 
     def _canonical_member(self, name: str) -> bytes:
-        # Canonical: '{' then '"key":value' joined by ','. Every other member is measured by encoding it (they are
-        # the small ones on muster's paths), so the wanted one, often large, is never encoded again.
+        # Canonical: '{' then '"key":value' joined by ','. Every other member is measured by encoding it, so the
+        # wanted one, often the large one (params, result), is never encoded again.
         before = after = 0
         seen = False
         for key, value in self.value.items():
