@@ -20,7 +20,7 @@ seconds, from the service's settings).
         │   └── UnsupportedProtocolVersion -32022  2026-07-28: a protocol version muster does not speak
         ├── DeadlineExceeded -32001  no outcome before the call's deadline; it did not run or was stopped
         ├── OutcomeUnknown -32005    the call may have run; muster will not run a non-idempotent call twice
-        ├── ResultTooLarge -32007    the upstream answered with more than muster carries; the call may have run
+        ├── ResultTooLarge -32008    the upstream answered with more than muster carries; the call may have run
         ├── Cancelled -32800         the caller cancelled it
         └── InternalError -32603     muster failed at something it should not have
 
@@ -47,7 +47,7 @@ QUEUE_FULL = -32003
 UPSTREAM_UNAVAILABLE = -32004
 OUTCOME_UNKNOWN = -32005
 SERVICE_UNAVAILABLE = -32006
-RESULT_TOO_LARGE = -32007
+RESULT_TOO_LARGE = -32008  # -32007 is AuthRequired (identity)
 CANCELLED = REQUEST_CANCELLED
 
 

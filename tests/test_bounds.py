@@ -191,7 +191,7 @@ def test_an_oversize_result_is_a_clear_error_and_the_worker_s_memory_stays_bound
     with PeakRss(worker) as peak:
         response = rpc(muster, "tools/call", {"name": "x_raw_big", "arguments": {"size": 200 << 20}}, session)
     error = response.json()["error"]
-    assert error["code"] == -32007 and error["data"] == {"limit": LIMIT}
+    assert error["code"] == -32008 and error["data"] == {"limit": LIMIT}
     assert error["message"].startswith(f"raw answered with more than muster carries ({LIMIT} bytes")
     assert time.monotonic() - started < 10
     assert peak.peak - before < 4 * LIMIT  # a bounded number of copies of the limit, never the 200 MB

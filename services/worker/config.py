@@ -19,7 +19,7 @@ class WorkerSettings(ServiceSettings):
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
     retry_after: float = Field(5.0, gt=0)  # what a caller told -32004 should wait when the upstream says nothing
-    # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32007
+    # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32008
     # and the worker reads no further, so its memory stays bounded whatever the upstream sends.
     max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     # Health, readiness and metrics on a port of its own (0: off).
