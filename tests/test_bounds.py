@@ -227,7 +227,10 @@ def test_a_client_that_does_not_read_its_response_is_let_go(muster: Muster) -> N
 
 def test_a_full_valkey_is_an_error_with_a_retry_hint_and_muster_recovers(muster: Muster, valkey: redis.Redis) -> None:
     session = initialize(muster.url())
+    # as muster.stack runs it (muster up, and these tests): bounded, and refusing rather than evicting when full
+    assert valkey.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
     limit = str(valkey.config_get("maxmemory")["maxmemory"])
+    assert int(limit) == 96 << 20
     used = int(valkey.info("memory")["used_memory"])
     valkey.config_set("maxmemory", str(used - (1 << 20)))  # full: no write of any size fits (noeviction)
     try:

@@ -173,3 +173,26 @@ async def test_the_official_client_resumes_a_dropped_call_through_the_other_repl
     assert transport.dropped == 1 and transport.resumed_at == [muster.ingress_ports[1]]
     assert result.structured_content is not None and result.structured_content["dup"] == 2
     assert seen == [1, 2]
+
+
+async def test_a_get_stream_resumed_on_another_replica_replays_what_the_dropped_one_sent(muster: Muster) -> None:
+    session = initialize(muster.url(0))
+    get = {"Accept": "text/event-stream", "Mcp-Session-Id": session}
+    async with httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("GET", muster.url(0), headers=get) as response:
+            stream = events(response.aiter_lines())
+            priming = await anext(stream)
+            assert priming["id"].startswith("g") and priming["data"] == ""
+            muster.register("raw-too", muster.standins["raw"].url)  # the tool list changes: an event for every stream
+            with anyio.fail_after(15):
+                changed = await anext(stream)
+        assert json.loads(changed["data"])["method"] == "notifications/tools/list_changed"
+        # the client lost `changed` with its connection: it resumes from the priming event, on the other replica
+        with anyio.fail_after(10):
+            async with http.stream("GET", muster.url(1), headers={**get, "Last-Event-ID": priming["id"]}) as response:
+                stream = events(response.aiter_lines())
+                replayed = await anext(stream)
+                fresh = await anext(stream)
+    assert (replayed["id"], replayed["data"]) == (changed["id"], changed["data"])
+    assert fresh["id"].startswith("g") and fresh["data"] == "" and fresh["id"] != priming["id"]  # a new stream goes on
+    (muster.servers / "raw-too.yaml").unlink()

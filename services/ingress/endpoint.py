@@ -213,12 +213,14 @@ class Endpoint:
     ) -> None:
         await exchange.receive()  # the empty body of the GET; the next receive() completes when the client goes away
         client_gone: asyncio.Future[Any] = exchange.disconnected()
-        events = await EventStream.open(exchange, self.tapes, b"g", session.session_id, self.settings.session_ttl)
+        await exchange.start_events()
+        if at is not None and at.kind == b"g":  # what the dropped stream sent after the client's last event, first
+            meta = await self.tapes.meta(at.tape)
+            if meta is not None and meta.get(b"session") == session.session_id:
+                await missed(exchange, self.tapes, at)
+        lifetime = self.settings.session_ttl
+        events = await EventStream.open(exchange, self.tapes, b"g", session.session_id, lifetime, started=True)
         try:
-            if at is not None and at.kind == b"g":
-                meta = await self.tapes.meta(at.tape)
-                if meta is not None and meta.get(b"session") == session.session_id:
-                    await missed(exchange, self.tapes, at)
             while True:
                 getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait(

@@ -29,10 +29,18 @@ class EventStream:
 
     @classmethod
     async def open(
-        cls, exchange: Exchange, tapes: Tapes, kind: bytes, session: bytes | None, lifetime: float
+        cls,
+        exchange: Exchange,
+        tapes: Tapes,
+        kind: bytes,
+        session: bytes | None,
+        lifetime: float,
+        *,
+        started: bool = False,
     ) -> "EventStream":
-        """Starts the response; with a session, on a tape only that session may resume."""
-        await exchange.start_events()
+        """Starts the response (unless it has `started`); with a session, on a tape only that session may resume."""
+        if not started:
+            await exchange.start_events()
         if not session:
             return cls(exchange, tapes, None)
         tape = tapes.open(kind, {b"session": session}, lifetime)
