@@ -27,6 +27,7 @@ seconds, from the service's settings).
 Errors an upstream answers with are not muster errors: they travel to the caller unchanged, byte for byte.
 """
 
+import json  # noqa: TID251  # only for what orjson cannot write: strings with lone surrogates
 from typing import Any, ClassVar
 
 import orjson
@@ -63,9 +64,13 @@ class MusterError(Exception):
 
     def body(self) -> bytes:
         """The JSON-RPC error object, ready to splice into a response."""
-        if self.data is None:
-            return orjson.dumps({"code": self.code, "message": self.message})
-        return orjson.dumps({"code": self.code, "message": self.message, "data": self.data})
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        try:
+            return orjson.dumps(error)
+        except TypeError:  # a lone surrogate the client sent (JSON allows "\ud800"; UTF-8 has no such character)
+            return json.dumps(error, ensure_ascii=True, separators=(",", ":")).encode()
 
     def response(self, request_id: bytes) -> bytes:
         """The whole JSON-RPC response; `request_id` as JSON bytes (b"null" when there is none)."""

@@ -25,12 +25,12 @@ pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("MUSTER_HOSTILE_EXAMPLES", "500"))  # MUSTER_HOSTILE_RANDOM=1: new ones each run
 MAX_BODY = 64 * 1024
-TOOLS = ["x_raw_echo", "x_raw_odd", "x_raw_fail", "x_nope", "", "x_raw_echo\u0000", "X_RAW_ECHO"]
+TOOLS = ["x_raw_echo", "x_raw_odd", "x_raw_fail", "x_nope", "", "x_raw_echo\u0000", "X_RAW_ECHO", "\udfff"]
 METHODS = [
     "tools/call", "tools/list", "resources/read", "resources/list", "resources/templates/list", "prompts/get",
     "prompts/list", "completion/complete", "logging/setLevel", "resources/subscribe", "resources/unsubscribe",
     "ping", "initialize", "server/discover", "notifications/initialized", "notifications/cancelled",
-    "notifications/progress", "tools/frobnicate", "", "\u202e", "a" * 300,
+    "notifications/progress", "tools/frobnicate", "", "\u202e", "a" * 300, "\ud800",
 ]  # fmt: skip
 ENVELOPE = "io.modelcontextprotocol/"
 
@@ -139,7 +139,7 @@ def body(draw: st.DrawFn, modern: bool) -> bytes:
 
 
 @st.composite
-def request(draw: st.DrawFn, sessions: list[str]) -> tuple[str, dict[str, str], bytes]:
+def request(draw: st.DrawFn, sessions: list[str]) -> tuple[str, list[tuple[str, str]], bytes]:
     modern = draw(st.booleans())
     method = draw(st.sampled_from(["POST"] * 8 + ["GET", "DELETE", "PUT"]))
     headers = {
@@ -163,8 +163,13 @@ def request(draw: st.DrawFn, sessions: list[str]) -> tuple[str, dict[str, str], 
         headers[draw(st.sampled_from(["X-Pad", "Origin", "Host"]))] = draw(
             st.sampled_from(["a" * 8000, "http://evil.example", "127.0.0.1", "null"])
         )
+    lines = list(headers.items())
+    if draw(st.integers(0, 5)) == 0:  # a second session id, or a second protocol version: the last one counts
+        lines.append(
+            (draw(st.sampled_from(["Mcp-Session-Id", "MCP-Protocol-Version"])), draw(st.sampled_from(sessions)))
+        )
     # what an HTTP client can send at all (no control characters), adversarial within that
-    return method, {k: v for k, v in headers.items() if v.isascii() and v.isprintable()}, draw(body(modern))
+    return method, [(k, v) for k, v in lines if v.isascii() and v.isprintable()], draw(body(modern))
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +208,7 @@ def test_hostile_input_leaves_the_ingress_alive_bounded_and_serving(muster: Must
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
     )
     @given(request(sessions))
-    def hostile(sent: tuple[str, dict[str, str], bytes]) -> None:
+    def hostile(sent: tuple[str, list[tuple[str, str]], bytes]) -> None:
         nonlocal tried
         method, headers, data = sent
         tried += 1

@@ -30,8 +30,8 @@ def muster(muster_root: Path) -> Iterator[Muster]:
         m.worker()
         m.ingress()
         m.ingress()
-        m.wait_tools(17, n=0)
-        m.wait_tools(17, n=1)
+        m.wait_tools({"test_sampling", "test_elicitation", "test_roots"}, n=0)
+        m.wait_tools({"test_sampling", "test_elicitation", "test_roots"}, n=1)
         yield m
 
 

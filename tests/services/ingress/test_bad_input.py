@@ -269,3 +269,12 @@ def test_wrong_types_in_each_field_get_json_rpc_errors(muster: Muster, session: 
         response = post(muster, body, session)
         if response.status_code != 202:
             is_json_rpc(response)
+
+
+def test_lone_surrogates_in_names_are_named_back_in_the_error(muster: Muster, session: str) -> None:
+    unknown = post(muster, b'{"jsonrpc":"2.0","id":1,"method":"\\ud800"}', session)
+    assert unknown.status_code == 200 and unknown.content == (
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found: \\ud800"}}'
+    )
+    tool = post(muster, b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"\\udfff"}}', session)
+    assert error(tool) == {"code": -32602, "message": "Unknown tool: \udfff"}
