@@ -14,13 +14,23 @@ from typing import Any
 
 import orjson
 
-from bench.harness import UPSTREAMS, Harness, machine
+from bench import sessions
+from bench.harness import TELEMETRY_OFF, UPSTREAMS, Harness, machine
 from bench.report import write
 
 
 def plan(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"sequential": 20, "warmup": 5, "concurrency": [4], "seconds": 0.5, "burst": (5, 4), "processes": 1}
+        return {
+            "sequential": 20,
+            "warmup": 5,
+            "concurrency": [4],
+            "seconds": 0.5,
+            "burst": (5, 4),
+            "processes": 1,
+            "first": 3,
+            "session_callers": 4,
+        }
     return {
         "sequential": 2000,
         "warmup": 200,
@@ -28,6 +38,8 @@ def plan(quick: bool) -> dict[str, Any]:
         "seconds": 6.0,
         "burst": (200, 50),
         "processes": 2,
+        "first": 100,  # calls that each open an agent session (bench/sessions.py)
+        "session_callers": 64,
     }
 
 
@@ -47,6 +59,7 @@ def main() -> None:
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--report", metavar="RESULTS_JSON", help="only write the page and plot again from saved results")
+    p.add_argument("--only", choices=["sessions"], help="only this scenario, without the page (results on stdout)")
     args = p.parse_args()
     if args.report:
         write(orjson.loads(Path(args.report).read_bytes()), Path(args.out))
@@ -58,7 +71,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as tmp:
         harness = Harness(Path(tmp), quick=args.quick)
         try:
-            harness.start(peer=not args.no_peer)
+            harness.start(peer=not args.no_peer and not args.only)
+            if args.only:
+                print(orjson.dumps(sessions.run(harness, settings, rounds), option=orjson.OPT_INDENT_2).decode())
+                return
             results = run(harness, settings, rounds)
         finally:
             harness.stop()
@@ -99,13 +115,18 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
         for target in harness.targets:
             if target.name == "fastmcp proxy" and not harness.quick:
                 continue  # 10,000 calls at its ~70 calls/s would take minutes per round; its throughput says enough
+            if target.name == TELEMETRY_OFF:
+                continue  # it differs from "muster 1 worker" only in CPU per call, which throughput measures
             result = harness.load(target, k8s, callers=agents, calls=calls, burst=True, processes=settings["processes"])
             burst.setdefault(target.name, []).append(result)
             log(
                 f"  burst {agents}x{calls} {target.name:17} completed {result['calls'] - result['failed']} "
                 f"failed {result['failed']} drained in {result['elapsed']:.2f} s"
             )
+    log("upstream sessions: per agent session, and the shared pool")
+    per_agent = sessions.run(harness, settings, rounds)
     return {
+        "sessions": per_agent,
         "sequential": {u: {t: median(r) for t, r in ts.items()} for u, ts in sequential.items()},
         "throughput": {
             u: {t: {c: median(r) for c, r in cs.items()} for t, cs in ts.items()} for u, ts in throughput.items()

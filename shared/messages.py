@@ -4,8 +4,9 @@ The per-call messages (Call, CallReply, SessionEvent, Answer) are slotted datacl
 as the bytes they arrived as: the hot path routes on a few fields and never re-validates or re-encodes what it
 only forwards. Control-plane messages (server records, capability changes, Control) are pydantic models.
 
-Two ids, never mixed up: `call_id` is the replica-local id of a call (the key of the request waiting for it);
-`request_id` is the client's own JSON-RPC id, which only the ingress reads.
+Three ids, never mixed up: `call_id` is the replica-local id of a call (the key of the request waiting for it);
+`request_id` is the client's own JSON-RPC id, which only the ingress reads; `traceparent` is the W3C trace context
+of the call (shared/tracecontext.py), whose trace id is the request id of every log line about the call.
 """
 
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.mcpserver import Family, MCPServerSpec
 
 Fields = Mapping[bytes, bytes]
 
@@ -32,6 +35,9 @@ class Call:
     deadline_ms: int  # wall clock, ms since the epoch
     safe: bool  # read-only or idempotent: may run again after a crash
     key: bytes  # what a cancellation names: session id and request id, or the call's own key
+    # The two below are for metrics, logs and traces; an entry enqueued without them (an older ingress) still runs.
+    traceparent: bytes = b""  # W3C traceparent of the ingress's span of the call: sent upstream as a header
+    target: bytes = b""  # the upstream's name of the tool or prompt the call runs, b"" for other methods
 
     def fields(self) -> list[bytes]:
         return [
@@ -55,6 +61,10 @@ class Call:
             b"1" if self.safe else b"0",
             b"key",
             self.key,
+            b"traceparent",
+            self.traceparent,
+            b"target",
+            self.target,
         ]
 
     @classmethod
@@ -70,6 +80,8 @@ class Call:
             deadline_ms=int(f[b"deadline"]),
             safe=f[b"safe"] == b"1",
             key=f[b"key"],
+            traceparent=f.get(b"traceparent", b""),
+            target=f.get(b"target", b""),
         )
 
 
@@ -82,6 +94,23 @@ class ReplyKind(bytes, Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class CallStats:
+    """What the worker saw of a call, on its outcome: for the ingress's metrics and its one log line per call."""
+
+    queue_us: int  # waited in its server's stream before this worker started it
+    upstream_us: int = -1  # at the upstream, from sending the request until its answer; -1: never sent
+    tool_error: bool = False  # a result with isError set: the tool ran and said no
+
+    def encode(self) -> bytes:
+        return b"%d %d %d" % (self.queue_us, self.upstream_us, self.tool_error)
+
+    @classmethod
+    def decode(cls, value: bytes) -> "CallStats":
+        queue_us, upstream_us, tool_error = value.split()
+        return cls(int(queue_us), int(upstream_us), tool_error == b"1")
+
+
+@dataclass(frozen=True, slots=True)
 class CallReply:
     """What a worker sends a waiting request: in order, zero or more notifications and requests, then one outcome."""
 
@@ -89,25 +118,34 @@ class CallReply:
     kind: ReplyKind
     body: bytes
     ref: bytes = b""  # REQUEST only: the worker's id for the relayed request
+    stats: CallStats | None = None  # final replies from a worker
 
     @property
     def final(self) -> bool:
         return self.kind is ReplyKind.RESULT or self.kind is ReplyKind.ERROR
 
     def fields(self) -> list[bytes]:
+        fields = [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body]
         if self.ref:
-            return [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body, b"ref", self.ref]
-        return [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body]
+            fields += (b"ref", self.ref)
+        if self.stats is not None:
+            fields += (b"stats", self.stats.encode())
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
-    """A notification for a session outside any call, for the GET stream the replica holds for that session."""
+    """A message for a session outside any call, for the GET stream the replica holds for that session: an
+    upstream's notification, or (with a ref) an upstream's request whose id is the ref, which routes the client's
+    answer back to the worker holding that upstream's GET stream."""
 
     session: bytes
-    body: bytes  # the whole JSON-RPC notification
+    body: bytes  # the whole JSON-RPC notification or request
+    ref: bytes = b""  # a request: the worker's id for it; a replica that cannot deliver it answers it at once
 
     def fields(self) -> list[bytes]:
+        if self.ref:
+            return [b"session", self.session, b"body", self.body, b"ref", self.ref]
         return [b"session", self.session, b"body", self.body]
 
 
@@ -118,8 +156,10 @@ def read_reply(f: Fields) -> ReplyStreamEntry:
     """An entry of a reply stream: a call's reply, or (with no call_id) an event for a session."""
     call_id = f.get(b"call_id")
     if call_id is None:
-        return SessionEvent(f[b"session"], f[b"body"])
-    return CallReply(call_id, ReplyKind(f[b"kind"]), f[b"body"], f.get(b"ref", b""))
+        return SessionEvent(f[b"session"], f[b"body"], f.get(b"ref", b""))
+    stats = f.get(b"stats")
+    decoded = None if stats is None else CallStats.decode(stats)
+    return CallReply(call_id, ReplyKind(f[b"kind"]), f[b"body"], f.get(b"ref", b""), decoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +167,7 @@ class Answer:
     """The client's response to a server->client request, on its way to the worker running the call."""
 
     ref: bytes  # the worker's own id for the pending request
-    session: bytes  # who answers: only the session the request went to may
+    session: bytes  # who answers: only the session the request went to may; b"": muster, which cannot deliver it
     body: bytes  # b'"result":{...}' or b'"error":{...}', ready to splice into the upstream response
 
     def fields(self) -> list[bytes]:
@@ -136,6 +176,11 @@ class Answer:
     @classmethod
     def from_fields(cls, f: Fields) -> "Answer":
         return cls(ref=f[b"ref"], session=f[b"session"], body=f[b"body"])
+
+    @property
+    def worker(self) -> str:
+        """The worker whose inbox gets the answer: a ref is "<worker id>/<number>"."""
+        return self.ref.rsplit(b"/", 1)[0].decode()
 
 
 class _Frozen(BaseModel):
@@ -166,6 +211,13 @@ class ServerRecord(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)  # spec.headers, sent with every upstream request
     safe_tools: list[str] | None = None  # per-server override of which tools may be re-run; None: from annotations
     timeout: float = 30.0  # spec.timeout: connect and initialize
+    spec: MCPServerSpec | None = None  # the MCPServer spec as declared (core_mcpserver_list/get show it, redacted)
+    source: Literal["filesystem", "kubernetes"] = "filesystem"  # where discovery read the MCPServer
+
+    @property
+    def family(self) -> Family | None:
+        """spec.family: servers that share it offer each tool once, with an instance selector (shared/meta/families)."""
+        return self.spec.family if self.spec is not None else None
 
 
 class CapabilityChange(_Frozen):

@@ -7,13 +7,16 @@ reply and broadcast readers) at startup and closes them at shutdown.
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.ingress.auth_state import PlainAuth
 from services.ingress.broadcasts import Broadcasts
 from services.ingress.calls import Calls
 from services.ingress.config import IngressSettings
@@ -22,13 +25,26 @@ from services.ingress.endpoint import Endpoint
 from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
-from services.ingress.http import Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.http import Receive, Scope, Send, respond_text
 from services.ingress.inputs import Inputs
+from services.ingress.meta import Meta
 from services.ingress.sessions import Sessions
 from services.ingress.tapes import Tapes
+from services.ingress.telemetry import Telemetry
+from shared import health, streams
+from shared.health import Health
+from shared.instruments import IngressInstruments
+from shared.labels import LabelBounds
+from shared.logs import PrincipalHasher
+from shared.metrics import CATALOG_ENTRIES, GET_STREAMS_OPEN, PENDING_CALLS, SESSIONS_OPEN, Metrics, Samples
+from shared.tracing import Tracing
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +55,43 @@ class Parts:
     calls: Calls
     current: CurrentCatalog
     get_streams: GetStreams
+    sessions: Sessions
     endpoint: Endpoint
 
 
+async def principal_key(settings: IngressSettings, client: Redis) -> bytes:
+    """The key of the principal's hash in log lines: configured, or one random key that all replicas share."""
+    if settings.log_hash_key is not None:
+        return settings.log_hash_key.get_secret_value().encode()
+    await client.set(streams.LOG_HASH_KEY, secrets.token_bytes(32), nx=True)
+    key = await client.get(streams.LOG_HASH_KEY)
+    if not isinstance(key, bytes):  # deleted between the two commands: this replica's own key, until its next start
+        return secrets.token_bytes(32)
+    return key
+
+
+async def heartbeat(client: Redis, calls: Calls, settings: IngressSettings) -> None:
+    """Tells `muster status` that this replica lives, and how many calls it waits for."""
+    key = streams.ingress_alive(settings.replica_id)
+    ttl_ms = int(settings.heartbeat_seconds * streams.ALIVE_BEATS * 1000)
+    while True:
+        try:
+            await client.set(key, orjson.dumps({"pending": len(calls.pending)}), px=ttl_ms)
+        except (RedisError, OSError) as exc:
+            logger.warning("heartbeat failed: %s", exc)
+        await asyncio.sleep(settings.heartbeat_seconds)
+
+
 @contextlib.asynccontextmanager
-async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
+async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBounds) -> AsyncIterator[Parts]:
     name = f"muster-ingress-{settings.replica_id}"
     client = connect(settings.valkey_url, max_connections=256, name=name)
     outbox = Outbox(settings.valkey_url, name=f"{name}-out")
-    get_streams = GetStreams()
+    tracing = Tracing.configured(settings.tracing, "ingress")
+    instruments = IngressInstruments(metrics, bounds) if settings.call_metrics else None
+    hasher = PrincipalHasher(await principal_key(settings, client)) if settings.call_log else None
+    telemetry = Telemetry(metrics, bounds, instruments, hasher, tracing)
+    get_streams = GetStreams(telemetry.notified)
     sessions = Sessions(
         outbox,
         settings.replica_id,
@@ -65,68 +109,79 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
         queue_limit=settings.queue_limit,
         max_pending=settings.max_pending,
         retry_after=settings.retry_after,
+        asked=sessions.ask,
     )
-    current = CurrentCatalog()
+    current = CurrentCatalog(instruments.catalog_changed if instruments is not None else bounds.update)
     broadcasts = Broadcasts(client, current, get_streams, sessions)
     tapes = Tapes(client, outbox, keep=settings.resume_seconds, block_ms=int(settings.keepalive_seconds * 1000))
-    forwarder = Forwarder(calls, outbox, tapes, sessions, settings.replica_id, settings.call_timeout)
+    forwarder = Forwarder(calls, outbox, tapes, sessions, settings.replica_id, settings.call_timeout, telemetry)
     inputs = Inputs(forwarder, tapes, calls)
-    handlers = Handlers(sessions, current, forwarder, outbox)
+    handlers = Handlers(sessions, current, forwarder, outbox, Meta(settings.expose, forwarder, PlainAuth()))
+    endpoint = Endpoint(settings, sessions, handlers, get_streams, tapes, telemetry)
     tasks: list[asyncio.Task[None]] = []
     try:
         await broadcasts.start()
-        tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
-        yield Parts(client, calls, current, get_streams, Endpoint(settings, sessions, handlers, get_streams, tapes))
+        loops = (calls.read_replies(), calls.sweep(), broadcasts.run(), heartbeat(client, calls, settings))
+        tasks = [asyncio.create_task(t) for t in loops]
+        yield Parts(client, calls, current, get_streams, sessions, endpoint)
     finally:
         inputs.close()
         get_streams.close_all()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await client.delete(streams.ingress_alive(settings.replica_id))
         await client.aclose()
         outbox.close()
+        tracing.shutdown()
 
 
 class Ingress:
     def __init__(self, settings: IngressSettings) -> None:
         self.settings = settings
-        self.registry = CollectorRegistry()
+        self.metrics = Metrics("ingress")
+        self.bounds = LabelBounds()
+        self.health = Health(self.metrics.registry)
+        self.health.check("valkey", self._valkey)
+        self.health.check("catalog", self._catalog)
         self.parts: Parts | None = None
-        Gauge("muster_ingress_pending_calls", "Calls this replica waits for", registry=self.registry).set_function(
-            lambda: len(self.parts.calls.pending) if self.parts else 0
-        )
-        Gauge("muster_ingress_event_streams", "Open GET event streams", registry=self.registry).set_function(
-            lambda: len(self.parts.get_streams.queues) if self.parts else 0
-        )
+        self.metrics.sample(PENDING_CALLS, lambda: {(): len(self.parts.calls.pending)} if self.parts else {})
+        self.metrics.sample(SESSIONS_OPEN, lambda: {(): self.parts.sessions.cached()} if self.parts else {})
+        self.metrics.sample(GET_STREAMS_OPEN, lambda: {(): len(self.parts.get_streams.queues)} if self.parts else {})
+        self.metrics.sample(CATALOG_ENTRIES, self._catalog_entries)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, parts = scope["path"], self.parts
             if path == self.settings.path and parts is not None:
                 await parts.endpoint(scope, receive, send)
-            elif path == "/healthz":
-                await respond_json(send, 200, {"status": "ok"})
-            elif path == "/readyz":
-                await self.ready(send)
-            elif path == "/metrics":
-                await respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
+            elif path in health.PATHS:
+                await self.health(scope, receive, cast(health.Send, send))
             else:
                 await respond_text(send, 404, "Not Found")
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
 
-    async def ready(self, send: Send) -> None:
-        checks = {"valkey": "not started", "catalog": "not loaded yet"}
-        if self.parts is not None:
-            try:
-                await asyncio.wait_for(self.parts.client.ping(), 1.0)
-                checks["valkey"] = "ok"
-            except (RedisError, OSError) as exc:
-                checks["valkey"] = f"unreachable: {exc or type(exc).__name__}"
-            if self.parts.current.loaded:
-                checks["catalog"] = "ok"
-        ok = all(v == "ok" for v in checks.values())
-        await respond_json(send, 200 if ok else 503, {"status": "ok" if ok else "not ready", "checks": checks})
+    async def _valkey(self) -> None:
+        if self.parts is None:
+            raise NotReady("not started")
+        await self.parts.client.ping()
+
+    async def _catalog(self) -> None:
+        if self.parts is None or not self.parts.current.loaded:
+            raise NotReady("not loaded yet")
+
+    def _catalog_entries(self) -> Samples:
+        if self.parts is None:
+            return {}
+        catalog = self.parts.current.catalog
+        return {
+            ("tools",): len(catalog.tools),
+            ("resources",): len(catalog.resources),
+            ("resource_templates",): len(catalog.templates),
+            ("prompts",): len(catalog.prompts),
+        }
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol around `lifespan(settings)`."""
@@ -135,7 +190,7 @@ class Ingress:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
-                        self.parts = await stack.enter_async_context(lifespan(self.settings))
+                        self.parts = await stack.enter_async_context(lifespan(self.settings, self.metrics, self.bounds))
                     except Exception as exc:
                         logger.exception("ingress failed to start")
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -2,7 +2,8 @@
 
 One reader task demultiplexes the reply stream to the waiting requests (and hands the session events on it to
 the GET streams), and one sweeper answers the calls whose deadline passed, so no request needs a timer or a
-task of its own.
+task of its own. An upstream's request that cannot be delivered (its call has ended, or the session's GET stream
+is not open here) is answered at once with an error, so that the upstream waiting for it is not left hanging.
 """
 
 import asyncio
@@ -11,13 +12,14 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
 from services.ingress.get_streams import GetStreams
 from shared import errors, streams
 from shared.follow import BEGINNING, Follow
-from shared.messages import Call, CallReply, ReplyKind, SessionEvent, read_reply
+from shared.messages import Answer, Call, CallReply, ReplyKind, SessionEvent, read_reply
 from shared.valkey import BLOCK_SECONDS, ENQUEUE, Outbox
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,10 @@ logger = logging.getLogger(__name__)
 # answers in the worker's place.
 SWEEP_GRACE = 2.0
 SWEEP_SECONDS = 0.25
+
+
+class ReplicaFull(errors.QueueFull):
+    """This replica waits for as many calls as it may (max_pending); the server's queue may have room."""
 
 
 class Pending:
@@ -61,8 +67,11 @@ class Calls:
         queue_limit: int,
         max_pending: int,
         retry_after: float,
+        asked: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         self.client = client
+        # (session, ref): a request relayed to the session's GET stream, which only that session may answer once
+        self.asked = asked
         self.outbox = outbox
         self.replica = replica.encode()
         self.get_streams = get_streams
@@ -83,7 +92,7 @@ class Calls:
     async def submit(self, call: Call) -> Pending:
         """Enqueue the call; raises QueueFull when its server's queue or this replica is at its bound."""
         if len(self.pending) >= self.max_pending:
-            raise errors.QueueFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
+            raise ReplicaFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
         pending = self.pending[call.call_id] = Pending()
         heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.call_id))
         queue = streams.queue(call.server.decode())
@@ -117,13 +126,24 @@ class Calls:
                         logger.error("malformed reply %s dropped", entry_id)
                         continue
                     if isinstance(reply, SessionEvent):
-                        self.get_streams.send(reply.session.decode(), reply.body)
+                        if reply.ref and self.asked is not None:
+                            self.asked(reply.session, reply.ref)
+                        if not self.get_streams.send(reply.session.decode(), reply.body) and reply.ref:
+                            self.unreachable(reply.ref, reply.session, "the client's GET stream is not open")
                         continue
                     pending = self.pending.get(reply.call_id)
                     if pending is not None:
                         pending.push(reply)
                         if reply.final:
                             del self.pending[reply.call_id]
+                    elif reply.kind is ReplyKind.REQUEST:
+                        self.unreachable(reply.ref, b"", "the call it was sent for has ended")
+
+    def unreachable(self, ref: bytes, session: bytes, why: str) -> None:
+        """Answers an upstream's request in the client's place: it cannot be delivered."""
+        body = b'"error":' + errors.InternalError(f"muster cannot reach the client: {why}").body()
+        answer = Answer(ref, session, body)
+        self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 
     async def sweep(self) -> None:
         while True:

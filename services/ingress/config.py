@@ -1,6 +1,6 @@
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.lifecycle import instance_id
@@ -19,13 +19,13 @@ LOOPBACK_ORIGINS = [
 
 class IngressSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_INGRESS_")
-    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose"}
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose", "log_hash_key"}
 
     host: str = "127.0.0.1"
     port: int = Field(8090, ge=1, le=65535)
     replica_id: str = Field(default_factory=instance_id, min_length=1)
     path: str = Field("/mcp", pattern=r"^/")
-    # `muster up --expose`: the aggregated tool list, or muster's meta-tools (their own issue; not read yet).
+    # `muster up --expose`: the aggregated tool list, or muster's 11 meta-tools (services/ingress/meta.py).
     expose: Literal["direct", "meta"] = "direct"
     # DNS-rebinding protection: Host and Origin values that are let in ("*" lets every value in).
     allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS))
@@ -53,3 +53,8 @@ class IngressSettings(ServiceSettings):
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session
     keepalive_seconds: float = Field(15.0, gt=0)  # comment lines on idle event streams, so proxies keep them open
     access_log: bool = False
+    # The key of the principal's hash in the per-call log line (at least 16 bytes). Unset: one random key kept in
+    # Valkey, shared by every replica, so that one user hashes alike everywhere.
+    log_hash_key: SecretStr | None = None
+    # Seconds between this replica's heartbeats in Valkey, which `muster status` counts as replicas alive.
+    heartbeat_seconds: float = Field(5.0, gt=0)

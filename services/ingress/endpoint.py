@@ -8,6 +8,7 @@ MusterError, answered here with its JSON-RPC error and HTTP status; a Valkey fai
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from hiredis import ReplyError
@@ -36,6 +37,7 @@ from services.ingress.http import (
 )
 from services.ingress.sessions import Sessions
 from services.ingress.tapes import Position, Tapes
+from services.ingress.telemetry import Telemetry
 from shared import errors
 from shared.protocol import HANDSHAKE_VERSIONS
 from shared.rawjson import Document, Malformed, is_integer
@@ -47,13 +49,20 @@ ANONYMOUS = "anonymous"
 
 class Endpoint:
     def __init__(
-        self, settings: IngressSettings, sessions: Sessions, handlers: Handlers, get_streams: GetStreams, tapes: Tapes
+        self,
+        settings: IngressSettings,
+        sessions: Sessions,
+        handlers: Handlers,
+        get_streams: GetStreams,
+        tapes: Tapes,
+        telemetry: Telemetry,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.handlers = handlers
         self.get_streams = get_streams
         self.tapes = tapes
+        self.telemetry = telemetry
         self.hosts = Allow(settings.allowed_hosts)
         self.origins = Allow(settings.allowed_origins)
 
@@ -116,13 +125,20 @@ class Endpoint:
                 await exchange.accepted()
                 return
             caller = open_envelope(exchange.head, message, principal)
-            await self.handlers.request(self._context(exchange, caller), method, params)
+            await self.request(self._context(exchange, caller), method, params)
         elif method == "initialize" and has_id:
-            await self.handlers.initialize(exchange, params, principal)
+            started, code = time.perf_counter(), None
+            try:
+                await self.handlers.initialize(exchange, params, principal)
+            except BaseException as exc:
+                code = _code(exc)
+                raise
+            finally:
+                self.telemetry.answered(method, None, params.value if params is not None else None, code, started)
         else:
             session = await self.session(exchange.head, principal)
             if has_id:
-                await self.handlers.request(self._context(exchange, session), method, params)
+                await self.request(self._context(exchange, session), method, params)
             else:
                 await self.handlers.notification(session, method, params)
                 await exchange.accepted()
@@ -158,6 +174,19 @@ class Endpoint:
                 raise errors.InvalidRequest("Invalid Request: id must be a string or an integer")
             exchange.request_id = request_id
         return doc
+
+    async def request(self, ctx: RequestContext, method: str, params: Document | None) -> None:
+        """A request with an id: what a routed call records is the forwarder's, the rest is recorded here."""
+        started, code = time.perf_counter(), None
+        try:
+            await self.handlers.request(ctx, method, params)
+        except BaseException as exc:
+            code = _code(exc)
+            raise
+        finally:
+            if not ctx.routed:
+                value = params.value if params is not None else None
+                self.telemetry.answered(method, ctx.caller, value, code, started)
 
     @staticmethod
     def _context(exchange: Exchange, caller: Caller) -> RequestContext:
@@ -248,3 +277,14 @@ class Endpoint:
         self.get_streams.close(session.id)
         logger.info("session %s… closed by the client", session.id[:8])
         await exchange.respond(200, b"")
+
+
+def _code(exc: BaseException) -> int:
+    """The JSON-RPC error code the client gets for an exception out of a handler (see __call__ and _serve)."""
+    if isinstance(exc, errors.MusterError):
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError):  # the client went away
+        return errors.CANCELLED
+    if isinstance(exc, RedisError | ConnectionError | ReplyError):
+        return errors.SERVICE_UNAVAILABLE
+    return errors.INTERNAL_ERROR

@@ -4,6 +4,10 @@ The reply goes back as JSON, or as an event stream when the upstream sends notif
 its result (events.py: with ids, resumable). A request the upstream sends is given an id that routes the
 client's answer to the worker running the call; a per-request (2026-07-28) client is asked with an
 input_required result instead (inputs.py). Results and errors travel as the bytes the upstream sent.
+
+The path is in pieces so that a meta-tool's inner call can use them too (meta.py): `submit` enqueues and returns
+the Flight, `outcome` relays what comes before the final reply, `finish` answers, `close` counts the call and
+lets go of it (telemetry.py). `forward` is route + those.
 """
 
 import asyncio
@@ -12,25 +16,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from services.ingress.callers import NO_LOGS
-from services.ingress.calls import Calls, Pending
+from services.ingress.calls import Calls, Pending, ReplicaFull
 from services.ingress.events import EventStream
 from services.ingress.http import EVENT_STREAM, Part, RequestContext
-from services.ingress.routing import route
+from services.ingress.notices import Notices
+from services.ingress.routing import Target, route
 from services.ingress.sessions import Sessions
 from services.ingress.tapes import Tapes
+from services.ingress.telemetry import QUEUE_FULL, REPLICA_FULL, CallSpan, Telemetry
 from shared import errors, rawjson, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
+from shared.protocol import REQUIRES
 from shared.rawjson import Document
 from shared.valkey import Outbox
 
 LEVELS = {
     name: n for n, name in enumerate(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
 }
-# Which client capability a server->client request needs.
-REQUIRES = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 _LOG = b'"notifications/message"'
 
 
@@ -76,10 +82,17 @@ class Flight:
     ctx: RequestContext
     method: str
     pending: Pending
-    call_id: bytes
+    call_id: bytes  # the call_id the replies come under
     key: bytes
     deadline: float  # wall clock
     client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+    span: CallSpan
+    streaming: bool | None = None  # None until the first message before the result decides it
+    events: EventStream | None = None  # the request's event stream, once started
+    last: CallReply | None = None  # the final reply, once it came: what the call counts as (telemetry.py)
+    # A per-request client may be asked for input with an input_required result (forward's own calls; a
+    # meta-tool's inner call is not: its retry could not be wrapped as the meta-tool's result).
+    parkable: bool = False
     parked: bool = False  # the call goes on without its request (it waits for a per-request client's input)
 
     def final(self, reply: CallReply) -> tuple[Part, ...]:
@@ -88,7 +101,14 @@ class Flight:
 
 class Forwarder:
     def __init__(
-        self, calls: Calls, outbox: Outbox, tapes: Tapes, sessions: Sessions, replica: str, call_timeout: float
+        self,
+        calls: Calls,
+        outbox: Outbox,
+        tapes: Tapes,
+        sessions: Sessions,
+        replica: str,
+        call_timeout: float,
+        telemetry: Telemetry,
     ) -> None:
         self.calls = calls
         self.outbox = outbox
@@ -96,6 +116,8 @@ class Forwarder:
         self.sessions = sessions
         self.replica = replica.encode()
         self.call_timeout = call_timeout
+        self.telemetry = telemetry
+        self.notices = Notices(calls, outbox, replica, call_timeout)
         self.inputs: Any = None  # inputs.Inputs, which is built with this Forwarder
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Document | None) -> None:
@@ -106,8 +128,27 @@ class Forwarder:
             await self.inputs.resume(ctx, method, params)
             return
         target = route(catalog, method, caller.upstream_params(params))
+        # RetryLater: answered by the endpoint with its retry hint
+        flight = await self.submit(ctx, method, target, params.value if params is not None else None)
+        flight.parkable = True
+        try:
+            reply = await self.outcome(flight)
+            if not flight.parked:
+                await self.finish(flight, flight.final(reply))
+        finally:
+            self.close(flight)
+
+    async def submit(self, ctx: RequestContext, method: str, target: Target, params: Any = None) -> Flight:
+        """Enqueue the call (RetryLater when its queue is full); `close` the flight when done with it.
+
+        `params` are the request's as the agent sent them (decoded): the name it called and its trace context.
+        Every call submitted here is counted once, when it is refused here or when its flight is closed.
+        """
+        caller = ctx.caller
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
+        span = self.telemetry.begin(ctx.head, caller, method, params, target.server, target.name)
+        ctx.routed = True
         deadline = time.time() + self.call_timeout
         call = Call(
             call_id=call_id,
@@ -120,21 +161,29 @@ class Forwarder:
             deadline_ms=int(deadline * 1000),
             safe=target.safe,
             key=key,
+            traceparent=span.trace.header(),
+            target=target.name.encode(),
         )
-        pending = await self.calls.submit(call)  # RetryLater: answered by the endpoint with its retry hint
-        gone = ctx.disconnected() if caller.cancels_by_disconnect else None
-        flight = Flight(ctx, method, pending, call_id, key, deadline, gone)
         try:
-            reply = await self.next(flight)
-            if reply.final:
-                await ctx.respond_parts(200, flight.final(reply))
-            else:
-                await self._stream(flight, reply)
-        finally:
-            if not flight.parked:
-                self.calls.done(call_id)
-            if flight.client_gone is not None:
-                flight.client_gone.cancel()
+            pending = await self.calls.submit(call)
+        except errors.RetryLater as exc:
+            self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
+            raise
+        except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
+            self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)
+            raise
+        client_gone = ctx.disconnected() if caller.cancels_by_disconnect else None
+        return Flight(ctx, method, pending, call_id, key, deadline, client_gone, span)
+
+    def close(self, flight: Flight) -> None:
+        """Done with the flight's request. A parked flight's call goes on: its park task closes it at the end."""
+        if flight.client_gone is not None:
+            flight.client_gone.cancel()
+            flight.client_gone = None
+        if flight.parked:
+            return
+        self.calls.done(flight.call_id)
+        self.telemetry.finished(flight.span, flight.last)
 
     async def next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
@@ -147,27 +196,41 @@ class Forwarder:
             return await nxt
         return nxt.result()
 
-    async def _stream(self, flight: Flight, reply: CallReply) -> None:
-        """Relay what the upstream sends during the call, then the result, as one event stream."""
+    async def outcome(self, flight: Flight) -> CallReply:
+        """The call's final reply. What the upstream sends before it is relayed on the way, as an event stream
+        (started at the first such message, with ids and a tape: events.py) when the client accepts one.
+
+        A parkable flight of a per-request client that the upstream asks for input returns with `flight.parked`
+        set: the request was answered with input_required (inputs.py) and the reply returned is that request."""
         ctx = flight.ctx
-        streaming = ctx.head.accepts(EVENT_STREAM)
-        events: EventStream | None = None
-        if streaming:
-            lifetime = flight.deadline - time.time() + self.tapes.keep
-            events = await EventStream.open(ctx, self.tapes, b"p", ctx.caller.session_id, lifetime)
+        reply = await self.next(flight)
         while not reply.final:
-            if reply.kind is ReplyKind.REQUEST and ctx.caller.asks_by_result:
-                if await self.inputs.ask(flight, reply, events):
-                    return
+            if flight.streaming is None:
+                flight.streaming = ctx.head.accepts(EVENT_STREAM)
+                if flight.streaming:
+                    lifetime = flight.deadline - time.time() + self.tapes.keep
+                    flight.events = await EventStream.open(ctx, self.tapes, b"p", ctx.caller.session_id, lifetime)
+            if reply.kind is ReplyKind.REQUEST and ctx.caller.asks_by_result and flight.parkable:
+                if await self.inputs.ask(flight, reply, flight.events):
+                    return reply
             else:
-                data = self.relayed(ctx, reply, streaming)
-                if data is not None and events is not None:
-                    await events.send(data)
+                data = self.relayed(ctx, reply, bool(flight.streaming))
+                if data is not None and flight.events is not None:
+                    await flight.events.send(data)
+                    if reply.kind is ReplyKind.NOTIFICATION:
+                        self.telemetry.notified(data)
             reply = await self.next(flight)
-        if events is not None:
-            await events.end(b"".join(flight.final(reply)))
+        flight.last = reply
+        return reply
+
+    async def finish(self, flight: Flight, message: bytes | tuple[Part, ...]) -> None:
+        """The response to the request: the last event of its stream if one was started, else plain JSON."""
+        if flight.events is not None:
+            await flight.events.end(message if isinstance(message, bytes) else b"".join(message))
+        elif isinstance(message, bytes):
+            await flight.ctx.respond(200, message)
         else:
-            await ctx.respond_parts(200, flight.final(reply))
+            await flight.ctx.respond_parts(200, message)
 
     def relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
         """What the client gets of one thing the upstream sent during the call, if anything."""
@@ -189,8 +252,8 @@ class Forwarder:
 
     def answer(self, ref: bytes, session: bytes, member: bytes) -> None:
         """Pass the client's answer to a relayed request to the worker whose call sent it."""
-        worker = ref.rsplit(b"/", 1)[0].decode()
-        self.outbox.append(streams.inbox(worker), streams.INBOX_MAXLEN, Answer(ref, session, member).fields())
+        answer = Answer(ref, session, member)
+        self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 
     def cancel(self, cancel: CancelCall) -> None:
         self.outbox.publish(streams.CONTROL, cancel)

@@ -12,6 +12,7 @@ from services.ingress.callers import Session
 from services.ingress.current import CurrentCatalog
 from services.ingress.forward import LEVELS, Forwarder, response
 from services.ingress.http import Exchange, RequestContext
+from services.ingress.meta import Meta
 from services.ingress.routing import route
 from services.ingress.sessions import Sessions
 from shared import errors, streams
@@ -54,13 +55,17 @@ def _session(ctx: RequestContext, method: str) -> Session:
 
 
 class Handlers:
-    def __init__(self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox) -> None:
+    def __init__(
+        self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox, meta: Meta
+    ) -> None:
         self.sessions = sessions
         self.current = current
         self.forwarder = forwarder
         self.outbox = outbox
+        self.meta = meta
         listings = {
-            "tools/list": lambda: b'{"tools":' + self.current.catalog.tools_json + b"}",
+            "tools/list": lambda: self.meta.listing("tools/list")
+            or b'{"tools":' + self.current.catalog.tools_json + b"}",
             "resources/list": lambda: b'{"resources":' + self.current.catalog.resources_json + b"}",
             "resources/templates/list": lambda: b'{"resourceTemplates":' + self.current.catalog.templates_json + b"}",
             "prompts/list": lambda: b'{"prompts":' + self.current.catalog.prompts_json + b"}",
@@ -107,6 +112,10 @@ class Handlers:
         await exchange.respond(200, response(exchange.request_id, result), [(b"mcp-session-id", session.session_id)])
 
     async def request(self, ctx: RequestContext, method: str, params: Document | None) -> None:
+        value = params.value if params is not None else None
+        if self.meta.answers(method, value):  # meta-tools, auth://status
+            await self.meta.request(ctx, self.current.catalog, method, value)
+            return
         handler = self.methods.get(method)
         if handler is None:
             raise errors.MethodNotFound(f"Method not found: {method}", status=ctx.caller.unknown_method_status)
@@ -120,6 +129,7 @@ class Handlers:
         if not isinstance(level, str) or level not in LEVELS:
             raise errors.InvalidParams(f"Invalid params: level must be one of {', '.join(LEVELS)}")
         await self.sessions.set_level(session, level)
+        await self.forwarder.notices.level(session, level, self.current.catalog)
         return b"{}"
 
     async def subscribe(self, ctx: RequestContext, params: Document | None) -> bytes:
@@ -131,6 +141,9 @@ class Handlers:
         return b"{}"
 
     async def notification(self, session: Session, method: str, params: Document | None) -> None:
+        if method == "notifications/roots/list_changed":
+            await self.forwarder.notices.roots_changed(session, self.current.catalog)
+            return
         if method != "notifications/cancelled" or params is None or not isinstance(params.value, dict):
             return
         request_id = params.member("requestId")

@@ -18,12 +18,13 @@ from typing import Any
 
 from services.ingress.calls import Calls
 from services.ingress.events import EventStream, next_or_gone
-from services.ingress.forward import REQUIRES, Flight, Forwarder, final, hidden, method_of
+from services.ingress.forward import Flight, Forwarder, final, hidden, method_of
 from services.ingress.http import EVENT_STREAM, RequestContext
 from services.ingress.tapes import META, Position, Tape, Tapes, seq_of
 from shared import errors
 from shared.lifecycle import Background
 from shared.messages import CallReply, CancelCall, ReplyKind
+from shared.protocol import REQUIRES
 from shared.rawjson import Document
 
 logger = logging.getLogger(__name__)
@@ -76,15 +77,18 @@ class Inputs:
         return True
 
     async def _park(self, flight: Flight, tape: Tape) -> None:
-        """What the call produces from here on, onto its tape, to its outcome."""
+        """What the call produces from here on, onto its tape, to its outcome; then the flight is closed (and
+        counted) as any other."""
         try:
             while True:
                 reply = await flight.pending.next()
                 tape.append(_fields(reply))
                 if reply.final:
+                    flight.last = reply
                     return
         finally:
-            self.calls.done(flight.call_id)
+            flight.parked = False
+            self.forwarder.close(flight)
             self.tapes.finish(tape)
 
     async def resume(self, ctx: RequestContext, method: str, params: Document) -> None:

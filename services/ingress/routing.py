@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 
 from shared import errors
-from shared.catalog import Catalog
+from shared.catalog import Catalog, FamilyRoute
+from shared.meta.errors import RouteError
 from shared.rawjson import Document
 
 
@@ -20,6 +21,7 @@ class Target:
     server: str
     params: bytes  # as the upstream must receive them
     safe: bool
+    name: str = ""  # the upstream's name of the tool or prompt called; "" for other methods
 
 
 def _string(params: dict[str, Any], key: str, method: str) -> str:
@@ -56,15 +58,33 @@ def route(catalog: Catalog, method: str, params: Document | None) -> Target:
         kind, routes = ("tool", catalog.tools) if method == "tools/call" else ("prompt", catalog.prompts)
         found = routes.get(name)
         if found is None:
-            return Target(_unknown(catalog, kind, name), params.data, False)
+            return Target(_unknown(catalog, kind, name), params.data, False, name)
+        if isinstance(found, FamilyRoute):
+            return _family(found, name, params)
         data = params.data if found.name == name else _renamed(params, "name", found.name)
-        return Target(found.server, data, found.safe)
+        return Target(found.server, data, found.safe, found.name)
     if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
         uri = _string(value, "uri", method)
         return Target(_resource(catalog, uri), params.data, True)
     if method == "completion/complete":
         return _completion(catalog, params)
     raise errors.MethodNotFound(f"Method not found: {method}")
+
+
+def _family(family: FamilyRoute, name: str, params: Document) -> Target:
+    """A family tool goes to the member its instance argument names, without that argument; the other arguments
+    travel as the client sent them."""
+    arguments = params.child("arguments")
+    if arguments is not None and not isinstance(arguments.value, dict):
+        arguments = None  # null: none given
+    try:
+        member, _ = family.resolve(name, arguments.value if arguments is not None else {})
+    except RouteError as exc:
+        raise errors.InvalidParams(f"Invalid params: {exc.message}") from None
+    replace = {"name": orjson.dumps(member.name)}
+    if arguments is not None:
+        replace["arguments"] = arguments.rebuilt({}, frozenset({family.instance_arg}))
+    return Target(member.server, params.rebuilt(replace), member.safe, member.name)
 
 
 def _completion(catalog: Catalog, params: Document) -> Target:

@@ -44,6 +44,10 @@ class Sessions:
         self.retry_after = retry_after
         self._cache: OrderedDict[str, Session] = OrderedDict()
 
+    def cached(self) -> int:
+        """Sessions this replica holds a copy of (muster_sessions_open)."""
+        return len(self._cache)
+
     async def create(self, protocol: str, capabilities: bytes, principal: str, client: bytes) -> Session:
         """A new session; `capabilities` and `client` (clientInfo) are stored as the bytes the client sent."""
         if len(capabilities) + len(client) > self.max_bytes:

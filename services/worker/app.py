@@ -7,6 +7,7 @@ broker runs, `start` subscribes to the servers' queues and starts the worker's l
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,12 +20,28 @@ from redis.exceptions import RedisError
 
 from services.worker.config import WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
+from services.worker.telemetry import Telemetry
 from services.worker.upstream import Upstream
 from shared import records, streams
 from shared.follow import Follow
+from shared.health import Health, serve
+from shared.instruments import WorkerInstruments
+from shared.labels import LabelBounds
 from shared.lifecycle import Background
-from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.messages import (
+    Answer,
+    CancelCall,
+    CapabilityChange,
+    Fields,
+    ServerRecord,
+    SessionEnded,
+    decode,
+    decode_control,
+)
+from shared.metrics import Metrics
+from shared.tracing import Tracing
 from shared.valkey import Outbox, connect, ensure_group
 
 logger = logging.getLogger(__name__)
@@ -47,17 +64,33 @@ async def _raw_decode(message: Any, original: Any) -> Any:
     return list(zip(raw["message_ids"], raw["data"], strict=True))
 
 
+class NotReady(Exception):
+    pass
+
+
+def _group_names(reply: Any) -> set[str]:
+    if not isinstance(reply, list):
+        return set()
+    names = (g.get("name") for g in reply if isinstance(g, dict))
+    return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
         self.settings = settings
         self.broker = broker
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()
+        self.metrics = Metrics("worker")
+        self.health = Health(self.metrics.registry)
+        self.health.check("valkey", self._valkey)
+        self.health.check("consumer_groups", self._consumer_groups)
         # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.janitor: Janitor
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
@@ -65,7 +98,28 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
-        self.dispatcher = Dispatcher(self.outbox, s.id, s.retry_after)
+        bounds = LabelBounds()
+        instruments = WorkerInstruments(self.metrics, bounds) if s.call_metrics else None
+        self.tracing = Tracing.configured(s.tracing, "worker")
+        self.telemetry = Telemetry(self.metrics, bounds, instruments, self.tracing)
+        self.telemetry.sessions(self.servers.values)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            s.id,
+            agent_sessions=s.agent_sessions,
+            per_agent=s.upstream_sessions == "agent",
+            held_streams=s.held_streams,
+            answer_seconds=s.answer_seconds,
+            telemetry=self.telemetry,
+            retry_after=s.retry_after,
+        )
+        self.janitor = Janitor(
+            self.outbox,
+            self.dispatcher.bindings,
+            self.dispatcher.agents,
+            lambda: self.servers,
+            interval=s.janitor_seconds,
+        )
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -78,16 +132,41 @@ class Worker:
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
         try:
-            yield
+            async with serve(self.health, s.metrics_host, s.metrics_port):
+                yield
         finally:
             await self._close()
+
+    async def _valkey(self) -> None:
+        await self.client.ping()
+
+    async def _consumer_groups(self) -> None:
+        """Ready only while the group of every server this worker serves exists (Valkey may have lost them)."""
+        names = list(self.servers)
+        if not names:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.xinfo_groups(streams.calls(name))
+        replies = await pipe.execute(raise_on_error=False)
+        missing = [n for n, r in zip(names, replies, strict=True) if streams.GROUP_WORKERS not in _group_names(r)]
+        if missing:
+            raise NotReady(f"no consumer group on the streams of {', '.join(missing)}")
 
     async def start(self) -> None:
         """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
         await self.reclaimer.beat()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run_heartbeat(), self.reclaimer.run(), self._follow(), self._maintain()):
+        loops = (
+            self.reclaimer.run_heartbeat(),
+            self.reclaimer.run(),
+            self._follow(),
+            self._maintain(),
+            self.janitor.run(),
+            self.dispatcher.listeners.renew(),
+        )
+        for loop in loops:
             self.loops.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
@@ -110,6 +189,7 @@ class Worker:
         except (RedisError, OSError) as exc:  # Valkey may already be gone at shutdown
             logger.info("could not clear the heartbeat: %s", exc)
         await self.client.aclose()
+        self.tracing.shutdown()
 
     async def _follow(self) -> None:
         async for batch in self.broadcasts:
@@ -125,6 +205,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, SessionEnded):
+                self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:
@@ -141,6 +223,7 @@ class Worker:
                 await self._remove(name)
             else:
                 await self._add(record)
+        self.telemetry.catalog_changed([u.record for u in self.servers.values()])
 
     async def _maintain(self) -> None:
         # Heals a missed capability event (the records in Valkey are the truth), and a lane whose reader stopped:
@@ -166,11 +249,13 @@ class Worker:
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
         if upstream is not None:
-            upstream.configure(record)
+            if upstream.configure(record):
+                self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(
             record, self.settings.server_concurrency, self.settings.max_result_bytes
         )
+        upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 
@@ -178,6 +263,7 @@ class Worker:
         upstream = self.servers.pop(name, None)
         if upstream is not None:
             upstream.retire()
+            self.dispatcher.listeners.drop(name)
             await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 

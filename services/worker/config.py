@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -22,6 +24,15 @@ class WorkerSettings(ServiceSettings):
     # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32008
     # and the worker reads no further, so its memory stays bounded whatever the upstream sends.
     max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    # Health, readiness and metrics on a port of its own (0: off).
+    # "agent": an upstream that names its sessions gets one per agent session (what an agent does there stays its
+    # own); "shared": one per worker, server and credential for every agent, as for sessionless upstreams.
+    upstream_sessions: Literal["agent", "shared"] = "agent"
+    # Agent sessions whose own upstream session one worker keeps at hand, per server (least recently used go;
+    # a call of theirs reads the binding from Valkey again).
+    agent_sessions: int = Field(10_000, gt=0)
+    held_streams: int = Field(1_000, ge=0)  # upstream GET streams one worker holds open for agent sessions
+    answer_seconds: float = Field(300.0, gt=0)  # how long an upstream's request outside a call waits for the agent
+    janitor_seconds: float = Field(5.0, gt=0)  # how often expired agent sessions' upstream sessions are looked for
+    # /healthz, /readyz and /metrics on a port of their own (0: off; the container image and k8s/ use 9090).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)

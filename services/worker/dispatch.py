@@ -1,7 +1,8 @@
 """Calls from their queue to their one outcome: admitted, run within their lane's room, cancelled on request.
 
-The pieces: admission.py (may it run now?), execute.py (the call at its upstream), relays.py (what the upstream
-sends during the call), outcomes.py (the reply, acknowledgement and clean-up, in one pipeline).
+The pieces: admission.py (may it run now?), execute.py (the call at its upstream), agents.py (the agent session's
+own upstream session it runs in, with bindings.py, listeners.py and standalone.py for what arrives outside a call),
+relays.py (what the upstream asks the agent), outcomes.py (the reply, acknowledgement and clean-up, in one pipeline).
 """
 
 import asyncio
@@ -9,12 +10,18 @@ import logging
 import time
 
 from services.worker.admission import Admission
+from services.worker.agents import AgentSessions
+from services.worker.bindings import Bindings
 from services.worker.execute import RETRY_AFTER, Executor
+from services.worker.listeners import Listeners
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
+from services.worker.standalone import Standalone
+from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Upstream
 from shared import errors
 from shared.lifecycle import Background
+from shared.logs import request_id
 from shared.messages import Call, ReplyKind
 from shared.valkey import Outbox
 
@@ -24,13 +31,31 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class Dispatcher:
-    def __init__(self, outbox: Outbox, worker_id: str, retry_after: float = RETRY_AFTER) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        worker_id: str,
+        *,
+        agent_sessions: int = 10_000,
+        per_agent: bool = True,
+        held_streams: int = 1_000,
+        answer_seconds: float = 300.0,
+        telemetry: Telemetry | None = None,
+        retry_after: float = RETRY_AFTER,
+    ) -> None:
         self.outbox = outbox
         self.background = Background()
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
         self.admission = Admission(outbox, worker_id)
-        self.relays = Relays(outbox, worker_id)
+        self.relays = Relays(outbox, worker_id, self.background, answer_seconds=answer_seconds)
         self.outcomes = Outcomes(outbox, self.relays)
-        self.executor = Executor(self.relays, self.background, retry_after)
+        self.bindings = Bindings(outbox)
+        standalone = Standalone(outbox, self.bindings, self.relays)
+        self.listeners = Listeners(outbox, worker_id, standalone, limit=held_streams)
+        self.agents = AgentSessions(
+            self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
+        )
+        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry, retry_after)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -60,8 +85,11 @@ class Dispatcher:
 
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
         queue = upstream.lane.queue
+        if call.traceparent:  # every line logged about the call carries its trace id (shared/tracecontext.py)
+            request_id.set(call.traceparent[3:35].decode())
+        clock = self.telemetry.started(upstream.name, entry_id)
         try:
-            kind, body = await self._outcome(upstream, entry_id, call, redelivered)
+            kind, body = await self._outcome(upstream, entry_id, call, redelivered, clock)
         except asyncio.CancelledError:
             kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
         except Exception as exc:
@@ -70,18 +98,22 @@ class Dispatcher:
         finally:
             self.running.pop(call.key, None)
             upstream.lane.release()
-        self.outcomes.finish(queue, entry_id, call, kind, body, None if call.safe else queue.started(entry_id))
+            self.telemetry.stopped(upstream.name)
+        marker = None if call.safe else queue.started(entry_id)
+        self.outcomes.finish(queue, entry_id, call, kind, body, marker, clock.stats())
 
     async def _outcome(
-        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool
+        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool, clock: CallClock
     ) -> tuple[ReplyKind, bytes]:
         refused = await self.admission.admit(upstream.lane.queue, entry_id, call, redelivered)
         if refused is not None:
             return ReplyKind.ERROR, refused
         deadline = asyncio.get_running_loop().time() + (call.deadline_ms / 1000 - time.time())
-        return await self.executor.execute(upstream, call, deadline)
+        return await self.executor.execute(upstream, call, deadline, clock)
 
     async def drain(self, seconds: float) -> None:
-        """Waits (within a bound) for the calls running here, then for their outcomes to be written."""
+        """Waits (within a bound) for the calls running here, then for their outcomes to be written; lets go of
+        the GET streams held here."""
         await self.background.wait(seconds)
+        await self.listeners.close(seconds)
         await self.outbox.drain()

@@ -1,18 +1,23 @@
-"""One call at its upstream: the session it runs in, the request, and what each way of failing means for the
-caller (retry later, outcome unknown, deadline exceeded). A call that is not safe to run twice is sent again
-only where it certainly never reached the upstream."""
+"""One call at its upstream: the session it runs in (the agent session's own, or a shared one: agents.py), the
+request, and what each way of failing means for the caller (retry later, outcome unknown, deadline exceeded). A
+call that is not safe to run twice is sent again only where it certainly never reached the upstream."""
 
 import asyncio
 import logging
 
 import orjson
+from redis.exceptions import RedisError
 
+from services.worker.agents import AgentSessions
 from services.worker.relays import Relays
-from services.worker.upstream import UnknownServer, Upstream
+from services.worker.telemetry import CallClock, Telemetry
+from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
+from shared.resp import ConnectionClosed
+from shared.upstream import Outcome as Answered
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 
 logger = logging.getLogger(__name__)
@@ -20,6 +25,8 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[ReplyKind, bytes]
 RETRY_AFTER = 5.0  # the default of WorkerSettings.retry_after
 BUSY = (429, 502, 503, 504)
+# Calls that nobody's request from the upstream can be about: they are not recorded as running.
+UNWATCHED = frozenset({b"logging/setLevel"})
 
 
 def _unavailable(server: str, exc: Exception, fallback: float, retry_after: float | None = None) -> Outcome:
@@ -80,42 +87,118 @@ REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedRes
 
 
 class Executor:
-    def __init__(self, relays: Relays, background: Background, retry_after: float = RETRY_AFTER) -> None:
+    def __init__(
+        self,
+        relays: Relays,
+        background: Background,
+        agents: AgentSessions,
+        telemetry: Telemetry | None = None,
+        retry_after: float = RETRY_AFTER,
+    ) -> None:
         self.relays = relays
-        self.background = background
         self.retry_after = retry_after
+        self.background = background
+        self.agents = agents
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
 
-    async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
+    async def execute(self, upstream: Upstream, call: Call, deadline: float, clock: CallClock | None = None) -> Outcome:
         """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
-        for attempt in (1, 2, 3):
-            try:
-                session = await upstream.session(call, deadline)
-            except OPEN_FAILURES as exc:
-                return _not_opened(upstream.name, exc, self.retry_after)
-            upstream_id = session.next_id()
-            try:
-                outcome = await session.request(
-                    call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
-                )
-            except asyncio.CancelledError:
-                self.cancel_upstream(session, upstream_id, "cancelled by the client")
-                raise
-            except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
-                return _unavailable(upstream.name, exc, self.retry_after)
-            except Timeout:
-                self.cancel_upstream(session, upstream_id, "deadline exceeded")
-                return ReplyKind.ERROR, errors.DeadlineExceeded(
-                    f"{upstream.name} did not answer before the call's deadline"
-                ).body()
-            except REQUEST_FAILURES as exc:
-                failed = _failed(upstream.name, call, attempt, exc, self.retry_after)
-                if failed is None:
-                    continue
-                return failed
-            return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+        running: Bound | None = None
+        try:
+            for attempt in (1, 2, 3):
+                try:
+                    session, bound = await self.agents.session(upstream, call, deadline)
+                except ForeignSession as exc:
+                    return ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body()
+                except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
+                    return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
+                except OPEN_FAILURES as exc:
+                    if not isinstance(exc, UnknownServer):
+                        self.telemetry.connect_error(upstream.name, exc)
+                    return _not_opened(upstream.name, exc, self.retry_after)
+                if call.method.startswith(b"notifications/"):
+                    outcome = await self._notify(upstream.name, call, session, bound is not None, deadline)
+                else:
+                    if bound is not None and running is None and self._watched(upstream, call):
+                        running = bound  # where the upstream's requests on its GET stream find this call
+                        self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
+                    outcome = await self._request(upstream.name, call, session, attempt, deadline, clock)
+                if outcome is not None:
+                    return outcome
+        finally:
+            if running is not None:
+                self.agents.bindings.finished(running, call)
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
             f"{upstream.name} keeps rejecting new sessions", self.retry_after
         ).body()
+
+    @staticmethod
+    def _watched(upstream: Upstream, call: Call) -> bool:
+        """Whether a request the upstream sends outside the call could be about it: not where the upstream has no
+        GET stream to send it on, nor for a call nobody waits for."""
+        return upstream.streams_after <= asyncio.get_running_loop().time() and call.method not in UNWATCHED
+
+    async def _request(
+        self, server: str, call: Call, session: UpstreamSession, attempt: int, deadline: float, clock: CallClock | None
+    ) -> Outcome | None:
+        """One attempt; None: send it again, in a new session."""
+        upstream_id = session.next_id()
+        try:
+            outcome = await self._send(server, call, session, upstream_id, deadline, clock)
+        except asyncio.CancelledError:
+            self.cancel_upstream(session, upstream_id, "cancelled by the client")
+            raise
+        except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
+            return _unavailable(server, exc, self.retry_after)
+        except Timeout:
+            self.cancel_upstream(session, upstream_id, "deadline exceeded")
+            return ReplyKind.ERROR, errors.DeadlineExceeded(
+                f"{server} did not answer before the call's deadline"
+            ).body()
+        except REQUEST_FAILURES as exc:
+            return _failed(server, call, attempt, exc, self.retry_after)
+        return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+
+    async def _send(
+        self,
+        server: str,
+        call: Call,
+        session: UpstreamSession,
+        upstream_id: int,
+        deadline: float,
+        clock: CallClock | None,
+    ) -> Answered:
+        """One request of the call, timed and counted (telemetry.py), with the call's traceparent."""
+        request = self.telemetry.request(server, call, session.protocol, clock)
+        try:
+            answered = await session.request(
+                call.method,
+                call.params,
+                deadline,
+                self.relays.on_message(call, session),
+                request_id=upstream_id,
+                headers=request.headers,
+            )
+        except BaseException as exc:
+            request.failed(exc)
+            raise
+        request.answered(answered)
+        return answered
+
+    async def _notify(
+        self, server: str, call: Call, session: UpstreamSession, own: bool, deadline: float
+    ) -> Outcome | None:
+        """An agent's notification for its upstream sessions (roots/list_changed): sent in the agent session's own
+        session; a shared session is nobody's to tell."""
+        if not own:
+            return ReplyKind.RESULT, b"{}"
+        try:
+            await session.notify(call.method, call.params, deadline)
+        except SessionLost:
+            return None
+        except (*REQUEST_FAILURES, Timeout) as exc:
+            return _unavailable(server, exc, self.retry_after)
+        return ReplyKind.RESULT, b"{}"
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""

@@ -1,21 +1,30 @@
-"""One upstream server as this worker serves it: its record, its lane, the reader of its queue, and its pooled
-connections and sessions (one per credential), rebuilt when the server's address or headers change."""
+"""One upstream server as this worker serves it: its record, its lane, the reader of its queue, its pooled
+connections, and the sessions spoken over them: the shared ones (one per credential, for sessionless upstreams and
+per-request agents) and the agent sessions' own (see agents.py), all rebuilt when the server's address or headers
+change."""
 
 import asyncio
-import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared import streams
 from shared.http1 import Headers, Pool
-from shared.messages import Call, ServerRecord
+from shared.messages import ServerRecord
 from shared.upstream import UpstreamSession, wire_headers
-
-logger = logging.getLogger(__name__)
 
 
 class UnknownServer(Exception):
     """The server was removed from this worker while a call for it waited."""
+
+
+class ForeignSession(Exception):
+    """The agent session's upstream session belongs to another principal: it is never used for this one."""
+
+
+class Unbound(Exception):
+    """No upstream session of its own for this agent session: its calls use the shared pool."""
 
 
 class Lane(asyncio.BoundedSemaphore):
@@ -35,15 +44,34 @@ class Lane(asyncio.BoundedSemaphore):
         self.release()
 
 
+@dataclass(eq=False, slots=True)
+class Bound:
+    """One agent session's own upstream session at this server, as this worker holds it."""
+
+    agent: bytes  # the agent's MCP session id
+    principal: bytes  # whose it is: never used for a call of another principal
+    session: UpstreamSession
+    opening: "asyncio.Task[None] | None" = None  # the one lookup or handshake other calls wait for
+    lease_at: float = 0.0  # loop time when this worker may next try to hold the session's GET stream
+    in_flight: bytes = b""  # the key of its calls in flight (streams.in_flight), made once
+    in_flight_renewed: float = float("-inf")  # loop time when this worker last renewed the key's lifetime
+
+
 @dataclass(eq=False)
 class Upstream:
     record: ServerRecord
     lane: Lane
     subscriber: Any = None  # the FastStream reader of the server's queue, while it runs
     pool: Pool | None = None
-    sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> session
+    sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> shared session
+    bound: "OrderedDict[bytes, Bound]" = field(default_factory=OrderedDict)  # agent session -> its own, LRU
+    # Learned at the first handshake: True when the upstream names its sessions (Mcp-Session-Id), which is when
+    # each agent session gets its own; False: one shared session per credential serves every call.
+    stateful: bool | None = None
+    streams_after: float = 0.0  # loop time before which the upstream is not asked for a GET stream again (405)
     removed: bool = False
     max_result_bytes: int = 64 * 1024 * 1024  # a JSON body, or one event: what one answer may hold
+    on_open: Callable[[bool], None] | None = None  # told of each session opened (True: again): telemetry counts
 
     @classmethod
     def of(cls, record: ServerRecord, concurrency: int, max_result_bytes: int = 64 * 1024 * 1024) -> "Upstream":
@@ -53,42 +81,61 @@ class Upstream:
     def name(self) -> str:
         return self.record.name
 
-    def configure(self, record: ServerRecord) -> None:
+    def configure(self, record: ServerRecord) -> bool:
+        """Follows a changed record; True when the connections (and the sessions on them) were dropped."""
         old, self.record = self.record, record
-        if (old.url, old.headers) != (record.url, record.headers):
-            self._drop_connections()
+        if (old.url, old.headers) == (record.url, record.headers):
+            return False
+        self._drop_connections()
+        return True
 
-    def credential(self, call: Call) -> tuple[bytes, Headers]:
-        """Which credential a call runs with, and the headers that carry it.
+    def credential(self, principal: bytes) -> tuple[bytes, Headers]:
+        """Which credential a principal's calls run with, and the headers that carry it.
 
         Calls without upstream auth share one anonymous session per server. Per-user credentials plug in
         here; the key keeps one user's session (and token) from ever serving another.
         """
         return b"", []
 
-    async def session(self, call: Call, deadline: float) -> UpstreamSession:
+    def new_session(self, principal: bytes) -> UpstreamSession:
+        """A session object on the pooled connections, with the principal's credential; not opened yet."""
+        if self.pool is None:
+            self.pool = Pool(
+                self.record.url,
+                connect_timeout=min(self.record.timeout, 10.0),
+                max_body_bytes=self.max_result_bytes,
+                max_event_bytes=self.max_result_bytes,
+            )
+        _, auth_headers = self.credential(principal)
+        return UpstreamSession(self.pool, [*wire_headers(self.record.headers), *auth_headers], on_open=self.on_open)
+
+    async def shared(self, principal: bytes, deadline: float) -> UpstreamSession:
+        """The session this worker shares among all calls with the principal's credential."""
         if self.removed:
             raise UnknownServer(f"server {self.name!r} is not configured")
-        credential, auth_headers = self.credential(call)
+        credential, _ = self.credential(principal)
         session = self.sessions.get(credential)
         if session is None:
-            if self.pool is None:
-                self.pool = Pool(
-                    self.record.url,
-                    connect_timeout=min(self.record.timeout, 10.0),
-                    max_body_bytes=self.max_result_bytes,
-                    max_event_bytes=self.max_result_bytes,
-                )
-            headers = [*wire_headers(self.record.headers), *auth_headers]
-            session = self.sessions[credential] = UpstreamSession(self.pool, headers)
+            session = self.sessions[credential] = self.new_session(principal)
         await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + self.record.timeout))
+        if self.stateful is None:
+            self.stateful = session.session_id is not None
         return session
+
+    def remember(self, bound: Bound, limit: int) -> None:
+        """Keeps an agent session's own session in this worker's cache, forgetting the least recently used."""
+        self.bound[bound.agent] = bound
+        while len(self.bound) > limit:
+            self.bound.popitem(last=False)
 
     def _drop_connections(self) -> None:
         if self.pool is not None:
             self.pool.close()
         self.pool = None
         self.sessions.clear()
+        self.bound.clear()  # they speak through the old pool; the bindings in Valkey stay, for a new lookup
+        self.stateful = None
+        self.streams_after = 0.0
 
     def retire(self) -> None:
         """The server is gone from the catalog: its connections close, and calls still waiting for it are refused."""
@@ -96,7 +143,8 @@ class Upstream:
         self._drop_connections()
 
     async def close(self) -> None:
-        """The worker stops: the upstream sessions are ended politely, then the connections closed."""
+        """The worker stops: its shared upstream sessions are ended politely, then the connections closed. The
+        agent sessions' own stay open at the upstream: other workers go on using them."""
         self.removed = True
         sessions = [s for s in self.sessions.values() if s.is_open]
         self.sessions.clear()
