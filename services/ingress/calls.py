@@ -126,10 +126,7 @@ class Calls:
                         logger.error("malformed reply %s dropped", entry_id)
                         continue
                     if isinstance(reply, SessionEvent):
-                        if reply.ref and self.asked is not None:
-                            self.asked(reply.session, reply.ref)
-                        if not self.get_streams.send(reply.session.decode(), reply.body) and reply.ref:
-                            self.unreachable(reply.ref, reply.session, "the client's GET stream is not open")
+                        self._to_session(reply)
                         continue
                     pending = self.pending.get(reply.call_id)
                     if pending is not None:
@@ -138,6 +135,13 @@ class Calls:
                             del self.pending[reply.call_id]
                     elif reply.kind is ReplyKind.REQUEST:
                         self.unreachable(reply.ref, b"", "the call it was sent for has ended")
+
+    def _to_session(self, event: SessionEvent) -> None:
+        """An event for a session's GET stream; a request there (with a ref) is one the session may answer."""
+        if event.ref and self.asked is not None:
+            self.asked(event.session, event.ref)
+        if not self.get_streams.send(event.session.decode(), event.body) and event.ref:
+            self.unreachable(event.ref, event.session, "the client's GET stream is not open")
 
     def unreachable(self, ref: bytes, session: bytes, why: str) -> None:
         """Answers an upstream's request in the client's place: it cannot be delivered."""

@@ -64,8 +64,9 @@ class Handlers:
         self.outbox = outbox
         self.meta = meta
         listings = {
-            "tools/list": lambda: self.meta.listing("tools/list")
-            or b'{"tools":' + self.current.catalog.tools_json + b"}",
+            "tools/list": lambda: (
+                self.meta.listing("tools/list") or b'{"tools":' + self.current.catalog.tools_json + b"}"
+            ),
             "resources/list": lambda: b'{"resources":' + self.current.catalog.resources_json + b"}",
             "resources/templates/list": lambda: b'{"resourceTemplates":' + self.current.catalog.templates_json + b"}",
             "prompts/list": lambda: b'{"prompts":' + self.current.catalog.prompts_json + b"}",
@@ -113,7 +114,7 @@ class Handlers:
 
     async def request(self, ctx: RequestContext, method: str, params: Document | None) -> None:
         value = params.value if params is not None else None
-        if self.meta.answers(method, value):  # meta-tools, auth://status
+        if isinstance(value, dict) and self.meta.answers(method, value):  # meta-tools, auth://status
             await self.meta.request(ctx, self.current.catalog, method, value)
             return
         handler = self.methods.get(method)

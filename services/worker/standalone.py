@@ -82,8 +82,8 @@ class Standalone:
             self.relays.respond(bound.session, upstream_id, b'"error":' + error.body())
             return
         ref = self.relays.expect(bound.session, upstream_id, agent)
-        request = b'{"jsonrpc":"2.0","id":' + orjson.dumps(ref.decode()) + b"," + body[1:]
-        self.outbox.reply(stream, SessionEvent(agent, request, ref))
+        relayed = b'{"jsonrpc":"2.0","id":' + orjson.dumps(ref.decode()) + b"," + body[1:]
+        self.outbox.reply(stream, SessionEvent(agent, relayed, ref))
 
     async def _agent_stream(self, agent: bytes) -> tuple[bytes | None, bytes | None]:
         """The replica holding the agent's GET stream (waiting up to STREAM_GRACE for one), and its capabilities."""
