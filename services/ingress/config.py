@@ -53,6 +53,9 @@ class IngressSettings(ServiceSettings):
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session
     keepalive_seconds: float = Field(15.0, gt=0)  # comment lines on idle event streams, so proxies keep them open
     access_log: bool = False
+    # After SIGTERM: how long calls in flight may take to finish (new calls are refused with -32006 meanwhile);
+    # what is still unanswered then gets an error it can act on. Within the pod's termination grace period.
+    drain_seconds: float = Field(20.0, ge=0)
     # The key of the principal's hash in the per-call log line (at least 16 bytes). Unset: one random key kept in
     # Valkey, shared by every replica, so that one user hashes alike everywhere.
     log_hash_key: SecretStr | None = None

@@ -167,7 +167,9 @@ class Forwarder:
         try:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
-            self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
+            draining = isinstance(exc, errors.ServiceUnavailable)  # not backpressure: this replica is stopping
+            reason = None if draining else REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL
+            self.telemetry.refused(span, exc, reason)
             raise
         except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
             self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)

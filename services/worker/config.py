@@ -24,6 +24,9 @@ class WorkerSettings(ServiceSettings):
     # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32008
     # and the worker reads no further, so its memory stays bounded whatever the upstream sends.
     max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # After SIGTERM: how long the calls this worker runs may take to finish; it claims nothing new meanwhile, and
+    # what is still running then is left to be reclaimed by another worker.
+    drain_seconds: float = Field(20.0, ge=0)
     # "agent": an upstream that names its sessions gets one per agent session (what an agent does there stays its
     # own); "shared": one per worker, server and credential for every agent, as for sessionless upstreams.
     upstream_sessions: Literal["agent", "shared"] = "agent"

@@ -31,7 +31,8 @@ def test_a_family_tool_goes_to_its_member_without_the_instance_argument_and_ever
     target = route(FAMILY, "tools/call", Document.parse(sent))
     assert (target.server, target.name, target.safe) == ("k8s-gazelle", "list", True)
     assert target.params == (  # the whitespace the client put between members stays too
-        b'{"name":"list","arguments":{"big":1180591620717411303424,  "f":-0.0,"s":"\\u00e9"},"_meta":{"progressToken":7}}'
+        b'{"name":"list","arguments":{"big":1180591620717411303424,  "f":-0.0,"s":"\\u00e9"},'
+        b'"_meta":{"progressToken":7}}'
     )
 
 
