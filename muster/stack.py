@@ -156,9 +156,11 @@ class Stack:
         argv = [sys.executable, "-m", module, *args]
         return self.start(name, argv, env, group=group, stop_timeout=stop_timeout, stderr=stderr)
 
-    def valkey(self, port: int, *extra: str, appendfsync: str = "everysec") -> str:
-        """Valkey with its append-only file in data/valkey; `appendfsync` "always" loses no acknowledged write
-        when it is killed, "everysec" (muster up's) up to the last second of them."""
+    def valkey(self, port: int, *extra: str, maxmemory: str = "1gb", appendfsync: str = "everysec") -> str:
+        """Valkey on 127.0.0.1, bounded in memory: full, it refuses writes (noeviction) instead of evicting queued
+        calls, sessions or replies without a word, and muster answers -32006 until there is room again. Its
+        append-only file is in data/valkey; `appendfsync` "always" loses no acknowledged write when it is killed,
+        "everysec" (muster up's) up to the last second of them."""
         directory = self.data / "valkey"
         directory.mkdir(parents=True, exist_ok=True)
         self.start(
@@ -181,6 +183,8 @@ class Stack:
                 "no",
                 "--loglevel",
                 "warning",
+                "--maxmemory",
+                maxmemory,
                 "--maxmemory-policy",
                 "noeviction",
                 *extra,

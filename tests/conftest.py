@@ -101,8 +101,8 @@ class Muster:
         self.servers = self.root / "servers"
         self.servers.mkdir()
 
-    def start_valkey(self, appendfsync: str = "everysec") -> None:
-        self.valkey_url = self.stack.valkey(free_port(), appendfsync=appendfsync)
+    def start_valkey(self, maxmemory: str = "1gb", appendfsync: str = "everysec") -> None:
+        self.valkey_url = self.stack.valkey(free_port(), maxmemory=maxmemory, appendfsync=appendfsync)
         self.env = {
             "MUSTER_VALKEY_URL": self.valkey_url,
             "MUSTER_LOG_JSON": "false",
@@ -132,6 +132,16 @@ class Muster:
         """The conformance fixtures (tests/fixtures/conformance_server.py), as one more upstream."""
         port = free_port()
         self.stack.python(name, "tests.fixtures.conformance_server", "--port", str(port), env={"PYTHONPATH": str(ROOT)})
+        self.stack.wait_tcp(port, name)
+        server = self.standins[name] = StandIn(name, port)
+        if register:
+            self.register(name, server.url)
+        return server
+
+    def raw_server(self, name: str = "raw", register: bool = True) -> StandIn:
+        """The hand-written server of tests/fixtures/raw_server.py, which answers with bytes no SDK writes."""
+        port = free_port()
+        self.stack.python(name, "tests.fixtures.raw_server", "--port", str(port), env={"PYTHONPATH": str(ROOT)})
         self.stack.wait_tcp(port, name)
         server = self.standins[name] = StandIn(name, port)
         if register:
@@ -286,10 +296,10 @@ def muster_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("muster")
 
 
-def make_muster(root: Path, appendfsync: str = "everysec") -> Iterator[Muster]:
+def make_muster(root: Path, appendfsync: str = "everysec", *, maxmemory: str = "1gb") -> Iterator[Muster]:
     m = Muster(root)
     try:
-        m.start_valkey(appendfsync)
+        m.start_valkey(maxmemory, appendfsync)
         yield m
     finally:
         m.stack.stop()

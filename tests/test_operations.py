@@ -204,6 +204,12 @@ def traffic(ops: Ops) -> Ops:
         until(lambda: valkey.get(streams.depth("alpha")) == b"3", 5, "three calls fill the queue")
         assert ops.call("describe", 13)["error"]["code"] == -32003
         ops.held = {name: scrape(ops.ports[name]) for name in ("worker", "discovery")}
+        # the replica's heartbeat tells its calls in flight every 0.2 s: read once it has told the three held ones
+        until(
+            lambda: asyncio.run(status.status(ops.muster.valkey_url)).in_flight == 3,
+            5,
+            "the replica's heartbeat counts the held calls",
+        )
         ops.held_status = asyncio.run(status.status(ops.muster.valkey_url))
         assert all("result" in f.result(timeout=3 * HOLD) for f in held)
     valkey.close()

@@ -148,6 +148,7 @@ class Worker:
             held_streams=s.held_streams,
             answer_seconds=s.answer_seconds,
             telemetry=self.telemetry,
+            retry_after=s.retry_after,
         )
         self.janitor = Janitor(
             self.outbox,
@@ -387,7 +388,8 @@ class Worker:
             probe_timeout=s.breaker_probe_seconds,
             on_change=self._circuit_changed,
         )
-        upstream = self.servers[record.name] = Upstream.of(record, s.server_concurrency, breaker)
+        upstream = Upstream.of(record, s.server_concurrency, s.max_result_bytes, breaker=breaker)
+        self.servers[record.name] = upstream
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         self.reclaimer.adopt(upstream)  # what an earlier incarnation of this worker held, first
         await self._subscribe(upstream)

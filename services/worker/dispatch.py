@@ -13,7 +13,7 @@ import time
 from services.worker.admission import Admission
 from services.worker.agents import AgentSessions
 from services.worker.bindings import Bindings
-from services.worker.execute import Executor, RetryPolicy
+from services.worker.execute import RETRY_AFTER, Executor, RetryPolicy
 from services.worker.listeners import Listeners
 from services.worker.liveness import Liveness
 from services.worker.outcomes import Outcomes
@@ -45,6 +45,7 @@ class Dispatcher:
         held_streams: int = 1_000,
         answer_seconds: float = 300.0,
         telemetry: Telemetry | None = None,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         self.outbox = outbox
         self.background = Background()
@@ -59,7 +60,7 @@ class Dispatcher:
         self.agents = AgentSessions(
             self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
         )
-        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry, retry)
+        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry, retry_after, retry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
         # (server, entry id) of every entry this process took from a queue and has not let go of yet, started or
         # waiting for room: the pending entries of this consumer that are not here belong to nobody
@@ -104,7 +105,7 @@ class Dispatcher:
                 kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
             except Exception as exc:  # the outermost edge of one call: it still gets its one outcome
                 logger.exception("call %s on %s failed inside the worker", call.call_id, upstream.name)
-                kind, body = ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"muster worker error: {exc}")
+                kind, body = ReplyKind.ERROR, errors.InternalError(f"muster worker error: {exc}").body()
             finally:
                 self.running.pop(call.key, None)
                 self.telemetry.stopped(upstream.name)

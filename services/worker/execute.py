@@ -27,14 +27,15 @@ from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamS
 logger = logging.getLogger(__name__)
 
 Outcome = tuple[ReplyKind, bytes]
-RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when the upstream says nothing
+RETRY_AFTER = 5.0  # the default of WorkerSettings.retry_after
 BUSY = (429, 502, 503, 504)
 # Calls that nobody's request from the upstream can be about: they are not recorded as running.
 UNWATCHED = frozenset({b"logging/setLevel"})
 
 
-def _unavailable(server: str, exc: object, retry_after: float | None = None) -> Outcome:
-    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or RETRY_AFTER).body()
+def _unavailable(server: str, exc: object, fallback: float, retry_after: float | None = None) -> Outcome:
+    """`retry_after`: what the upstream asked for; `fallback` (from settings) when it asked for nothing."""
+    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or fallback).body()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,42 +56,51 @@ def _down(exc: Exception) -> bool:
     return isinstance(exc, (ConnectFailed, Timeout))
 
 
-def _not_opened(server: str, exc: Exception) -> Failed:
+def _not_opened(server: str, exc: Exception, fallback: float) -> Failed:
     """No session to send the call in: the call itself was not sent, so it may go again, or the caller may."""
     if isinstance(exc, Timeout) and not isinstance(exc, ConnectFailed):  # the deadline passed while opening
         return Failed(
             (ReplyKind.ERROR, errors.DeadlineExceeded(f"{server} did not open a session before the deadline").body()),
             again=False,
         )
-    if isinstance(exc, UnknownServer) or (isinstance(exc, StatusError) and exc.status < 500):
-        return Failed(_unavailable(server, exc, getattr(exc, "retry_after", None)), again=False)
-    return Failed(_unavailable(server, exc, exc.retry_after if isinstance(exc, StatusError) else None), again=True)
+    if isinstance(exc, ResponseTooLarge):
+        return Failed(_too_large(server, exc), again=False)
+    retry_after = exc.retry_after if isinstance(exc, StatusError) else None
+    again = not isinstance(exc, UnknownServer) and not (isinstance(exc, StatusError) and exc.status < 500)
+    return Failed(_unavailable(server, exc, fallback, retry_after), again=again)
 
 
-def _failed(server: str, call: Call, exc: Exception) -> Failed:
+def _too_large(server: str, exc: ResponseTooLarge) -> Outcome:
+    return ReplyKind.ERROR, errors.ResultTooLarge(
+        f"{server} answered with more than muster carries ({exc.value} bytes, {exc.limit}); the call may have run",
+        {"limit": exc.value},
+    ).body()
+
+
+def _failed(server: str, call: Call, exc: Exception, fallback: float) -> Failed:
     """What a failed request means for its caller, and whether it may be sent again."""
     if isinstance(exc, SessionLost):  # the upstream refused the session, not the call: open a new one
-        body = errors.UpstreamUnavailable(f"{server} keeps rejecting new sessions", RETRY_AFTER).body()
+        body = errors.UpstreamUnavailable(f"{server} keeps rejecting new sessions", fallback).body()
         return Failed((ReplyKind.ERROR, body), again=True, at_once=True)
     if isinstance(exc, ConnectFailed):  # not sent: safe to say "later", and to try again
-        return Failed(_unavailable(server, exc), again=True)
+        return Failed(_unavailable(server, exc, fallback), again=True)
     if isinstance(exc, ConnectionLost):
         stale = exc.reused and not exc.received
         if not exc.sent or call.safe:
-            return Failed(_unavailable(server, exc), again=True, at_once=stale)
-        return Failed(
-            (
-                ReplyKind.ERROR,
-                errors.OutcomeUnknown(f"the connection to {server} broke during the call; it may have run").body(),
-            ),
-            again=False,
-        )
+            return Failed(_unavailable(server, exc, fallback), again=True, at_once=stale)
+        body = errors.OutcomeUnknown(f"the connection to {server} broke during the call; it may have run").body()
+        return Failed((ReplyKind.ERROR, body), again=False)
     if isinstance(exc, StatusError):
         if exc.status in BUSY:
-            return Failed(_unavailable(server, exc, exc.retry_after), again=call.safe and exc.status != 429)
-        body = errors.error_body(errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status})
+            return Failed(_unavailable(server, exc, fallback, exc.retry_after), again=call.safe and exc.status != 429)
+        body = errors.UpstreamUnavailable(
+            f"{server}: {exc}", exc.retry_after or fallback, {"status": exc.status}
+        ).body()
         return Failed((ReplyKind.ERROR, body), again=call.safe and exc.status >= 500)
-    return Failed((ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")), again=False)
+    if isinstance(exc, ResponseTooLarge):
+        return Failed(_too_large(server, exc), again=False)
+    body = errors.InternalError(f"{server} answered with something that is not a response: {exc}").body()
+    return Failed((ReplyKind.ERROR, body), again=False)
 
 
 # MalformedResponse, ResponseTooLarge: it answered, but not usably.
@@ -122,9 +132,11 @@ class Executor:
         background: Background,
         agents: AgentSessions,
         telemetry: Telemetry | None = None,
+        retry_after: float = RETRY_AFTER,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.relays = relays
+        self.retry_after = retry_after
         self.background = background
         self.agents = agents
         self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
@@ -140,9 +152,8 @@ class Executor:
             while True:
                 wait = upstream.breaker.admit()
                 if wait is not None:
-                    return _unavailable(
-                        upstream.name, "not sent: its circuit is open after repeated failures", max(0.1, round(wait, 1))
-                    )
+                    why = "not sent: its circuit is open after repeated failures"
+                    return _unavailable(upstream.name, why, self.retry_after, max(0.1, round(wait, 1)))
                 attempt += 1
                 result = await self._attempt(upstream, call, deadline, clock, running)
                 if not isinstance(result, Failed):
@@ -163,7 +174,7 @@ class Executor:
         try:
             session, bound = await self.agents.session(upstream, call, deadline)
         except ForeignSession as exc:
-            return ReplyKind.ERROR, errors.error_body(errors.INVALID_REQUEST, str(exc))
+            return ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body()
         except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
             return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
         except OPEN_FAILURES as exc:
@@ -171,7 +182,7 @@ class Executor:
                 self.telemetry.connect_error(upstream.name, exc)
             if _down(exc):
                 upstream.breaker.failed(exc)
-            return _not_opened(upstream.name, exc)
+            return _not_opened(upstream.name, exc, self.retry_after)
         if call.method.startswith(b"notifications/"):
             return await self._notify(upstream.name, call, session, bound is not None, deadline)
         if bound is not None and not running and self._watched(upstream, call):
@@ -215,7 +226,7 @@ class Executor:
             raise
         except ConnectFailed as exc:  # not sent, also when connecting timed out
             breaker.failed(exc)
-            return _failed(server, call, exc)
+            return _failed(server, call, exc, self.retry_after)
         except Timeout as exc:
             breaker.failed(exc)
             self.cancel_upstream(session, upstream_id, "deadline exceeded")
@@ -224,7 +235,7 @@ class Executor:
         except REQUEST_FAILURES as exc:
             if _down(exc):
                 breaker.failed(exc)
-            return _failed(server, call, exc)
+            return _failed(server, call, exc, self.retry_after)
         breaker.succeeded()
         return (ReplyKind.ERROR if answered.error else ReplyKind.RESULT), answered.body
 
@@ -254,9 +265,8 @@ class Executor:
         request.answered(answered)
         return answered
 
-    @staticmethod
     async def _notify(
-        server: str, call: Call, session: UpstreamSession, own: bool, deadline: float
+        self, server: str, call: Call, session: UpstreamSession, own: bool, deadline: float
     ) -> Outcome | Failed:
         """An agent's notification for its upstream sessions (roots/list_changed): sent in the agent session's own
         session; a shared session is nobody's to tell."""
@@ -265,9 +275,9 @@ class Executor:
         try:
             await session.notify(call.method, call.params, deadline)
         except SessionLost as exc:  # the upstream refused the session: tell the new one
-            return _failed(server, call, exc)
+            return _failed(server, call, exc, self.retry_after)
         except (*REQUEST_FAILURES, Timeout) as exc:
-            return _unavailable(server, exc)
+            return _unavailable(server, exc, self.retry_after)
         return ReplyKind.RESULT, b"{}"
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:

@@ -63,12 +63,15 @@ async def test_a_busy_upstream_makes_the_call_unavailable_for_as_long_as_it_says
     assert error["code"] == errors.UPSTREAM_UNAVAILABLE and error["data"] == {"retryAfter": 7.0}
 
 
-async def test_another_http_status_is_reported_with_it(bench: Bench, k8s: StandIn, executor: Executor) -> None:
+async def test_another_http_status_is_reported_with_it_and_the_retry_hint_from_settings(
+    bench: Bench, k8s: StandIn, executor: Executor
+) -> None:
     k8s.fault(action="http_status", method="tools/call", status=500, body="boom", count=1)
     before = k8s.stats()["tools"].get("delete", 0)
     call = bench.call("k8s", "delete", DELETE, safe=False)
     error = _error(await executor.execute(bench.upstream(k8s), call, _deadline()))
-    assert error["code"] == errors.UPSTREAM_UNAVAILABLE and error["data"] == {"status": 500}
+    assert error["code"] == errors.UPSTREAM_UNAVAILABLE
+    assert error["data"] == {"status": 500, "retryAfter": executor.retry_after}
     assert k8s.stats()["tools"].get("delete", 0) == before  # not sent again: it is not safe to repeat
 
 
