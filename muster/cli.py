@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+
 from muster.stack import Stack, free_port
 from services.discovery.config import DiscoverySettings
 from services.ingress.config import IngressSettings
+from services.ingress.oauth.config import OAuthSettings
 
 DEMO_SERVERS = Path(__file__).resolve().parent.parent / "demo" / "servers"
 DEMO_CLUSTERS = (("gazelle", 8101), ("graveler", 8102))
@@ -45,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
         help="aggregated tool list, or muster's meta-tools [MUSTER_EXPOSE]",
     )
     up.add_argument("--port", type=int, default=ingress.port, help="ingress port [MUSTER_PORT]")
+    up.add_argument(
+        "--auth",
+        choices=["none", "oidc"],
+        default=ingress.auth,
+        help="oidc: users sign in through muster at an OIDC provider (MUSTER_OIDC_ISSUER, MUSTER_OIDC_CLIENT_ID, "
+        "MUSTER_OIDC_CLIENT_SECRET, MUSTER_ENCRYPTION_KEY, MUSTER_REGISTRATION_TOKEN, MUSTER_PUBLIC_URL) [MUSTER_AUTH]",
+    )
     up.add_argument("--workers", type=int, default=int(_env("WORKERS", "2")), help="worker processes [MUSTER_WORKERS]")
     up.add_argument("--data", default=_env("DATA", ".muster"), help="data folder for Valkey's files [MUSTER_DATA]")
     up.add_argument(
@@ -56,6 +66,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def auth_env(args: argparse.Namespace) -> dict[str, str]:
+    """What the services read to run with sign-in; checked here, so that a missing setting stops `muster up` with
+    its name instead of a service's traceback."""
+    if args.auth == "none":
+        return {"MUSTER_AUTH": "none"}
+    env = {
+        "MUSTER_AUTH": "oidc",
+        "MUSTER_PUBLIC_URL": os.environ.get("MUSTER_PUBLIC_URL", f"http://127.0.0.1:{args.port}"),
+    }
+    try:
+        OAuthSettings(public_url=env["MUSTER_PUBLIC_URL"])
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MUSTER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+        )
+        raise RuntimeError(f"--auth oidc: {problems}") from None
+    except (ValueError, OSError) as exc:
+        raise RuntimeError(f"--auth oidc: {exc}") from None
+    return env
+
+
 def up(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     stack = Stack(data, log=lambda m: print(f"muster: {m}", file=sys.stderr, flush=True))
@@ -65,12 +96,14 @@ def up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        auth = auth_env(args)
         valkey_url = stack.valkey(free_port())
         common = {
             "MUSTER_VALKEY_URL": valkey_url,
             "MUSTER_PREFIX_MODE": args.prefix_mode,
             "MUSTER_EXPOSE": args.expose,
             "MUSTER_LOG_JSON": "true" if args.json_logs else "false",
+            **auth,
         }
         servers = Path(args.servers).resolve() if args.servers else DEMO_SERVERS
         if not args.servers:

@@ -8,7 +8,8 @@
     └── GiveUp                       retrying the same call will not help
         ├── DeadlineExceeded         no outcome before the call's deadline; it did not run or was stopped
         ├── OutcomeUnknown           the call may have run; muster will not run a non-idempotent call twice
-        └── Cancelled                the caller cancelled it
+        ├── Cancelled                the caller cancelled it
+        └── AuthRequired             the user must sign in: to muster again, or to the server (data.loginUrl)
 
 Errors an upstream answers with are not muster errors: they travel to the caller unchanged.
 """
@@ -32,6 +33,7 @@ QUEUE_FULL = -32003
 UPSTREAM_UNAVAILABLE = -32004
 OUTCOME_UNKNOWN = -32005
 SERVICE_UNAVAILABLE = -32006
+AUTH_REQUIRED = -32007
 CANCELLED = -32800
 
 
@@ -80,6 +82,19 @@ class OutcomeUnknown(GiveUp):
 
 class Cancelled(GiveUp):
     code = CANCELLED
+
+
+class AuthRequired(GiveUp):
+    """The call needs the user's credential and muster has none that works: the user signs in to muster again, or
+    (per-server OAuth) opens `login_url` once; the same call then succeeds."""
+
+    code = AUTH_REQUIRED
+
+    def __init__(self, message: str, server: str, login_url: str | None = None) -> None:
+        data: dict[str, Any] = {"server": server}
+        if login_url is not None:
+            data["loginUrl"] = login_url
+        super().__init__(message, data)
 
 
 def error_body(code: int, message: str, data: Any = None) -> bytes:

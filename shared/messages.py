@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from shared.mcpserver import Auth
+
 Fields = Mapping[bytes, bytes]
 
 
@@ -32,8 +34,12 @@ class Call:
     deadline_ms: int  # wall clock, ms since the epoch
     safe: bool  # read-only or idempotent: may run again after a crash
     key: bytes  # what a cancellation names: session id and request id, or the call's own key
+    # The caller's login (the family id of a muster login or of a forwarded ID token), whose upstream tokens a
+    # server with a user credential is called with; b"" with auth off. Not a secret: it names a login.
+    login: bytes = b""
 
     def fields(self) -> list[bytes]:
+        extra = [b"login", self.login] if self.login else []
         return [
             b"call_id",
             self.call_id,
@@ -55,6 +61,7 @@ class Call:
             b"1" if self.safe else b"0",
             b"key",
             self.key,
+            *extra,
         ]
 
     @classmethod
@@ -70,6 +77,7 @@ class Call:
             deadline_ms=int(f[b"deadline"]),
             safe=f[b"safe"] == b"1",
             key=f[b"key"],
+            login=f.get(b"login", b""),
         )
 
 
@@ -166,6 +174,7 @@ class ServerRecord(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)  # spec.headers, sent with every upstream request
     safe_tools: list[str] | None = None  # per-server override of which tools may be re-run; None: from annotations
     timeout: float = 30.0  # spec.timeout: connect and initialize
+    auth: Auth | None = None  # spec.auth: which credential the server is called with (none, the user's own)
 
 
 class CapabilityChange(_Frozen):
@@ -177,7 +186,7 @@ class CapabilityChange(_Frozen):
     prompts: bool = True
 
 
-# streams.CONTROL carries three messages, told apart by `type`.
+# streams.CONTROL carries four messages, told apart by `type`.
 
 
 class CancelCall(_Frozen):
@@ -202,7 +211,16 @@ class SubscriptionsChanged(_Frozen):
     server: str
 
 
-Control = Annotated[CancelCall | SessionEnded | SubscriptionsChanged, Field(discriminator="type")]
+class LoginChanged(_Frozen):
+    """A user logged in to a server of their own (per-server OAuth): every ingress replica lists that server again
+    for that user and tells the user's sessions that their lists changed."""
+
+    type: Literal["login-changed"] = "login-changed"
+    subject: str
+    server: str
+
+
+Control = Annotated[CancelCall | SessionEnded | SubscriptionsChanged | LoginChanged, Field(discriminator="type")]
 _CONTROL: TypeAdapter[Control] = TypeAdapter(Control)
 
 DATA = b"__data__"  # the one field of a control-plane entry

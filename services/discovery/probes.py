@@ -15,6 +15,7 @@ from services.discovery.lister import list_server
 from shared.mcpserver import MCPServer
 from shared.messages import ServerRecord, ServerState
 from shared.naming import prefix_for
+from shared.upstream import StatusError
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Probe:
     error: str | None = None
     failures: int = 0
     attempts: int = 0
+    unauthorized: bool = False  # the last listing was answered 401: each user must log in (or bring a token)
 
     def stop(self) -> None:
         for task in (self.task, self.listening):
@@ -39,6 +41,7 @@ class Probe:
                 task.cancel()
 
     def failed(self, exc: BaseException) -> None:
+        self.unauthorized = isinstance(exc, StatusError) and exc.status == 401
         self.failures += 1
         self.error = str(exc) or type(exc).__name__
         if self.failing_since is None:
@@ -49,6 +52,7 @@ class Probe:
         if self.failing_since is not None:
             logger.info("server %s is back", self.server.name)
         self.good, self.failing_since, self.error, self.failures = listing, None, None, 0
+        self.unauthorized = False
 
 
 class Probes:
@@ -131,6 +135,8 @@ class Probes:
         if probe.good is not None and (probe.failing_since is None or now - probe.failing_since < s.grace_seconds):
             return probe.good.model_copy(update={"prefix": prefix, "error": probe.error})
         state: ServerState = "Connecting" if probe.attempts <= 1 and probe.error is None else "Failed"
+        if probe.unauthorized:
+            state = "Auth Required"
         return ServerRecord(
             name=name,
             url=spec.url or "",
@@ -139,4 +145,5 @@ class Probes:
             prefix=prefix,
             headers=spec.headers or {},
             timeout=float(spec.timeout),
+            auth=spec.auth,
         )

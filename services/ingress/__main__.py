@@ -2,14 +2,16 @@ import uvicorn
 
 from services.ingress.app import create_app
 from services.ingress.config import IngressSettings
+from services.ingress.oauth.config import OAuthSettings
 from shared import logs
 
 
 def main() -> None:
     settings = IngressSettings()
     logs.configure("ingress", settings.log_level, settings.log_json)
+    oauth = OAuthSettings() if settings.auth == "oidc" else None
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, oauth),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

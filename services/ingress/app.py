@@ -9,11 +9,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.ingress.bearer import Bearer
 from services.ingress.broadcasts import Broadcasts
 from services.ingress.calls import Calls
 from services.ingress.config import IngressSettings
@@ -22,8 +24,15 @@ from services.ingress.endpoint import Endpoint
 from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
-from services.ingress.http import Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.http import Allow, Head, Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.oauth.app import PATHS, OAuthApp, attach
+from services.ingress.oauth.app import create_app as create_oauth_app
+from services.ingress.oauth.authority import Authority, build
+from services.ingress.oauth.config import OAuthSettings
 from services.ingress.sessions import Sessions
+from services.ingress.visibility import Visibility
+from shared import streams
+from shared.messages import LoginChanged
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
@@ -38,10 +47,46 @@ class Parts:
     current: CurrentCatalog
     get_streams: GetStreams
     endpoint: Endpoint
+    oauth: OAuthApp | None  # with auth on: the authorization server's routes (/.well-known/..., /oauth/...)
+
+
+def with_public_url(settings: IngressSettings, oauth: OAuthSettings) -> IngressSettings:
+    """Clients reach muster at its public URL: its Host and Origin are let in."""
+    parts = urlsplit(oauth.issuer)
+    return settings.model_copy(
+        update={
+            "allowed_hosts": [*settings.allowed_hosts, parts.netloc],
+            "allowed_origins": [*settings.allowed_origins, f"{parts.scheme}://{parts.netloc}"],
+        }
+    )
 
 
 @contextlib.asynccontextmanager
-async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
+async def identity(
+    settings: OAuthSettings | None, outbox: Outbox, visibility: Visibility
+) -> AsyncIterator[tuple[Authority, OAuthApp] | None]:
+    """With auth on: the authorization server, and what a user's login to a server of their own changes."""
+    if settings is None:
+        yield None
+        return
+    authority = await build(settings)
+
+    async def on_login(subject: str, server: str) -> None:
+        await visibility.forget_listing(subject, server)
+        outbox.publish(streams.CONTROL, LoginChanged(subject=subject, server=server))
+
+    authority.on_login = on_login
+    app = create_oauth_app(settings)
+    attach(app, authority)
+    visibility.servers = authority.servers
+    try:
+        yield authority, app
+    finally:
+        await authority.close()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(settings: IngressSettings, oauth: OAuthSettings | None = None) -> AsyncIterator[Parts]:
     name = f"muster-ingress-{settings.replica_id}"
     client = connect(settings.valkey_url, max_connections=256, name=name)
     outbox = Outbox(settings.valkey_url, name=f"{name}-out")
@@ -57,13 +102,18 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
         retry_after=settings.retry_after,
     )
     current = CurrentCatalog()
-    broadcasts = Broadcasts(client, current, get_streams, sessions)
-    handlers = Handlers(sessions, current, Forwarder(calls, outbox, settings.replica_id, settings.call_timeout), outbox)
+    visibility = Visibility(current, calls, client, settings.replica_id, listing_seconds=settings.listing_seconds)
+    broadcasts = Broadcasts(client, current, get_streams, sessions, visibility)
+    forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout)
+    handlers = Handlers(sessions, current, forwarder, outbox, visibility)
     tasks: list[asyncio.Task[None]] = []
     try:
-        await broadcasts.start()
-        tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
-        yield Parts(client, calls, current, get_streams, Endpoint(settings, sessions, handlers, get_streams))
+        async with identity(oauth, outbox, visibility) as auth:
+            bearer = Bearer(auth[0].guard) if auth is not None else None
+            endpoint = Endpoint(settings, sessions, handlers, get_streams, bearer)
+            await broadcasts.start()
+            tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
+            yield Parts(client, calls, current, get_streams, endpoint, auth[1] if auth is not None else None)
     finally:
         get_streams.close_all()
         for task in tasks:
@@ -74,8 +124,10 @@ async def lifespan(settings: IngressSettings) -> AsyncIterator[Parts]:
 
 
 class Ingress:
-    def __init__(self, settings: IngressSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: IngressSettings, oauth: OAuthSettings | None = None) -> None:
+        self.settings = with_public_url(settings, oauth) if oauth is not None else settings
+        self.oauth = oauth
+        self.hosts = Allow(self.settings.allowed_hosts)
         self.registry = CollectorRegistry()
         self.parts: Parts | None = None
         Gauge("muster_ingress_pending_calls", "Calls this replica waits for", registry=self.registry).set_function(
@@ -90,6 +142,8 @@ class Ingress:
             path, parts = scope["path"], self.parts
             if path == self.settings.path and parts is not None:
                 await parts.endpoint(scope, receive, send)
+            elif parts is not None and parts.oauth is not None and path.startswith(PATHS):
+                await self.authorization_server(parts.oauth, scope, receive, send)
             elif path == "/healthz":
                 await respond_json(send, 200, {"status": "ok"})
             elif path == "/readyz":
@@ -100,6 +154,13 @@ class Ingress:
                 await respond_text(send, 404, "Not Found")
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
+
+    async def authorization_server(self, app: OAuthApp, scope: Scope, receive: Receive, send: Send) -> None:
+        host = Head(scope).host
+        if host and not self.hosts(host):
+            await respond_text(send, 421, f"Invalid Host header: {host.decode('latin-1')}")
+            return
+        await app(scope, receive, send)  # type: ignore[arg-type]  # an ASGI send, typed more narrowly here
 
     async def ready(self, send: Send) -> None:
         checks = {"valkey": "not started", "catalog": "not loaded yet"}
@@ -121,7 +182,7 @@ class Ingress:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
-                        self.parts = await stack.enter_async_context(lifespan(self.settings))
+                        self.parts = await stack.enter_async_context(lifespan(self.settings, self.oauth))
                     except Exception as exc:
                         logger.exception("ingress failed to start")
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -144,5 +205,6 @@ class Ingress:
                     return
 
 
-def create_app(settings: IngressSettings) -> Ingress:
-    return Ingress(settings)
+def create_app(settings: IngressSettings, oauth: OAuthSettings | None = None) -> Ingress:
+    """`oauth`: with auth on, the authorization server's settings."""
+    return Ingress(settings, oauth)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from services.ingress.bearer import ANONYMOUS, Bearer, Who, deny
 from services.ingress.callers import Caller, Session
 from services.ingress.config import IngressSettings
 from services.ingress.envelope import is_modern, open_envelope
@@ -33,6 +34,7 @@ from services.ingress.http import (
     read_body,
     respond_text,
 )
+from services.ingress.oauth.resource import Denial
 from services.ingress.routing import BadRequest
 from services.ingress.sessions import Sessions
 from shared import errors
@@ -40,18 +42,23 @@ from shared.protocol import HANDSHAKE_VERSIONS
 
 logger = logging.getLogger(__name__)
 
-ANONYMOUS = "anonymous"
 SERVICE_UNAVAILABLE = "muster cannot reach its queue; retry shortly"
 
 
 class Endpoint:
     def __init__(
-        self, settings: IngressSettings, sessions: Sessions, handlers: Handlers, get_streams: GetStreams
+        self,
+        settings: IngressSettings,
+        sessions: Sessions,
+        handlers: Handlers,
+        get_streams: GetStreams,
+        bearer: Bearer | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.handlers = handlers
         self.get_streams = get_streams
+        self.bearer = bearer  # with auth on: every request's token is checked before anything else
         self.hosts = Allow(settings.allowed_hosts)
         self.origins = Allow(settings.allowed_origins)
 
@@ -65,12 +72,16 @@ class Endpoint:
             return
         exchange = Exchange(head, receive, send, b"null")
         try:
+            who = ANONYMOUS if self.bearer is None else await self.bearer.who(head)
+            if isinstance(who, Denial):
+                await deny(send, who)
+                return
             if head.method == "POST":
-                await self.post(exchange)
+                await self.post(exchange, who)
             elif head.method == "GET":
-                await self.get(exchange)
+                await self.get(exchange, who)
             elif head.method == "DELETE":
-                await self.delete(exchange)
+                await self.delete(exchange, who)
             else:
                 await exchange.respond_text(405, "Method Not Allowed", [(b"allow", b"GET, POST, DELETE")])
         except BadRequest as exc:  # answered with the request's own id, once it is known
@@ -81,13 +92,13 @@ class Endpoint:
             await exchange.respond(503, body, [(b"retry-after", b"1")])
 
     # --- POST ----------------------------------------------------------------------------------------------
-    async def post(self, exchange: Exchange) -> None:
+    async def post(self, exchange: Exchange, who: Who) -> None:
         message = await self._message(exchange)
         method = message.get("method")
         has_id = "id" in message
         if has_id:
             exchange.request_id = orjson.dumps(message["id"])
-        principal = ANONYMOUS
+        principal = who.owner
         if method is None:
             if not (has_id and ("result" in message or "error" in message)):
                 raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: no method", status=400)
@@ -100,13 +111,13 @@ class Endpoint:
                 await exchange.accepted()
                 return
             caller = open_envelope(exchange.head, message, principal)
-            await self.handlers.request(self._context(exchange, caller), method, message.get("params"))
+            await self.handlers.request(self._context(exchange, caller, who), method, message.get("params"))
         elif method == "initialize" and has_id:
             await self.handlers.initialize(exchange, message.get("params"), principal)
         else:
             session = await self.session(exchange.head, principal)
             if has_id:
-                await self.handlers.request(self._context(exchange, session), method, message.get("params"))
+                await self.handlers.request(self._context(exchange, session, who), method, message.get("params"))
             else:
                 await self.handlers.notification(session, method, message.get("params"))
                 await exchange.accepted()
@@ -147,8 +158,8 @@ class Endpoint:
         return message
 
     @staticmethod
-    def _context(exchange: Exchange, caller: Caller) -> RequestContext:
-        return RequestContext(exchange.head, exchange.receive, exchange.send, exchange.request_id, caller)
+    def _context(exchange: Exchange, caller: Caller, who: Who) -> RequestContext:
+        return RequestContext(exchange.head, exchange.receive, exchange.send, exchange.request_id, caller, who.login)
 
     async def session(self, head: Head, principal: str) -> Session:
         if head.session is None:
@@ -166,10 +177,10 @@ class Endpoint:
         return session
 
     # --- GET and DELETE ---------------------------------------------------------------------------------------
-    async def get(self, exchange: Exchange) -> None:
+    async def get(self, exchange: Exchange, who: Who) -> None:
         if EVENT_STREAM not in exchange.head.accept:
             raise BadRequest(errors.INVALID_REQUEST, "Not Acceptable: Client must accept text/event-stream", status=406)
-        session = await self.session(exchange.head, ANONYMOUS)
+        session = await self.session(exchange.head, who.owner)
         queue = self.get_streams.open(session.id)
         if queue is None:
             raise BadRequest(errors.INVALID_REQUEST, "Conflict: Only one SSE stream is allowed per session", status=409)
@@ -205,8 +216,8 @@ class Endpoint:
         finally:
             client_gone.cancel()
 
-    async def delete(self, exchange: Exchange) -> None:
-        session = await self.session(exchange.head, ANONYMOUS)
+    async def delete(self, exchange: Exchange, who: Who) -> None:
+        session = await self.session(exchange.head, who.owner)
         await self.sessions.delete(session)
         self.get_streams.close(session.id)
         logger.info("session %s… closed by the client", session.id[:8])

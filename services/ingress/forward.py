@@ -76,6 +76,7 @@ class Forwarder:
             deadline_ms=int((time.time() + self.call_timeout) * 1000),
             safe=target.safe,
             key=key,
+            login=ctx.login,
         )
         try:
             pending = await self.calls.submit(call)

@@ -12,7 +12,9 @@ from services.ingress.forward import LEVELS, Forwarder, response
 from services.ingress.http import Exchange, RequestContext
 from services.ingress.routing import BadRequest, route
 from services.ingress.sessions import Sessions
+from services.ingress.visibility import Visibility
 from shared import errors, streams
+from shared.catalog import Catalog
 from shared.messages import CancelCall, SubscriptionsChanged
 from shared.protocol import HANDSHAKE_VERSIONS, MODERN_VERSIONS, MUSTER_VERSION
 from shared.valkey import Outbox
@@ -40,11 +42,19 @@ DISCOVERED = orjson.dumps(
 
 
 class Handlers:
-    def __init__(self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        current: CurrentCatalog,
+        forwarder: Forwarder,
+        outbox: Outbox,
+        visibility: Visibility,
+    ) -> None:
         self.sessions = sessions
         self.current = current
         self.forwarder = forwarder
         self.outbox = outbox
+        self.visibility = visibility  # which servers each caller sees
 
     async def initialize(self, exchange: Exchange, params: Any, principal: str) -> None:
         """Opens a session; its id travels in the response's Mcp-Session-Id header."""
@@ -62,16 +72,20 @@ class Handlers:
         await exchange.respond(200, response(exchange.request_id, result), [(b"mcp-session-id", session.session_id)])
 
     async def request(self, ctx: RequestContext, method: str, params: Any) -> None:
+        owner = ctx.caller.principal
+        catalog = await self.visibility.catalog(owner, ctx.login)
         if method in FORWARDED:
-            await self.forwarder.forward(ctx, self.current.catalog, method, params)
+            try:
+                await self.forwarder.forward(ctx, catalog, method, params)
+            except BadRequest as exc:  # an unknown name may be a server's the caller must log in to first
+                raise await self.visibility.explain(owner, ctx.login, method, params) or exc from None
             return
-        result = self.listing(method)
+        result = self.listing(method, catalog)
         if result is None:
             result = await self._session_method(ctx, method, params)
         await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))
 
-    def listing(self, method: str) -> bytes | None:
-        catalog = self.current.catalog
+    def listing(self, method: str, catalog: Catalog) -> bytes | None:
         if method == "tools/list":
             return b'{"tools":' + catalog.tools_json + b"}"
         if method == "resources/list":

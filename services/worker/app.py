@@ -17,8 +17,9 @@ from faststream.redis.message import RedisBatchStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.worker.config import WorkerSettings
+from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.identity import Identity
 from services.worker.reclaim import Reclaimer
 from services.worker.upstream import Upstream
 from shared import records, streams
@@ -48,9 +49,13 @@ async def _raw_decode(message: Any, original: Any) -> Any:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
+    def __init__(
+        self, settings: WorkerSettings, broker: RedisBroker, identity: WorkerIdentitySettings | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
+        self.identity_settings = identity
+        self.identity: Identity | None = None
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()
         # built by the lifespan
@@ -77,6 +82,8 @@ class Worker:
             max_deliveries=s.max_deliveries,
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
+        if self.identity_settings is not None:
+            self.identity = Identity.build(self.identity_settings)
         try:
             yield
         finally:
@@ -104,6 +111,8 @@ class Worker:
         except (ConnectionError, OSError) as exc:  # Valkey may be gone first at shutdown
             logger.warning("outcomes not written before stopping: %s", exc)
         await asyncio.gather(*(u.close() for u in self.servers.values()))
+        if self.identity is not None:
+            await self.identity.close()
         self.outbox.close()
         try:
             await self.client.delete(streams.worker_alive(self.settings.id))
@@ -168,7 +177,7 @@ class Worker:
         if upstream is not None:
             upstream.configure(record)
             return
-        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
+        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency, self.identity)
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 
@@ -207,13 +216,14 @@ class Worker:
             await subscriber.stop()
 
 
-def create_app(settings: WorkerSettings) -> FastStream:
+def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None = None) -> FastStream:
+    """`identity`: with auth on, what the worker needs to call servers as each user."""
     broker = RedisBroker(
         settings.valkey_url,
         logger=None,  # type: ignore[arg-type]
         client_name=f"muster-worker-{settings.id}",
     )
-    worker = Worker(settings, broker)
+    worker = Worker(settings, broker, identity)
     return FastStream(
         broker, logger=logger, lifespan=worker.lifespan, after_startup=[worker.start], on_shutdown=[worker.stop]
     )

@@ -1,12 +1,17 @@
+from pathlib import Path
+from typing import ClassVar, Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.identity.settings import IdentitySettings
 from shared.lifecycle import instance_id
 from shared.settings import ServiceSettings
 
 
 class WorkerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_WORKER_")
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"auth"}
 
     id: str = Field(default_factory=instance_id, min_length=1)  # the consumer name in every server's group
     # Calls one worker runs at once against one upstream server; further calls wait in that server's stream,
@@ -18,6 +23,15 @@ class WorkerSettings(ServiceSettings):
     dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    # `muster up --auth`: oidc calls servers with each user's own credential (WorkerIdentitySettings); none, without.
+    auth: Literal["none", "oidc"] = "none"
     # Health, readiness and metrics on a port of its own (0: off).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class WorkerIdentitySettings(IdentitySettings):
+    """Read only with auth on: what the worker needs to call servers as each user."""
+
+    # A tokenExchange server's clientCredentialsSecretRef, mounted as files: <folder>/<secret name>/<key>.
+    secret_refs_dir: Path = Path("/etc/muster/secret-refs")

@@ -7,10 +7,12 @@ import logging
 
 import orjson
 
+from services.worker.identity import refusal
 from services.worker.relays import Relays
 from services.worker.upstream import UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
+from shared.identity.errors import IdentityError
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
@@ -20,6 +22,18 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[ReplyKind, bytes]
 RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when the upstream says nothing
 BUSY = (429, 502, 503, 504)
+
+
+class Unauthorized(Exception):
+    """The upstream answered 401 to what was sent with `sent` as Authorization: the call did not run."""
+
+    def __init__(self, sent: bytes | None) -> None:
+        super().__init__("the upstream answered 401")
+        self.sent = sent
+
+
+def _unauthorized(exc: Exception) -> bool:
+    return isinstance(exc, StatusError) and exc.status == 401
 
 
 def _unavailable(server: str, exc: Exception, retry_after: float | None = None) -> Outcome:
@@ -71,36 +85,71 @@ class Executor:
         self.background = background
 
     async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
-        """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
+        """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises.
+
+        A 401 (the call did not run) gets one more attempt with the refused credential set aside (refreshed or
+        exchanged again), then the caller's AuthRequired; a transport failure is never taken for an auth failure.
+        """
+        refreshed = False
         for attempt in (1, 2, 3):
             try:
-                session = await upstream.session(call, deadline)
-            except OPEN_FAILURES as exc:
-                return _not_opened(upstream.name, exc)
-            upstream_id = session.next_id()
-            try:
-                outcome = await session.request(
-                    call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
-                )
-            except asyncio.CancelledError:
-                self.cancel_upstream(session, upstream_id, "cancelled by the client")
-                raise
-            except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
-                return _unavailable(upstream.name, exc)
-            except Timeout:
-                self.cancel_upstream(session, upstream_id, "deadline exceeded")
-                return ReplyKind.ERROR, errors.DeadlineExceeded(
-                    f"{upstream.name} did not answer before the call's deadline"
-                ).body()
-            except REQUEST_FAILURES as exc:
-                failed = _failed(upstream.name, call, attempt, exc)
-                if failed is None:
-                    continue
-                return failed
-            return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+                outcome = await self._attempt(upstream, call, deadline, attempt)
+            except IdentityError as exc:
+                return ReplyKind.ERROR, refusal(upstream.name, exc)
+            except Unauthorized as exc:
+                if refreshed or not self._set_aside(upstream, call, exc.sent):
+                    return ReplyKind.ERROR, await self._refused(upstream, call)
+                refreshed = True
+                continue
+            if outcome is not None:
+                return outcome
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
             f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
         ).body()
+
+    async def _attempt(self, upstream: Upstream, call: Call, deadline: float, attempt: int) -> Outcome | None:
+        """One attempt: its outcome, or None to send again (Unauthorized: the upstream answered 401)."""
+        try:
+            session = await upstream.session(call, deadline)
+        except OPEN_FAILURES as exc:
+            if _unauthorized(exc):
+                raise Unauthorized(upstream.sent_authorization(call)) from exc
+            return _not_opened(upstream.name, exc)
+        upstream_id = session.next_id()
+        try:
+            outcome = await session.request(
+                call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
+            )
+        except asyncio.CancelledError:
+            self.cancel_upstream(session, upstream_id, "cancelled by the client")
+            raise
+        except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
+            return _unavailable(upstream.name, exc)
+        except Timeout:
+            self.cancel_upstream(session, upstream_id, "deadline exceeded")
+            return ReplyKind.ERROR, errors.DeadlineExceeded(
+                f"{upstream.name} did not answer before the call's deadline"
+            ).body()
+        except REQUEST_FAILURES as exc:
+            if _unauthorized(exc):
+                raise Unauthorized(session.authorization) from exc
+            return _failed(upstream.name, call, attempt, exc)
+        return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+
+    @staticmethod
+    def _set_aside(upstream: Upstream, call: Call, sent: bytes | None) -> bool:
+        """After a 401: sets the refused credential aside; False when there is none to replace."""
+        if upstream.identity is None or sent is None:
+            return False
+        upstream.identity.reject(upstream.record, call, sent)
+        return True
+
+    @staticmethod
+    async def _refused(upstream: Upstream, call: Call) -> bytes:
+        if upstream.identity is None:
+            message = f"{upstream.name} asks for a login, and muster runs without sign-in"
+            return errors.AuthRequired(message, upstream.name).body()
+        return await upstream.identity.refused(upstream.record, call)
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""

@@ -6,8 +6,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.worker.identity import Identity
 from shared import streams
 from shared.http1 import Headers, Pool
+from shared.identity.errors import ReauthRequired
+from shared.identity.modes import mode_of
 from shared.messages import Call, ServerRecord
 from shared.upstream import UpstreamSession, wire_headers
 
@@ -43,10 +46,11 @@ class Upstream:
     pool: Pool | None = None
     sessions: dict[bytes, UpstreamSession] = field(default_factory=dict)  # credential -> session
     removed: bool = False
+    identity: Identity | None = None  # with auth on: the users' credentials
 
     @classmethod
-    def of(cls, record: ServerRecord, concurrency: int) -> "Upstream":
-        return cls(record, Lane(record.name, concurrency))
+    def of(cls, record: ServerRecord, concurrency: int, identity: Identity | None = None) -> "Upstream":
+        return cls(record, Lane(record.name, concurrency), identity=identity)
 
     @property
     def name(self) -> str:
@@ -60,10 +64,27 @@ class Upstream:
     def credential(self, call: Call) -> tuple[bytes, Headers]:
         """Which credential a call runs with, and the headers that carry it.
 
-        Calls without upstream auth share one anonymous session per server. Per-user credentials plug in
-        here; the key keeps one user's session (and token) from ever serving another.
+        Calls without upstream auth share one anonymous session per server; with a user credential, each user
+        has sessions of their own: the key keeps one user's session (and token) from ever serving another. The
+        token itself is set per call (`authorize`), as it is refreshed while the session lives on.
         """
+        if mode_of(self.record) != "none":
+            return b"user:" + call.principal, []
         return b"", []
+
+    def sent_authorization(self, call: Call) -> bytes | None:
+        """What the call's session last sent as Authorization (to set aside after a 401)."""
+        session = self.sessions.get(self.credential(call)[0])
+        return session.authorization if session is not None else None
+
+    async def authorize(self, session: UpstreamSession, call: Call) -> None:
+        """Puts the call's user's Authorization on the session (IdentityError: there is none to put)."""
+        if self.identity is not None:
+            session.authorize(await self.identity.authorization(self.record, call))
+        elif mode_of(self.record) != "none":
+            raise ReauthRequired(
+                f"{self.name} is called with each user's own credential, and muster runs without sign-in"
+            )
 
     async def session(self, call: Call, deadline: float) -> UpstreamSession:
         if self.removed:
@@ -75,6 +96,7 @@ class Upstream:
                 self.pool = Pool(self.record.url, connect_timeout=min(self.record.timeout, 10.0))
             headers = [*wire_headers(self.record.headers), *auth_headers]
             session = self.sessions[credential] = UpstreamSession(self.pool, headers)
+        await self.authorize(session, call)
         await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + self.record.timeout))
         return session
 
