@@ -108,8 +108,8 @@ class Muster:
             "PYTHONPATH": str(ROOT),
         }
 
-    def standin(self, cluster: str, *args: str, register: bool = True, **spec: Any) -> StandIn:
-        port = free_port()
+    def standin(self, cluster: str, *args: str, register: bool = True, port: int | None = None, **spec: Any) -> StandIn:
+        port = port or free_port()
         self.stack.python(
             f"standin {cluster}",
             "demo.kubernetes",
@@ -173,8 +173,8 @@ class Muster:
         self.workers.append(child)
         return child
 
-    def ingress(self, **env: str) -> str:
-        port = free_port()
+    def ingress(self, port: int | None = None, **env: str) -> str:
+        port = port or free_port()
         self.stack.python(f"ingress {port}", "services.ingress", env={**self.env, "MUSTER_PORT": str(port), **env})
         self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
         self.ingress_ports.append(port)

@@ -179,6 +179,7 @@ class Identity:
             client_id=client_id,
             client_secret=secret,
             scopes=scopes,
+            margin=self.settings.oauth_upstream_refresh_margin,
         )
         credential.observe = lambda outcome: self.on_token("exchange", record.name, outcome)
         self.exchanges[record.name] = Exchange(spec, audiences, credential)
