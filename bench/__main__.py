@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from bench import identity
 from bench.harness import UPSTREAMS, Harness, machine
 from bench.report import write
 
@@ -47,6 +48,9 @@ def main() -> None:
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--report", metavar="RESULTS_JSON", help="only write the page and plot again from saved results")
+    p.add_argument(
+        "--only", choices=["identity"], help="only this scenario, without the page (results in OUT/<scenario>.json)"
+    )
     args = p.parse_args()
     if args.report:
         write(orjson.loads(Path(args.report).read_bytes()), Path(args.out))
@@ -58,7 +62,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as tmp:
         harness = Harness(Path(tmp), quick=args.quick)
         try:
-            harness.start(peer=not args.no_peer)
+            harness.start(peer=not args.no_peer and not args.only)
+            if args.only:
+                found = orjson.dumps(identity.run(harness, settings, rounds), option=orjson.OPT_INDENT_2)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"{args.only}.json").write_bytes(found)
+                print(found.decode())
+                return
             results = run(harness, settings, rounds)
         finally:
             harness.stop()

@@ -64,7 +64,7 @@ class UserTokens:
             self.rejected.entries.pop(family, None)
             if tokens.id_token is None or tokens.id_expires_at is None:
                 raise ReauthRequired("the upstream login has no ID token; sign in again")
-            seconds = tokens.valid_until - self.refresher.margin - time.time()
+            seconds = tokens.refresh_at(self.refresher.margin) - time.time()
             if tokens.refresh_token is None:  # a forwarded ID token: nothing to refresh, usable until it expires
                 seconds = tokens.valid_until - time.time()
             if seconds > 0:
@@ -160,7 +160,8 @@ class TokenExchange:
         if claims.get("iss") != self.expected_issuer:
             raise ProviderRejected("the exchanged token's issuer is not the expected issuer")
         expires = float(claims.get("exp", time.time() + float(body.get("expires_in", 300))))
-        seconds = expires - self.margin - time.time()
+        life = expires - time.time()
+        seconds = life - min(self.margin, life / 2)  # a token shorter-lived than the margin is still reused a while
         if seconds > 0:
             self.cache.put(key, token, seconds)
         return token

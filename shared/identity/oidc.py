@@ -238,6 +238,7 @@ class AuthServer:
             scope=body.get("scope"),
             token_endpoint=self.meta.token_endpoint,
             resource=resource,
+            obtained_at=now,
         )
 
     async def refresh(self, tokens: Tokens) -> Tokens:

@@ -221,7 +221,7 @@ class ServerOAuth:
             url = await self.login_url(subject, server, server_url)
             raise LoginRequired(f"log in to {server} first: open {url}", url) from None
         self.rejected.entries.pop((subject, server), None)
-        seconds = tokens.valid_until - self.refresher.margin - time.time()
+        seconds = tokens.refresh_at(self.refresher.margin) - time.time()
         if seconds > 0:
             self.cache.put((subject, server), tokens.access_token, seconds)
         return tokens.access_token
