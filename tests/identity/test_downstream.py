@@ -12,7 +12,8 @@ import pytest
 
 from shared import errors
 from tests.identity.conftest import PODS, Agent, World, text
-from tests.oidc import sign_in
+from tests.oidc import EXCHANGE, K8S_CLIENT, K8S_SECRET, sign_in
+from tests.shared.identity.upstream import upstream_login
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -95,6 +96,29 @@ async def test_a_kubernetes_unauthorized_answer_is_a_result_not_an_auth_failure(
             sso.clear_faults()
     assert answer["result"]["isError"] is True and text(answer) == "Unauthorized"
     assert world.refreshes() == refreshes
+
+
+async def test_a_clis_own_id_token_is_accepted_and_forwarded_as_it_is(world: World) -> None:
+    """SSO forwarding: a Dex ID token for a trusted audience (a CLI's client) works as a bearer on /mcp."""
+    login = await asyncio.to_thread(upstream_login, world.dex.issuer, f"{world.public}/oauth/callback", "cleo")
+    async with httpx.AsyncClient() as http:
+        exchanged = await http.post(
+            f"{world.dex.issuer}/token",
+            auth=(K8S_CLIENT, K8S_SECRET),
+            data={
+                "grant_type": EXCHANGE,
+                "subject_token": login["id_token"],
+                "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+                "connector_id": "local",
+            },
+        )
+    cli_token = exchanged.json()["access_token"]  # an ID token of Dex whose audience is dex-k8s-authenticator
+    async with Agent(world.url(1), cli_token) as agent:
+        assert await agent.tools() >= SSO_TOOLS | EXCHANGE_TOOLS
+        assert "giantswarm" in text(await agent.call("x_sso_list", PODS))
+        assert "giantswarm" in text(await agent.call("x_exchange_list", PODS))
+    assert world.muster.standins["sso"].stats()["callers"]["cleo@example.com"] == 1
+    assert world.muster.standins["exchange"].stats()["callers"]["cleo@example.com"] == 1
 
 
 class events:
