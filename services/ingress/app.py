@@ -115,6 +115,7 @@ async def lifespan(settings: IngressSettings, oauth: OAuthSettings | None = None
             tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
             yield Parts(client, calls, current, get_streams, endpoint, auth[1] if auth is not None else None)
     finally:
+        visibility.background.cancel()
         get_streams.close_all()
         for task in tasks:
             task.cancel()

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.ingress.calls import Calls
 from services.ingress.current import CurrentCatalog
@@ -30,6 +31,7 @@ from shared.identity import keys
 from shared.identity.errors import IdentityError
 from shared.identity.modes import mode_of, personal
 from shared.identity.server_oauth import ServerOAuth
+from shared.lifecycle import Background
 from shared.messages import Call, CallReply, ReplyKind, ServerRecord
 from shared.meta.auth_status import ServerAuth
 from shared.naming import MUSTER_PREFIX
@@ -71,7 +73,8 @@ class View:
     base: Catalog  # the shared catalog this view extends; a new one means the records changed
     listings: dict[str, Listing]
     catalog: Catalog
-    until: float
+    until: float  # the first listing expires: listed again in the background
+    invalid: bool = False  # a login changed what the user may call: built again before the next request
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,8 @@ class Visibility:
         self.list_timeout = list_timeout
         self.views: OrderedDict[str, View] = OrderedDict()
         self.locks: dict[str, asyncio.Lock] = {}
+        self.background = Background()
+        self.refreshing: set[str] = set()  # owners whose expired listings are being listed again
         self._split: tuple[Catalog, Split] | None = None
 
     def split(self) -> Split:
@@ -127,20 +132,35 @@ class Visibility:
         if not split.personal or not login:
             return split.base
         view = self.views.get(owner)
-        if view is not None and view.base is split.base and view.until > time.monotonic():
+        if view is not None and view.base is split.base and not view.invalid:
+            if view.until <= time.monotonic() and owner not in self.refreshing:
+                # an expired listing is listed again behind the caller's back: no request waits for it
+                self.refreshing.add(owner)
+                self.background.spawn(self._rebuild(owner, login, split))
             return view.catalog
         async with self._lock(owner):
             view = self.views.get(owner)
-            if view is None or view.base is not split.base or view.until <= time.monotonic():
+            if view is None or view.base is not split.base or view.invalid:
                 view = await self._build(owner, login, split, view)
         return view.catalog
 
+    async def _rebuild(self, owner: str, login: bytes, split: Split) -> None:
+        try:
+            async with self._lock(owner):
+                view = self.views.get(owner)
+                if view is not None and view.base is split.base and view.until <= time.monotonic():
+                    await self._build(owner, login, split, view)
+        except (RedisError, OSError) as exc:  # the next request tries again
+            logger.warning("listing servers again for a user failed: %s", exc)
+        finally:
+            self.refreshing.discard(owner)
+
     def login_changed(self, subject: str, server: str) -> None:
-        """The user logged in to a server of their own: list it again for them."""
+        """The user logged in to a server of their own: their next request lists it again, before it is served."""
         view = self.views.get(subject)
         if view is not None:
             view.listings.pop(server, None)
-            view.until = 0.0
+            view.invalid = True
 
     async def forget_listing(self, subject: str, server: str) -> None:
         await self.valkey.delete(keys.listing(subject, server))
@@ -257,14 +277,20 @@ class Visibility:
         }
 
     async def _list(self, owner: str, login: bytes, record: ServerRecord) -> Listing:
+        """Tools first: a user who cannot call the server (no login yet) costs one request, not four."""
+        (tools_method, tools_key, _), rest = LISTS[0], LISTS[1:]
         try:
             async with asyncio.timeout(self.list_timeout):
-                listed = await asyncio.gather(
-                    *(self._pages(owner, login, record.name, method, key) for method, key, _ in LISTS),
+                first = await self._pages(owner, login, record.name, tools_method, tools_key)
+                listed: list[Any] = [first]
+                listed += await asyncio.gather(
+                    *(self._pages(owner, login, record.name, method, key) for method, key, _ in rest),
                     return_exceptions=True,
                 )
         except TimeoutError:
             return self._unlisted(Unlisted(f"{record.name} did not list its tools within {self.list_timeout:.0f} s"))
+        except Unlisted as exc:
+            return self._unlisted(exc)
         failures = [r for r in listed if isinstance(r, BaseException)]
         for failure in failures:
             if not isinstance(failure, Unlisted):

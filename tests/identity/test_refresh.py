@@ -66,7 +66,9 @@ async def test_a_401_gets_one_refresh_and_one_retry_the_agent_does_not_see(world
             refused = await agent.call("x_sso_list", PODS)
         finally:
             sso.clear_faults()
-    assert world.refreshes() == refreshes + 2  # one more refresh, then the second 401 is the caller's
+    # at most one more refresh (none when this worker still held the token the first refresh replaced, as the
+    # stored one is then the newer), and the second 401 is the caller's: no retry loop
+    assert world.refreshes() - refreshes in (1, 2)
     assert refused["error"]["code"] == errors.AUTH_REQUIRED
     assert "sign in to muster again" in refused["error"]["message"]
 

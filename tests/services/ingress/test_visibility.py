@@ -3,9 +3,11 @@ ingress sends through the queue as each user, as a worker with the user's creden
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -18,7 +20,7 @@ from shared import errors, streams
 from shared.identity import keys
 from shared.mcpserver import Auth
 from shared.messages import Call, CallReply, ReplyKind, ServerRecord
-from shared.valkey import Outbox
+from shared.valkey import Outbox, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -54,15 +56,18 @@ async def world(
     valkey: Redis, valkey_url: str, records: list[ServerRecord], answer: Answer = lists_for_users
 ) -> AsyncIterator[tuple[Visibility, list[Call]]]:
     outbox = Outbox(valkey_url)
-    calls = Calls(valkey, outbox, REPLICA, GetStreams(), queue_limit=100, max_pending=100, retry_after=1.0)
+    follows = connect(valkey_url, name="test-replies")  # the replica's reply stream, on a connection of its own
+    calls = Calls(follows, outbox, REPLICA, GetStreams(), queue_limit=100, max_pending=100, retry_after=1.0)
     current = CurrentCatalog()
     current.update({r.name: r for r in records})
     seen: list[Call] = []
+    own = connect(valkey_url, name="test-worker")  # a worker's connection of its own, as a worker has
+    stop = asyncio.Event()
 
     async def worker() -> None:
         queues = {streams.queue(r.name).stream: b"0-0" for r in records}
-        while True:
-            found: Any = await valkey.xread(queues, block=100)  # type: ignore[arg-type]
+        while not stop.is_set():
+            found: Any = await own.xread(queues, block=50)  # type: ignore[arg-type]
             for stream, entries in found or []:
                 for entry_id, fields in entries:
                     queues[stream] = entry_id
@@ -71,14 +76,17 @@ async def world(
                     kind, body = answer(call)
                     outbox.reply(call.replica, CallReply(call.call_id, kind, body))
 
-    tasks = [asyncio.create_task(calls.read_replies()), asyncio.create_task(worker())]
+    replies, working = asyncio.create_task(calls.read_replies()), asyncio.create_task(worker())
     try:
         yield Visibility(current, calls, valkey, REPLICA, list_timeout=2.0), seen
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stop.set()  # the worker ends after its current read
+        await working
+        replies.cancel()
+        await follows.aclose()  # a blocking read cancelled in flight can hang redis-py until its socket closes
+        await asyncio.gather(replies, return_exceptions=True)
         outbox.close()
+        await own.aclose()
 
 
 def names(catalog: Any) -> set[str]:
@@ -150,3 +158,18 @@ async def test_auth_status_tells_each_user_what_they_can_call(valkey: Redis, val
     assert alice["oauth"].requires_auth and alice["oauth"].authenticated
     assert bob["oauth"].requires_auth and not bob["oauth"].authenticated and not bob["oauth"].connected
     assert bob["sso"].sso_failed and not bob["sso"].connected
+
+
+async def test_an_expired_listing_is_served_while_it_is_listed_again(valkey: Redis, valkey_url: str) -> None:
+    async with world(valkey, valkey_url, [SSO]) as (visibility, seen):
+        first = await visibility.catalog("alice", b"family-a")
+        listed = len(seen)
+        await valkey.delete(keys.listing("alice", "sso"))  # so that the next listing asks the server again
+        view = visibility.views["alice"]
+        view.listings["sso"] = dataclasses.replace(view.listings["sso"], until=0.0)  # the listing's time is up
+        view.until = 0.0
+        assert await visibility.catalog("alice", b"family-a") is first  # no request waits for the new listing
+        with anyio.fail_after(5):
+            while visibility.views["alice"].catalog is first:
+                await asyncio.sleep(0.01)
+        assert len(seen) > listed and names(visibility.views["alice"].catalog) == {"x_sso_list"}
