@@ -70,6 +70,7 @@ def main() -> None:
                 print(found.decode())
                 return
             results = run(harness, settings, rounds)
+            results["identity"] = identity.run(harness, settings, rounds)
         finally:
             harness.stop()
     results["machine"] = stamp

@@ -14,7 +14,9 @@ Each target runs one caller sequentially and 64 callers for a few seconds; the r
 per call for each, and the difference to "muster 1 worker" (auth off). The stand-in's own JWT validation shows
 under "upstream", not under muster.
 
-    python -m bench --only identity [--quick] [--rounds N]
+`make bench` runs it after the main workloads and adds the table to the page ("Sign-in"); alone:
+
+    python -m bench --only identity [--quick] [--rounds N]     (writes docs/benchmarks/identity.json)
 """
 
 import asyncio

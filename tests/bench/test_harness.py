@@ -36,7 +36,7 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
     assert muster["ingress"] > 0 and muster["worker"] > 0 and muster["valkey"] >= 0
     assert all(run["failed"] == 0 for run in results["burst"].values())
     page = (tmp_path / "README.md").read_text()
-    assert results["machine"]["commit"] in page and "## Burst" in page
+    assert results["machine"]["commit"] in page and "## Burst" in page and "## Sign-in" in page
 
 
 @pytest.mark.timeout(300)
