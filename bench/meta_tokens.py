@@ -1,4 +1,4 @@
-"""What meta mode costs an agent, in bytes: python -m bench.meta_tokens [--docs docs/meta-tools.md]
+"""What meta mode costs an agent, in bytes: python -m bench.meta_tokens [--docs docs/meta-tools.md] [--readme README.md]
 
 For the demo catalogue (the two mcp-kubernetes stand-ins) and a synthetic one (10 clusters x 40 tools), with and
 without families, it builds the exposed catalog with the code the ingress uses, runs one task both ways and counts
@@ -266,20 +266,34 @@ async def report() -> str:
 
 
 DOC_START = "<!-- meta_tokens: python -m bench.meta_tokens --docs docs/meta-tools.md -->\n"
+README_START = "<!-- meta_tokens: python -m bench.meta_tokens --readme README.md -->\n"
 DOC_END = "\n<!-- /meta_tokens -->"
+
+
+async def readme_table() -> str:
+    """The README's table: the task in its own words, every catalogue and mode."""
+    return markdown(await measure_all(QUERIES[0]))
+
+
+def _replace(path: Path, start_marker: str, table: str) -> None:
+    doc = path.read_text()
+    start = doc.index(start_marker) + len(start_marker)
+    end = doc.index(DOC_END, start)
+    path.write_text(doc[:start] + table + doc[end:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=Path, help="replace the table between the markers of this file")
+    parser.add_argument("--readme", type=Path, help="replace the README's shorter table between its markers")
     options = parser.parse_args()
     table = asyncio.run(report())
-    if options.docs is None:
+    if options.docs is None and options.readme is None:
         print(table)
-        return
-    doc = options.docs.read_text()
-    start, end = doc.index(DOC_START) + len(DOC_START), doc.index(DOC_END)
-    options.docs.write_text(doc[:start] + table + doc[end:])
+    if options.docs is not None:
+        _replace(options.docs, DOC_START, table)
+    if options.readme is not None:
+        _replace(options.readme, README_START, asyncio.run(readme_table()))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,28 @@
 """The Catalog: what agents see of all servers together, built from the server records, and routable.
 
-Exposed names map back to (server, upstream name); the list responses are encoded once per change rather than
-once per request.
+Exposed names map back to (server, upstream name), or for a family tool to its members (shared/meta/families.py);
+the list responses are encoded once per change rather than once per request, and what the meta-tools read (the
+filter_tools index) is built at most once per change too.
 """
 
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from shared.messages import ServerRecord
-from shared.naming import expose
+from shared.meta import auth_status
+from shared.meta.catalog import ToolCatalog
+from shared.meta.core import CORE_TOOLS
+from shared.meta.families import FamilyRoute, Route, ToolRoute, assemble
+
+__all__ = ["Catalog", "FamilyRoute", "Route", "Template", "ToolRoute"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    server: str
-    name: str  # the upstream's own name
-    safe: bool  # may run twice: read-only or idempotent, or declared so for the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +30,6 @@ class Template:
     uri_template: str
     server: str
     matcher: UriTemplate | None  # None: a template the mcp package cannot parse routes only by its own text
-
-
-def _is_safe(tool: dict[str, Any], record: ServerRecord) -> bool:
-    if record.safe_tools is not None:
-        return tool.get("name") in record.safe_tools
-    hints = tool.get("annotations") or {}
-    return bool(hints.get("readOnlyHint") or hints.get("idempotentHint"))
 
 
 def _matcher(template: str, server: str) -> UriTemplate | None:
@@ -52,26 +45,30 @@ def _live(record: ServerRecord) -> bool:
 
 
 class Catalog:
+    """One revision of what agents see. `tools` routes an exposed tool name to its server (a `Route`) or to its
+    family (a `FamilyRoute`, resolved with the call's instance argument); `notes` says why names fell back to
+    per-server ones or were dropped."""
+
     def __init__(self, records: Iterable[ServerRecord]) -> None:
-        self.servers: dict[str, ServerRecord] = {}
-        self.tools: dict[str, Route] = {}
-        self.prompts: dict[str, Route] = {}
+        self.servers: dict[str, ServerRecord] = {r.name: r for r in sorted(records, key=lambda r: r.name)}
+        exposure = assemble(self.servers.values())
+        self.tools: dict[str, ToolRoute] = exposure.routes
+        self.prompts: dict[str, Route] = exposure.prompt_routes
+        self.notes = exposure.notes
+        self.tool_list = exposure.tools
+        self.prompt_list = exposure.prompts
         self.resources: dict[str, str] = {}  # uri -> server
         self.templates: list[Template] = []
-        tools: list[dict[str, Any]] = []
-        prompts: list[dict[str, Any]] = []
-        resources: list[dict[str, Any]] = []
+        # auth://status is muster's own: listed first, read at the ingress, never routed to a server.
+        self.resource_list: list[dict[str, Any]] = [auth_status.RESOURCE]
         templates: list[dict[str, Any]] = []
-        for record in sorted(records, key=lambda r: r.name):
-            self.servers[record.name] = record
+        for record in self.servers.values():
             if not _live(record):
                 continue
-            tools += self._add_named(self.tools, record, record.tools, safe=None)
-            prompts += self._add_named(self.prompts, record, record.prompts, safe=True)
             for resource in record.resources:
-                if resource["uri"] not in self.resources:
+                if resource["uri"] not in self.resources and resource["uri"] != auth_status.URI:
                     self.resources[resource["uri"]] = record.name
-                    resources.append(resource)
+                    self.resource_list.append(resource)
             for template in record.resource_templates:
                 text = template["uriTemplate"]
                 self.templates.append(Template(text, record.name, _matcher(text, record.name)))
@@ -80,24 +77,28 @@ class Catalog:
         # (a tool the server does not list, a resource URI it serves without listing) is the server's to answer.
         live = [r for r in self.servers.values() if _live(r)]
         self.sole: ServerRecord | None = live[0] if len(live) == 1 and not live[0].prefix else None
-        self.tools_json = orjson.dumps(tools)
-        self.prompts_json = orjson.dumps(prompts)
-        self.resources_json = orjson.dumps(resources)
+        self.tools_json = orjson.dumps(self.tool_list)
+        self.prompts_json = orjson.dumps(self.prompt_list)
+        self.resources_json = orjson.dumps(self.resource_list)
         self.templates_json = orjson.dumps(templates)
 
-    @staticmethod
-    def _add_named(
-        routes: dict[str, Route], record: ServerRecord, items: list[dict[str, Any]], *, safe: bool | None
-    ) -> list[dict[str, Any]]:
-        """Routes for tools or prompts under their exposed names; the first server to claim a name keeps it."""
-        listed = []
-        for item in items:
-            name = expose(record.prefix, item["name"])
-            if name in routes:
-                continue
-            routes[name] = Route(record.name, item["name"], _is_safe(item, record) if safe is None else safe)
-            listed.append({**item, "name": name} if name != item["name"] else item)
-        return listed
+    @cached_property
+    def tool_catalog(self) -> ToolCatalog:
+        """What list_tools, describe_tool and filter_tools read: the exposed tools and the core tools, with the
+        filter_tools index; built on first use, once per revision, and shared by every call of the revision."""
+        return ToolCatalog([*self.tool_list, *CORE_TOOLS])
+
+    @cached_property
+    def tool_servers(self) -> list[frozenset[str]]:
+        """Per position of `tool_catalog`, the servers behind the tool (none for a core tool)."""
+        servers: list[frozenset[str]] = []
+        for name in self.tool_catalog.names:
+            route = self.tools.get(name)
+            if isinstance(route, FamilyRoute):
+                servers.append(frozenset(route.members))
+            else:
+                servers.append(frozenset({route.server}) if route is not None else frozenset())
+        return servers
 
     def resource_server(self, uri: str) -> str | None:
         server = self.resources.get(uri)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.mcpserver import Auth
+from shared.mcpserver import Auth, Family, MCPServerSpec
 
 Fields = Mapping[bytes, bytes]
 
@@ -174,7 +174,18 @@ class ServerRecord(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)  # spec.headers, sent with every upstream request
     safe_tools: list[str] | None = None  # per-server override of which tools may be re-run; None: from annotations
     timeout: float = 30.0  # spec.timeout: connect and initialize
-    auth: Auth | None = None  # spec.auth: which credential the server is called with (none, the user's own)
+    spec: MCPServerSpec | None = None  # the MCPServer spec as declared (core_mcpserver_list/get show it, redacted)
+    source: Literal["filesystem", "kubernetes"] = "filesystem"  # where discovery read the MCPServer
+
+    @property
+    def family(self) -> Family | None:
+        """spec.family: servers that share it offer each tool once, with an instance selector (shared/meta/families)."""
+        return self.spec.family if self.spec is not None else None
+
+    @property
+    def auth(self) -> Auth | None:
+        """spec.auth: which credential the server is called with (none, or the user's own: shared/identity/modes)."""
+        return self.spec.auth if self.spec is not None else None
 
 
 class CapabilityChange(_Frozen):

@@ -160,11 +160,11 @@ class Muster:
     def register(self, name: str, url: str, **spec: Any) -> None:
         (self.servers / f"{name}.yaml").write_text(server_yaml(name, url, **spec))
 
-    def discovery(self, prefix_mode: str = "always") -> None:
+    def discovery(self, prefix_mode: str = "always", **env: str) -> None:
         self.stack.python(
             "discovery",
             "services.discovery",
-            env={**self.env, "MUSTER_SERVERS": str(self.servers), "MUSTER_PREFIX_MODE": prefix_mode},
+            env={**self.env, "MUSTER_SERVERS": str(self.servers), "MUSTER_PREFIX_MODE": prefix_mode, **env},
         )
 
     def worker(self, **env: str) -> Any:

@@ -70,7 +70,7 @@ class Discovery:
     async def _step(self) -> None:
         """Reads the folder if it changed, publishes what changed, and waits a moment for more."""
         if self.folder.changed():
-            self.probes.apply(self.folder.read())
+            self.probes.apply(self.folder.read(), self.publisher.published)
         if self.probes.changed.is_set():
             self.probes.changed.clear()
             await self.publisher.publish(self.probes.records())

@@ -71,5 +71,5 @@ async def list_server(server: MCPServer, limit: float) -> ServerRecord:
         prompts=prompts,
         headers=spec.headers or {},
         timeout=float(spec.timeout),
-        auth=spec.auth,
+        spec=spec,
     )

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.discovery.collisions import resolve_collisions
 from services.discovery.config import DiscoverySettings
@@ -19,6 +21,12 @@ from shared.upstream import StatusError
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
+
+
+def _adoptable(record: ServerRecord | None, server: MCPServer) -> ServerRecord | None:
+    if record is None or record.state != "Connected" or record.spec != server.spec:
+        return None
+    return record.model_copy(update={"exposed": True, "error": None})  # collisions are decided again
 
 
 @dataclass
@@ -62,8 +70,12 @@ class Probes:
         self.probes: dict[str, Probe] = {}
         self.changed = asyncio.Event()  # a listing changed: the records may have to be published again
 
-    def apply(self, desired: dict[str, MCPServer]) -> None:
-        """Start, restart or stop probes so that they match the desired servers."""
+    def apply(self, desired: dict[str, MCPServer], published: Mapping[str, ServerRecord] | None = None) -> None:
+        """Start, restart or stop probes so that they match the desired servers.
+
+        A new probe adopts the record `published` holds for the same spec as its last good listing, so that a
+        restarted discovery (or a new leader) changes nothing agents see: a server that is up stays listed, and
+        one that is down keeps its grace period, instead of every server flapping to "Connecting"."""
         for name in list(self.probes):
             if name not in desired:
                 self.probes.pop(name).stop()
@@ -77,7 +89,7 @@ class Probes:
                 logger.info("server %s changed", name)
             else:
                 logger.info("server %s added", name)
-            probe = self.probes[name] = Probe(server)
+            probe = self.probes[name] = Probe(server, good=_adoptable((published or {}).get(name), server))
             probe.task = asyncio.create_task(self._probe(probe))
         self.changed.set()
 
@@ -132,8 +144,9 @@ class Probes:
         s = self.settings
         name, spec = probe.server.name, probe.server.spec
         prefix = prefix_for(name, spec.tool_prefix, s.prefix_mode, len(self.probes))
+        source: Literal["filesystem", "kubernetes"] = "kubernetes" if s.source == "kubernetes" else "filesystem"
         if probe.good is not None and (probe.failing_since is None or now - probe.failing_since < s.grace_seconds):
-            return probe.good.model_copy(update={"prefix": prefix, "error": probe.error})
+            return probe.good.model_copy(update={"prefix": prefix, "error": probe.error, "source": source})
         state: ServerState = "Connecting" if probe.attempts <= 1 and probe.error is None else "Failed"
         if probe.unauthorized:
             state = "Auth Required"
@@ -145,5 +158,6 @@ class Probes:
             prefix=prefix,
             headers=spec.headers or {},
             timeout=float(spec.timeout),
-            auth=spec.auth,
+            spec=spec,
+            source=source,
         )

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.ingress.auth_state import AuthState, PlainAuth
 from services.ingress.bearer import Bearer
 from services.ingress.broadcasts import Broadcasts
 from services.ingress.calls import Calls
@@ -25,6 +26,8 @@ from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Allow, Head, Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.identity_auth import IdentityAuth
+from services.ingress.meta import Meta
 from services.ingress.oauth.app import PATHS, OAuthApp, attach
 from services.ingress.oauth.app import create_app as create_oauth_app
 from services.ingress.oauth.authority import Authority, build
@@ -105,7 +108,9 @@ async def lifespan(settings: IngressSettings, oauth: OAuthSettings | None = None
     visibility = Visibility(current, calls, client, settings.replica_id, listing_seconds=settings.listing_seconds)
     broadcasts = Broadcasts(client, current, get_streams, sessions, visibility)
     forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout)
-    handlers = Handlers(sessions, current, forwarder, outbox, visibility)
+    auth_state: AuthState = PlainAuth() if oauth is None else IdentityAuth(visibility, outbox)
+    meta = Meta(settings.expose, forwarder, auth_state)
+    handlers = Handlers(sessions, current, forwarder, outbox, meta, visibility)
     tasks: list[asyncio.Task[None]] = []
     try:
         async with identity(oauth, outbox, visibility) as auth:

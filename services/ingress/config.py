@@ -25,7 +25,7 @@ class IngressSettings(ServiceSettings):
     port: int = Field(8090, ge=1, le=65535)
     replica_id: str = Field(default_factory=instance_id, min_length=1)
     path: str = Field("/mcp", pattern=r"^/")
-    # `muster up --expose`: the aggregated tool list, or muster's meta-tools (their own issue; not read yet).
+    # `muster up --expose`: the aggregated tool list, or muster's 11 meta-tools (services/ingress/meta.py).
     expose: Literal["direct", "meta"] = "direct"
     # DNS-rebinding protection: Host and Origin values that are let in ("*" lets every value in).
     allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS))

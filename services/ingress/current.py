@@ -1,7 +1,11 @@
 """The Catalog this replica serves from, replaced whole whenever server records change."""
 
+import logging
+
 from shared.catalog import Catalog
 from shared.messages import ServerRecord
+
+logger = logging.getLogger(__name__)
 
 LISTS = ("tools", "resources", "prompts")
 
@@ -22,6 +26,8 @@ class CurrentCatalog:
                 merged[name] = record
         old, new = self.catalog, Catalog(merged.values())
         self.records, self.catalog = merged, new
+        for note in sorted(set(new.notes) - set(old.notes)):  # once per change, not once per revision
+            logger.info("catalog: %s", note)
         changed = set()
         if old.tools_json != new.tools_json:
             changed.add("tools")

@@ -15,7 +15,7 @@ import orjson
 from services.ingress.callers import NO_LOGS
 from services.ingress.calls import Calls, Pending
 from services.ingress.http import EVENT_STREAM, RequestContext
-from services.ingress.routing import route
+from services.ingress.routing import Target, route
 from shared import errors, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
@@ -45,6 +45,8 @@ class Flight:
     pending: Pending
     key: bytes
     client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+    pending_id: bytes = b""  # the call_id the replies come under
+    streaming: bool | None = None  # None until the first message before the result decides it
 
     def final(self, reply: CallReply) -> bytes:
         request_id = self.ctx.request_id
@@ -61,8 +63,22 @@ class Forwarder:
         self.call_timeout = call_timeout
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
+        target = route(catalog, method, ctx.caller.upstream_params(params))
+        try:
+            flight = await self.submit(ctx, method, target)
+        except errors.RetryLater as exc:
+            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
+            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+            return
+        try:
+            reply = await self.outcome(flight)
+            await self.finish(flight, flight.final(reply))
+        finally:
+            self.close(flight)
+
+    async def submit(self, ctx: RequestContext, method: str, target: Target) -> Flight:
+        """Enqueue the call (RetryLater when its queue is full); `close` the flight when done with it."""
         caller = ctx.caller
-        target = route(catalog, method, caller.upstream_params(params))
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
         call = Call(
@@ -78,23 +94,14 @@ class Forwarder:
             key=key,
             login=ctx.login,
         )
-        try:
-            pending = await self.calls.submit(call)
-        except errors.RetryLater as exc:
-            retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
-            return
-        flight = Flight(ctx, method, pending, key, ctx.disconnected() if caller.cancels_by_disconnect else None)
-        try:
-            reply = await self._next(flight)
-            if reply.final:
-                await ctx.respond(200, flight.final(reply))
-            else:
-                await self._stream(flight, reply)
-        finally:
-            self.calls.done(call_id)
-            if flight.client_gone is not None:
-                flight.client_gone.cancel()
+        pending = await self.calls.submit(call)
+        client_gone = ctx.disconnected() if caller.cancels_by_disconnect else None
+        return Flight(ctx, method, pending, key, client_gone, call_id)
+
+    def close(self, flight: Flight) -> None:
+        self.calls.done(flight.pending_id)
+        if flight.client_gone is not None:
+            flight.client_gone.cancel()
 
     async def _next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
@@ -106,21 +113,28 @@ class Forwarder:
             return await nxt
         return nxt.result()
 
-    async def _stream(self, flight: Flight, reply: CallReply) -> None:
-        """Relay what the upstream sends during the call, then the result, as one event stream."""
+    async def outcome(self, flight: Flight) -> CallReply:
+        """The call's final reply. What the upstream sends before it is relayed on the way, as an event stream
+        (started at the first such message) when the client accepts one."""
         ctx = flight.ctx
-        streaming = ctx.head.accepts(EVENT_STREAM)
-        if streaming:
-            await ctx.start_events()
+        reply = await self._next(flight)
         while not reply.final:
-            data = self._relayed(ctx, reply, streaming)
-            if data is not None and streaming:
+            if flight.streaming is None:
+                flight.streaming = ctx.head.accepts(EVENT_STREAM)
+                if flight.streaming:
+                    await ctx.start_events()
+            data = self._relayed(ctx, reply, flight.streaming)
+            if data is not None and flight.streaming:
                 await ctx.event(data)
             reply = await self._next(flight)
-        if streaming:
-            await ctx.event(flight.final(reply), more=False)
+        return reply
+
+    async def finish(self, flight: Flight, message: bytes) -> None:
+        """The response to the request: the last event of its stream if one was started, else plain JSON."""
+        if flight.streaming:
+            await flight.ctx.event(message, more=False)
         else:
-            await ctx.respond(200, flight.final(reply))
+            await flight.ctx.respond(200, message)
 
     def _relayed(self, ctx: RequestContext, reply: CallReply, streaming: bool) -> bytes | None:
         caller = ctx.caller

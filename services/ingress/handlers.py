@@ -10,6 +10,7 @@ from services.ingress.callers import Session
 from services.ingress.current import CurrentCatalog
 from services.ingress.forward import LEVELS, Forwarder, response
 from services.ingress.http import Exchange, RequestContext
+from services.ingress.meta import Meta
 from services.ingress.routing import BadRequest, route
 from services.ingress.sessions import Sessions
 from services.ingress.visibility import Visibility
@@ -48,12 +49,14 @@ class Handlers:
         current: CurrentCatalog,
         forwarder: Forwarder,
         outbox: Outbox,
+        meta: Meta,
         visibility: Visibility,
     ) -> None:
         self.sessions = sessions
         self.current = current
         self.forwarder = forwarder
         self.outbox = outbox
+        self.meta = meta
         self.visibility = visibility  # which servers each caller sees
 
     async def initialize(self, exchange: Exchange, params: Any, principal: str) -> None:
@@ -73,14 +76,17 @@ class Handlers:
 
     async def request(self, ctx: RequestContext, method: str, params: Any) -> None:
         owner = ctx.caller.principal
-        catalog = await self.visibility.catalog(owner, ctx.login)
+        catalog = await self.visibility.catalog(owner, ctx.login)  # the servers this caller may see and call
+        if self.meta.answers(method, params):  # meta-tools, auth://status
+            await self.meta.request(ctx, catalog, method, params)
+            return
         if method in FORWARDED:
             try:
                 await self.forwarder.forward(ctx, catalog, method, params)
             except BadRequest as exc:  # an unknown name may be a server's the caller must log in to first
                 raise await self.visibility.explain(owner, ctx.login, method, params) or exc from None
             return
-        result = self.listing(method, catalog)
+        result = self.meta.listing(method) or self.listing(method, catalog)
         if result is None:
             result = await self._session_method(ctx, method, params)
         await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))

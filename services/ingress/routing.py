@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from shared import errors
-from shared.catalog import Catalog
+from shared.catalog import Catalog, FamilyRoute
+from shared.meta.errors import RouteError
 
 
 class BadRequest(Exception):
@@ -61,6 +62,8 @@ def route(catalog: Catalog, method: str, params: Any) -> Target:
         found = routes.get(name)
         if found is None:
             return Target(_unknown(catalog, kind, name), orjson.dumps(params), False)
+        if isinstance(found, FamilyRoute):
+            return _family(found, name, params)
         if found.name != name:
             params = {**params, "name": found.name}
         return Target(found.server, orjson.dumps(params), found.safe)
@@ -70,6 +73,15 @@ def route(catalog: Catalog, method: str, params: Any) -> Target:
     if method == "completion/complete":
         return _completion(catalog, params)
     raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+
+def _family(family: FamilyRoute, name: str, params: dict[str, Any]) -> Target:
+    """A family tool goes to the member its instance argument names, without that argument."""
+    try:
+        member, arguments = family.resolve(name, params.get("arguments") or {})
+    except RouteError as exc:
+        raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {exc.message}") from None
+    return Target(member.server, orjson.dumps({**params, "name": member.name, "arguments": arguments}), member.safe)
 
 
 def _completion(catalog: Catalog, params: dict[str, Any]) -> Target:

@@ -198,11 +198,19 @@ class Visibility:
             logger.warning("no login URL for %s: %s", server, exc)
             return None
 
-    async def auth_status(self, owner: str, login: bytes) -> list[ServerAuth]:
-        """auth://status for one caller: per server, whether it can be called and what the caller must do."""
+    async def logout(self, owner: str, server: str) -> None:
+        """The user's own token for a per-server-OAuth server goes, and with it their listing of it."""
+        if self.servers is not None:
+            await self.servers.store.drop_server(owner, server)
+            self.servers.cache.entries.pop((owner, server), None)
+        await self.forget_listing(owner, server)
+
+    async def auth_status(self, owner: str, login: bytes = b"") -> list[ServerAuth]:
+        """auth://status for one caller: per server, whether it can be called and what the caller must do (from
+        the caller's view, which serving the request built; `login` builds it if not)."""
         if login:
             await self.catalog(owner, login)
-        view = self.views.get(owner) if login else None
+        view = self.views.get(owner)
         return [await self._server_auth(record, view) for record in self.current.records.values()]
 
     async def _server_auth(self, record: ServerRecord, view: View | None) -> ServerAuth:
@@ -225,7 +233,7 @@ class Visibility:
             token_exchange=mode == "exchange",
             authenticated=listed,
             sso_failed=mode in ("forward", "exchange") and listing is not None and not listed,
-            error=(listing.error if listing is not None and listing.error else record.error) or "",
+            error=_error(record, listing),
         )
 
     def _lock(self, owner: str) -> asyncio.Lock:
@@ -314,7 +322,8 @@ class Visibility:
             prompts=prompts,
             headers=record.headers,
             timeout=record.timeout,
-            auth=record.auth,
+            spec=record.spec,
+            source=record.source,
         )
         await self.valkey.set(
             keys.listing(owner, record.name),
@@ -373,6 +382,14 @@ class Visibility:
                     return reply
         finally:
             self.calls.done(call_id)
+
+
+def _error(record: ServerRecord, listing: Listing | None) -> str:
+    """What went wrong for this user: their listing's failure (not a missing login: the status says that), or the
+    server's own failure; discovery's 401 of a server of the users' own credentials is no error."""
+    if listing is not None:
+        return (listing.error or "") if listing.record is None and listing.login_url is None else ""
+    return "" if record.state == "Auth Required" else record.error or ""
 
 
 def _items(value: object) -> Iterable[object]:

@@ -25,7 +25,16 @@ from services.worker.upstream import Upstream
 from shared import records, streams
 from shared.follow import Follow
 from shared.lifecycle import Background
-from shared.messages import Answer, CancelCall, CapabilityChange, Fields, ServerRecord, decode, decode_control
+from shared.messages import (
+    Answer,
+    CancelCall,
+    CapabilityChange,
+    Fields,
+    LoginChanged,
+    ServerRecord,
+    decode,
+    decode_control,
+)
 from shared.valkey import Outbox, connect, ensure_group
 
 logger = logging.getLogger(__name__)
@@ -134,6 +143,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, LoginChanged) and self.identity is not None:
+                self.identity.login_changed(control.subject, control.server)
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:

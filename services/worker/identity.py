@@ -124,6 +124,10 @@ class Identity:
         elif mode == "oauth":
             ServerCredential(self.servers, record.name, record.url).reject(principal_of(call), value.decode())
 
+    def login_changed(self, subject: str, server: str) -> None:
+        """The user logged in to the server again, or out of it: what this worker kept of the old token goes."""
+        self.servers.cache.entries.pop((subject, server), None)
+
     async def refused(self, record: ServerRecord, call: Call) -> bytes:
         """The answer to a call whose server refused a refreshed credential too."""
         if mode_of(record) == "oauth":

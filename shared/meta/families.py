@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.catalog import Route
 from shared.messages import ServerState
 from shared.meta.errors import InstanceRequired, InstanceUnavailable, ToolNotFound
 from shared.naming import expose
@@ -60,6 +59,13 @@ class Entry(Protocol):
 
     @property
     def safe_tools(self) -> Sequence[str] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    server: str
+    name: str  # the upstream's own name
+    safe: bool  # may run twice: read-only or idempotent, or declared so for the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,7 @@ def assemble(entries: Iterable[Entry]) -> Exposure:
     """Exposed tools and prompts of the given entries, in the Go muster's order: the tools of servers without a
     (working) family by server name, then the family tools by (family, tool)."""
     ordered = sorted(entries, key=lambda e: e.name)
-    split = _split_families(ordered)
+    split = split_families(ordered)
     out = Exposure()
     buckets: dict[tuple[str, str], _Bucket] = {}
     for entry in ordered:
@@ -166,7 +172,7 @@ def _add_family_tool(out: Exposure, family_name: str, tool_name: str, bucket: _B
             out._add_tool(_renamed(tool, expose(entry.prefix, tool["name"])), _route(entry, tool))
         return
     servers = sorted(entry.name for entry, _ in bucket.members)
-    exposed = expose(family_name, tool_name) if bucket.prefixed else tool_name
+    exposed = family_tool_name(family_name, tool_name, bucket.prefixed)
     first = bucket.members[0][1]
     definition = {
         **first,
@@ -176,6 +182,11 @@ def _add_family_tool(out: Exposure, family_name: str, tool_name: str, bucket: _B
     }
     members = {entry.name: _route(entry, tool) for entry, tool in bucket.members}
     out._add_tool(definition, FamilyRoute(family_name, bucket.instance_arg, dict(sorted(members.items()))))
+
+
+def family_tool_name(family: str, tool: str, prefixed: bool) -> str:
+    """`x_<family>_<tool>`, or the tool's own name when the prefix mode lets names pass unchanged."""
+    return expose(family, tool) if prefixed else tool
 
 
 def _add_prompts(out: Exposure, ordered: Sequence[Entry]) -> None:
@@ -190,8 +201,14 @@ def _add_prompts(out: Exposure, ordered: Sequence[Entry]) -> None:
                 out.prompts.append(_renamed(prompt, name))
 
 
-def _split_families(entries: Sequence[Entry]) -> dict[str, str]:
-    """Families whose members (up or not) declare different instance arguments, with those arguments."""
+class _Declares(Protocol):
+    @property
+    def family(self) -> FamilySpec | None: ...
+
+
+def split_families(entries: Iterable[_Declares]) -> dict[str, str]:
+    """Families whose members (up or not) declare different instance arguments, with those arguments: their
+    members keep per-server names."""
     seen: dict[str, set[str]] = {}
     for entry in entries:
         if entry.family is not None:

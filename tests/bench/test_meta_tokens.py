@@ -19,6 +19,15 @@ async def test_the_table_in_the_docs_is_what_the_measurement_gives_now() -> None
 
 
 @pytest.mark.anyio
+async def test_the_table_in_the_readme_is_what_the_measurement_gives_now() -> None:
+    table = await meta_tokens.readme_table()
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(meta_tokens.README_START) + len(meta_tokens.README_START)
+    end = readme.index(meta_tokens.DOC_END, start)
+    assert readme[start:end] == table, "run: python -m bench.meta_tokens --readme README.md"
+
+
+@pytest.mark.anyio
 async def test_every_mode_runs_the_task_on_the_cluster_it_names() -> None:
     rows = await meta_tokens.measure_all(meta_tokens.QUERIES[0])
     assert len(rows) == 12 and all("never" not in r.found for r in rows)

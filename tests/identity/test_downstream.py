@@ -68,6 +68,26 @@ async def test_a_per_server_login_makes_the_server_appear_for_that_user_alone(wo
     assert world.muster.standins["oauth"].stats()["callers"]["uma@example.com"] == 1
 
 
+async def test_auth_status_tells_each_session_what_it_must_do(world: World) -> None:
+    async with Agent(world.url(0), world.user("ava").access_token) as agent:
+        before = await status(agent)
+        assert before["oauth"]["status"] == "auth_required" and before["oauth"]["auth_tool"] == "core_auth_login"
+        assert before["oauth"]["issuer"] == world.remote.issuer
+        assert before["sso"] == {"name": "sso", "status": "connected", "token_forwarding_enabled": True}
+        assert before["exchange"]["status"] == "connected" and before["open"]["status"] == "connected"
+        refused = await agent.call("x_oauth_list", PODS)
+        await asyncio.to_thread(log_in_at_the_server, world, refused["error"]["data"]["loginUrl"], "ava")
+        after = await status(agent)
+    assert after["oauth"] == {"name": "oauth", "status": "connected"}
+
+
+async def status(agent: Agent) -> dict[str, dict[str, Any]]:
+    """auth://status as this session reads it, by server."""
+    read = await agent.request("resources/read", {"uri": "auth://status"})
+    servers = json.loads(read["result"]["contents"][0]["text"])["servers"]
+    return {s["name"]: s for s in servers}
+
+
 async def test_two_users_in_parallel_see_only_their_own_servers_and_results(world: World) -> None:
     alice, bob = world.user("alice"), world.user("bob")
     async with Agent(world.url(0), alice.access_token) as a, Agent(world.url(1), bob.access_token) as b:

@@ -17,8 +17,9 @@ from services.ingress.current import CurrentCatalog
 from services.ingress.get_streams import GetStreams
 from services.ingress.visibility import Visibility
 from shared import errors, streams
+from shared.catalog import Route
 from shared.identity import keys
-from shared.mcpserver import Auth
+from shared.mcpserver import Auth, MCPServerSpec
 from shared.messages import Call, CallReply, ReplyKind, ServerRecord
 from shared.valkey import Outbox, connect
 
@@ -30,10 +31,11 @@ Answer = Callable[[Call], tuple[ReplyKind, bytes]]
 
 
 def record(name: str, auth: Auth | None = None, state: str = "Connected", tools: bool = True) -> ServerRecord:
+    url = f"http://127.0.0.1:1/{name}"
+    spec = MCPServerSpec(type="streamable-http", url=url, auth=auth)
     return ServerRecord.model_validate(
-        {"name": name, "url": f"http://127.0.0.1:1/{name}", "state": state, "prefix": name, "auth": auth,
-         "tools": [TOOL] if tools else []}
-    )  # fmt: skip
+        {"name": name, "url": url, "state": state, "prefix": name, "spec": spec, "tools": [TOOL] if tools else []}
+    )
 
 
 OPEN = record("open")
@@ -107,7 +109,8 @@ async def test_a_server_of_the_users_own_credential_is_listed_as_that_user(valke
         nobody = await visibility.catalog("anonymous", b"")
         assert names(alice) == {"x_open_list", "x_sso_list", "x_oauth_list"}
         assert names(bob) == names(nobody) == {"x_open_list"}
-        assert alice.tools["x_sso_list"].server == "sso"
+        route = alice.tools["x_sso_list"]
+        assert isinstance(route, Route) and route.server == "sso"
         assert {(c.principal, c.login) for c in seen} == {(b"alice", b"family-a"), (b"bob", b"family-b")}
         assert all(c.safe and c.session == b"" for c in seen)
         again = await visibility.catalog("alice", b"family-a")
