@@ -79,8 +79,8 @@ class View:
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    base: Catalog
-    shared: tuple[ServerRecord, ...]
+    base: Catalog  # what a caller without listings sees
+    shared: tuple[ServerRecord, ...]  # its records: every server, the personal ones as not listed
     personal: tuple[ServerRecord, ...]
 
 
@@ -118,9 +118,9 @@ class Visibility:
             return self._split[1]
         records = self.current.records.values()
         mine = tuple(r for r in records if personal(r))
-        shared = tuple(r for r in records if not personal(r))
-        # The shared catalog already leaves out servers that list nothing; rebuilt only when a personal server
-        # would show in it (a per-server-login server that lists without a login).
+        shared = (*(r for r in records if not personal(r)), *map(_unlisted, mine))
+        # The shared catalog already shows no tools of servers that list nothing; rebuilt only when a personal
+        # server would show some (a per-server-login server that lists without a login).
         base = Catalog(shared) if any(r.state == "Connected" for r in mine) else current
         split = Split(base, shared, mine)
         self._split = (current, split)
@@ -266,14 +266,15 @@ class Visibility:
 
     @staticmethod
     def _combine(split: Split, listings: dict[str, Listing]) -> Catalog:
-        """The shared servers, and the user's listings under the names discovery gave their servers."""
-        mine = []
+        """The shared servers, and the user's listings under the names discovery gave their servers (a server not
+        listed for the user stays in the catalog, without tools, for auth://status and the core tools)."""
+        listed = {}
         for record in split.personal:
             listing = listings.get(record.name)
             if listing is not None and listing.record is not None:
                 update = {"prefix": record.prefix, "exposed": record.exposed, "safe_tools": record.safe_tools}
-                mine.append(listing.record.model_copy(update=update))
-        return Catalog([*split.shared, *mine])
+                listed[record.name] = listing.record.model_copy(update=update)
+        return Catalog([listed.get(r.name, r) for r in split.shared])
 
     async def _stored(self, owner: str, records: list[ServerRecord], now: float) -> dict[str, Listing]:
         """Listings another replica (or this one, earlier) made for this user."""
@@ -382,6 +383,11 @@ class Visibility:
                     return reply
         finally:
             self.calls.done(call_id)
+
+
+def _unlisted(record: ServerRecord) -> ServerRecord:
+    """A personal server as a caller sees it before it is listed for them: there, but with nothing to call."""
+    return record if record.state != "Connected" else record.model_copy(update={"state": "Auth Required"})
 
 
 def _error(record: ServerRecord, listing: Listing | None) -> str:

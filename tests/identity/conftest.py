@@ -76,6 +76,7 @@ class World:
         return f"http://127.0.0.1:{self.muster.ingress_ports[0]}"
 
     def url(self, n: int = 0) -> str:
+        """Replicas 0 (the public URL) and 1 serve the aggregated tools; replica 2 the meta-tools."""
         return self.muster.url(n)
 
     def sign_in(self, name: str, **extra: str) -> User:
@@ -181,6 +182,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             m.worker(MUSTER_WORKER_BATCH="1")
             m.ingress(public_port)
             m.ingress()
+            m.ingress(MUSTER_EXPOSE="meta")  # the meta-tools with sign-in on
             yield World(m, dex, remote, key, documents)
     finally:
         if remote is not None:
