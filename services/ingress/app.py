@@ -35,10 +35,13 @@ from services.ingress.oauth.config import OAuthSettings
 from services.ingress.sessions import Sessions
 from services.ingress.visibility import Visibility
 from shared import streams
+from shared.identity.errors import ProviderUnavailable
 from shared.messages import LoginChanged
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
+
+STARTUP_PATIENCE = 60.0  # seconds the ingress waits for its identity provider at startup
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,22 @@ def with_public_url(settings: IngressSettings, oauth: OAuthSettings) -> IngressS
     )
 
 
+async def build_authority(settings: OAuthSettings, patience: float = STARTUP_PATIENCE) -> Authority:
+    """The authorization server; a provider still starting (as next to a Dex deployed with muster) is waited for,
+    a while, before the ingress gives up."""
+    deadline = asyncio.get_running_loop().time() + patience
+    delay = 0.5
+    while True:
+        try:
+            return await build(settings)
+        except ProviderUnavailable as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            logger.warning("the identity provider is not reachable yet (%s); trying again in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 @contextlib.asynccontextmanager
 async def identity(
     settings: OAuthSettings | None, outbox: Outbox, visibility: Visibility
@@ -72,7 +91,7 @@ async def identity(
     if settings is None:
         yield None
         return
-    authority = await build(settings)
+    authority = await build_authority(settings)
 
     async def on_login(subject: str, server: str) -> None:
         await visibility.forget_listing(subject, server)

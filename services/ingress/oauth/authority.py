@@ -50,13 +50,17 @@ class Authority:
 async def build(settings: OAuthSettings, valkey: Redis | None = None) -> Authority:
     """Connects, discovers the upstream provider (its metadata and JWKS), and wires the parts together."""
     keyring = Keyring.from_base64(settings.key)
-    valkey = valkey or connect(settings.valkey_url, max_connections=64, name="muster-oauth")
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=trust(settings.oidc_ca_file))
+    try:
+        meta = await discover(http, settings.oidc_issuer)
+    except BaseException:
+        await http.aclose()
+        raise
+    valkey = valkey or connect(settings.valkey_url, max_connections=64, name="muster-oauth")
     metadata_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.oauth_metadata_timeout), verify=trust(settings.oauth_metadata_ca_file)
     )
     sealed = SealedStore(valkey, keyring)
-    meta = await discover(http, settings.oidc_issuer)
     upstream = AuthServer(http, meta, settings.oidc_client_id, settings.client_secret)
     tokens = TokenStore(sealed)
 
