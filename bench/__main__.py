@@ -14,14 +14,23 @@ from typing import Any
 
 import orjson
 
-from bench import identity
+from bench import identity, sessions
 from bench.harness import UPSTREAMS, Harness, machine
 from bench.report import write
 
 
 def plan(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"sequential": 20, "warmup": 5, "concurrency": [4], "seconds": 0.5, "burst": (5, 4), "processes": 1}
+        return {
+            "sequential": 20,
+            "warmup": 5,
+            "concurrency": [4],
+            "seconds": 0.5,
+            "burst": (5, 4),
+            "processes": 1,
+            "first": 3,
+            "session_callers": 4,
+        }
     return {
         "sequential": 2000,
         "warmup": 200,
@@ -29,6 +38,8 @@ def plan(quick: bool) -> dict[str, Any]:
         "seconds": 6.0,
         "burst": (200, 50),
         "processes": 2,
+        "first": 100,  # calls that each open an agent session (bench/sessions.py)
+        "session_callers": 64,
     }
 
 
@@ -41,6 +52,10 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
+# Scenarios `--only` runs alone; the full run runs them after the main workloads.
+SCENARIOS = {"identity": identity.run, "sessions": sessions.run}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="a tiny workload: checks the harness, measures nothing")
@@ -49,7 +64,9 @@ def main() -> None:
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--report", metavar="RESULTS_JSON", help="only write the page and plot again from saved results")
     p.add_argument(
-        "--only", choices=["identity"], help="only this scenario, without the page (results in OUT/<scenario>.json)"
+        "--only",
+        choices=sorted(SCENARIOS),
+        help="only this scenario, without the page (results on stdout and in OUT/<scenario>.json)",
     )
     args = p.parse_args()
     if args.report:
@@ -64,7 +81,7 @@ def main() -> None:
         try:
             harness.start(peer=not args.no_peer and not args.only)
             if args.only:
-                found = orjson.dumps(identity.run(harness, settings, rounds), option=orjson.OPT_INDENT_2)
+                found = orjson.dumps(SCENARIOS[args.only](harness, settings, rounds), option=orjson.OPT_INDENT_2)
                 out.mkdir(parents=True, exist_ok=True)
                 (out / f"{args.only}.json").write_bytes(found)
                 print(found.decode())
@@ -116,7 +133,10 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
                 f"  burst {agents}x{calls} {target.name:17} completed {result['calls'] - result['failed']} "
                 f"failed {result['failed']} drained in {result['elapsed']:.2f} s"
             )
+    log("upstream sessions: per agent session, and the shared pool")
+    per_agent = sessions.run(harness, settings, rounds)
     return {
+        "sessions": per_agent,
         "sequential": {u: {t: median(r) for t, r in ts.items()} for u, ts in sequential.items()},
         "throughput": {
             u: {t: {c: median(r) for c, r in cs.items()} for t, cs in ts.items()} for u, ts in throughput.items()

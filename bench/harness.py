@@ -179,6 +179,8 @@ class Harness:
         calls: int = 0,
         seconds: float = 0.0,
         burst: bool = False,
+        fresh: bool = False,
+        warm: bool = False,
         processes: int = 1,
     ) -> dict[str, Any]:
         """Runs the load in `processes` load generators released together; returns merged results and CPU."""
@@ -198,6 +200,8 @@ class Harness:
         ]
         argv += ["--seconds", str(seconds)] if seconds else ["--calls", str(calls)]
         argv += ["--burst"] if burst else []
+        argv += ["--fresh"] if fresh else []
+        argv += ["--warm"] if warm else []
         # Each generator writes its report to a file: a report holds every latency, and one read from a pipe
         # after another generator's was cut at the pipe's 64 KiB (make bench failed on it at 64 callers).
         jobs = [(n, self.root / f"load-{i}.json") for i, n in enumerate(share) if n]

@@ -5,8 +5,12 @@ file, or to standard output.
 It speaks raw HTTP through muster's lean client (about 0.05 ms of CPU per call), not through the MCP SDK,
 whose client alone saturates a core at about 200 calls/s and would measure itself.
 
-python -m bench.load --url URL --tool NAME [--args JSON] --callers C (--seconds S | --calls N) [--burst] [--wait]
-    [--report FILE]
+python -m bench.load --url URL --tool NAME [--args JSON] --callers C (--seconds S | --calls N) [--burst] [--fresh]
+    [--wait] [--report FILE]
+
+--fresh: each call is the first of a new agent session (opened, outside the timing, just before it).
+--warm: each caller makes one call before the measurement, so that what a first call sets up (an agent's own
+upstream session) is not in it.
 """
 
 import argparse
@@ -101,6 +105,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     agents = [Caller(args.url) for _ in range(args.callers)]
     for batch in range(0, len(agents), 64):  # sessions first, outside the measurement
         await asyncio.gather(*(c.open() for c in agents[batch : batch + 64]))
+        if args.warm:
+            await asyncio.gather(*(c.call(tool, arguments) for c in agents[batch : batch + 64]))
     # in a burst every agent sends all its calls at once, each on a connection of its own
     callers = [c.twin() for c in agents for _ in range(args.calls)] if args.burst else agents
     per_caller = 1 if args.burst else args.calls
@@ -116,6 +122,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def loop(caller: Caller) -> None:
         done = 0
         while (stop_at is None and done < per_caller) or (stop_at is not None and time.perf_counter() < stop_at):
+            if args.fresh and done:
+                caller.pool.close()
+                caller = Caller(args.url)
+                await caller.open()
             t0 = time.perf_counter()
             try:
                 problem = await caller.call(tool, arguments)
@@ -149,6 +159,8 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=0, help="calls per caller")
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--burst", action="store_true", help="each caller sends its calls at once")
+    p.add_argument("--fresh", action="store_true", help="each call in a new session: the first call of an agent")
+    p.add_argument("--warm", action="store_true", help="one call per caller before the measurement")
     p.add_argument(
         "--wait", action="store_true", help='print "ready" once the sessions are open; start on a stdin line'
     )

@@ -5,6 +5,8 @@ from typing import Any
 
 import orjson
 
+from bench import sessions
+
 TARGETS = {"p50 added": 2.0, "cpu per call": 1.0, "share of direct": 0.5, "times the peer": 5.0}
 
 
@@ -98,6 +100,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {r['calls'] - r['failed']} | {r['failed']} | {_ms(r['p50'])} | {_ms(r['p99'])} | "
             f"{r['elapsed']:.2f} |"
         )
+    lines += sessions.markdown(results.get("sessions") or {}, s.get("session_callers", 64))
     lines += signin(results.get("identity"))
     lines += [
         "",

@@ -26,6 +26,7 @@ Errors, split by what the caller can conclude:
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -44,6 +45,7 @@ __all__ = [
     "IdleTimeout",
     "MalformedResponse",
     "OnEvent",
+    "OnHead",
     "Pool",
     "Response",
     "ResponseTooLarge",
@@ -51,6 +53,9 @@ __all__ = [
 ]
 
 Headers = list[tuple[bytes, bytes]]
+# Called once the final response's head is in: (status, lower-case headers). A long-lived event stream is
+# established then, well before the request returns.
+OnHead = Callable[[int, dict[bytes, bytes]], None]
 LINGER = 5.0  # seconds a POST stream may stay open after its answer before the connection is given up
 _SLACK = 0.002  # uvloop's timers have millisecond resolution and may fire that much early
 
@@ -131,6 +136,7 @@ class _Exchange:
     on_event: OnEvent | None
     streaming: bool  # a GET event stream, which may never end by itself
     deadline: float | None
+    on_head: OnHead | None = None
     status: int = 0
     headers: dict[bytes, bytes] = field(default_factory=dict)
     trailers: dict[bytes, bytes] | None = None
@@ -260,6 +266,8 @@ class _Connection(asyncio.Protocol):
             return
         exchange.status = status
         exchange.headers_done = True
+        if exchange.on_head is not None:
+            exchange.on_head(status, exchange.headers)
         pool = self.pool
         if exchange.on_event is not None and status == 200:
             ctype = exchange.headers.get(b"content-type", b"")
@@ -443,17 +451,19 @@ class Pool:
         path: bytes | None = None,
         deadline: float | None = None,
         on_event: OnEvent | None = None,
+        on_head: OnHead | None = None,
     ) -> Response:
         """Send one request and wait for its response.
 
         `deadline` is a loop.time() value. With `on_event`, a 200 text/event-stream body is decoded and each
         event's data is passed to it as it arrives; the call returns when the stream ends, or as soon as
         `on_event` returns True. An exception `on_event` raises ends the exchange and reaches the caller.
+        `on_head` is called when the response's head has arrived.
         """
         conn = await self._acquire()
         conn.uses += 1
         loop = conn.loop
-        exchange = _Exchange(loop.create_future(), on_event, method == b"GET", deadline)
+        exchange = _Exchange(loop.create_future(), on_event, method == b"GET", deadline, on_head)
         conn.exchange = exchange
         head = [method, b" ", path or self.path, b" HTTP/1.1\r\nHost: ", self.authority, b"\r\n"]
         for name, value in headers:

@@ -110,12 +110,17 @@ class CallReply:
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
-    """A notification for a session outside any call, for the GET stream the replica holds for that session."""
+    """A message for a session outside any call, for the GET stream the replica holds for that session: an
+    upstream's notification, or (with a ref) an upstream's request whose id is the ref, which routes the client's
+    answer back to the worker holding that upstream's GET stream."""
 
     session: bytes
-    body: bytes  # the whole JSON-RPC notification
+    body: bytes  # the whole JSON-RPC notification or request
+    ref: bytes = b""  # a request: the worker's id for it; a replica that cannot deliver it answers it at once
 
     def fields(self) -> list[bytes]:
+        if self.ref:
+            return [b"session", self.session, b"body", self.body, b"ref", self.ref]
         return [b"session", self.session, b"body", self.body]
 
 
@@ -126,7 +131,7 @@ def read_reply(f: Fields) -> ReplyStreamEntry:
     """An entry of a reply stream: a call's reply, or (with no call_id) an event for a session."""
     call_id = f.get(b"call_id")
     if call_id is None:
-        return SessionEvent(f[b"session"], f[b"body"])
+        return SessionEvent(f[b"session"], f[b"body"], f.get(b"ref", b""))
     return CallReply(call_id, ReplyKind(f[b"kind"]), f[b"body"], f.get(b"ref", b""))
 
 
@@ -135,7 +140,7 @@ class Answer:
     """The client's response to a server->client request, on its way to the worker running the call."""
 
     ref: bytes  # the worker's own id for the pending request
-    session: bytes  # who answers: only the session the request went to may
+    session: bytes  # who answers: only the session the request went to may; b"": muster, which cannot deliver it
     body: bytes  # b'"result":{...}' or b'"error":{...}', ready to splice into the upstream response
 
     def fields(self) -> list[bytes]:
@@ -144,6 +149,11 @@ class Answer:
     @classmethod
     def from_fields(cls, f: Fields) -> "Answer":
         return cls(ref=f[b"ref"], session=f[b"session"], body=f[b"body"])
+
+    @property
+    def worker(self) -> str:
+        """The worker whose inbox gets the answer: a ref is "<worker id>/<number>"."""
+        return self.ref.rsplit(b"/", 1)[0].decode()
 
 
 class _Frozen(BaseModel):

@@ -12,3 +12,6 @@ MUSTER_VERSION: Final = version("muster")
 HANDSHAKE_VERSIONS: Final = tuple(reversed(HANDSHAKE_PROTOCOL_VERSIONS))  # initialize, then a session
 MODERN_VERSIONS: Final = tuple(reversed(MODERN_PROTOCOL_VERSIONS))  # an envelope on every request, no session
 LATEST_HANDSHAKE: Final = LATEST_HANDSHAKE_VERSION
+
+# Which client capability each server->client request needs: a client that did not declare it is not asked.
+REQUIRES: Final = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}

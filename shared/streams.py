@@ -8,6 +8,9 @@ can shard by server, and no script or transaction on the per-call path spans two
     muster:{<server>}:started:<entry>  string  a call that is not safe to run twice was sent (STARTED_TTL)
     muster:{<server>}:subscribed       set     resource URIs that have (or recently had) subscribers
     muster:{<server>}:subs:<uri>       set     the sessions subscribed to one resource
+    muster:{<server>}:inflight:<agent> hash    calls of one agent session running on a per-agent upstream session:
+                                               call key -> "replica call_id" (where the upstream's requests go)
+    muster:{<server>}:listen:<agent>   string  the worker holding the GET stream of that upstream session (a lease)
 
 One key family per ingress replica, worker or session:
 
@@ -15,6 +18,9 @@ One key family per ingress replica, worker or session:
     muster:inbox:<worker>      stream  ingress -> the worker running a call: answers to its relayed requests
     muster:session:<id>        hash    one MCP session (protocol, capabilities, principal, level, stream holder)
     muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri"
+    muster:session:<id>:upstreams  hash  server -> the session's own upstream session there (a binding:
+                                       "upstream session id\\nprotocol\\nprincipal"); lives BINDING_GRACE longer
+                                       than the session, so that its upstream sessions are closed after it expires
     muster:worker:<id>:alive   string  the worker's heartbeat
 
 And the keys everybody shares:
@@ -24,6 +30,8 @@ And the keys everybody shares:
     muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
     muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
     muster:discovery:leader    string  the lease of the active discovery
+    muster:upstream-expiry     zset    agent sessions with upstream sessions, scored by when to look at them
+                                       again (their expiry): the janitor closes the upstream sessions of those gone
 """
 
 import functools
@@ -39,6 +47,7 @@ CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
+UPSTREAM_EXPIRY: Final = PREFIX + "upstream-expiry"
 
 # Lengths that bound each stream; entries beyond them are trimmed approximately (MAXLEN ~).
 CALLS_MAXLEN: Final = 100_000
@@ -51,6 +60,8 @@ DEAD_LETTER_MAXLEN: Final = 10_000
 REPLIES_TTL: Final = 3600  # a reply stream lives this long after the last reply any writer sent to it
 REPLIES_TTL_RENEW: Final = 60  # how often one writer renews a reply stream's lifetime
 STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
+BINDING_GRACE: Final = 600  # how much longer an agent session's bindings live than the session itself
+IN_FLIGHT_TTL: Final = 24 * 3600  # an in-flight record whose worker died is gone after this, or when its call ends
 
 
 def _server(server: str) -> str:
@@ -114,6 +125,21 @@ def session(session_id: str) -> str:
 def session_subscriptions(session_id: str) -> str:
     """What one session subscribed to, as "server\\nuri" entries, for cleaning up when it ends."""
     return f"{PREFIX}session:{session_id}:subs"
+
+
+def upstream_sessions(session_id: str) -> str:
+    """The bindings of one agent session: server -> its own upstream session at that server."""
+    return f"{PREFIX}session:{session_id}:upstreams"
+
+
+def in_flight(server: str, session_id: str) -> str:
+    """The calls of one agent session that run on its own upstream session at one server."""
+    return _server(server) + "inflight:" + session_id
+
+
+def listener(server: str, session_id: str) -> str:
+    """The lease of the worker that holds the GET stream of one agent session's upstream session."""
+    return _server(server) + "listen:" + session_id
 
 
 def worker_alive(worker: str) -> str:

@@ -3,6 +3,9 @@
 One session serves many concurrent calls (one HTTP request each). Bodies are built and split as bytes:
 the caller hands over the params it received and gets back the result or error object as JSON bytes,
 so nothing is validated or rebuilt on the way through.
+
+A session is a header, not a connection: several UpstreamSession objects (in several processes) may speak in one
+upstream session, the first opening it with initialize and the others adopting its id.
 """
 
 import asyncio
@@ -14,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shared.http1 import Headers, HttpError, OnEvent, Pool, Response
+from shared.http1 import Headers, HttpError, OnEvent, OnHead, Pool, Response
 from shared.protocol import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MUSTER_VERSION
 
 logger = logging.getLogger(__name__)
@@ -42,7 +45,8 @@ class UpstreamFailure(Exception):
 
 
 class SessionLost(UpstreamFailure):
-    """The upstream no longer knows the session (HTTP 404): open a new one and send again."""
+    """The upstream no longer knows the session (HTTP 404, or 400 naming the session as server-everything and the
+    TypeScript SDK answer): open a new one and send again."""
 
 
 class StatusError(UpstreamFailure):
@@ -121,6 +125,13 @@ class UpstreamSession:
     @property
     def is_open(self) -> bool:
         return self.initialize_result is not None
+
+    def adopt(self, session_id: bytes, protocol: bytes) -> None:
+        """Speak in a session opened elsewhere (by another worker): no handshake, the id and version are known."""
+        self.session_id = session_id
+        self.protocol = protocol
+        self._rebuild_headers()
+        self.initialize_result = {}
 
     async def ensure_open(self, deadline: float | None = None) -> None:
         if self.initialize_result is not None:
@@ -213,13 +224,24 @@ class UpstreamSession:
         resumed.last_event_id = resumed.last_event_id or response.last_event_id
         return resumed
 
+    def lost(self, response: Response) -> bool:
+        """Whether the response says the upstream no longer knows this session; if so, the session is reset."""
+        if self.session_id is None or response.status not in (400, 404):
+            return False
+        if response.status == 400 and b"session" not in response.body.lower():
+            return False  # a 400 about something else: the request's fault, not the session's
+        self.reset()
+        return True
+
+    def _check(self, response: Response, accepted: tuple[int, ...]) -> None:
+        if self.lost(response):
+            raise SessionLost(f"upstream no longer knows the session (HTTP {response.status})")
+        if response.status not in accepted:
+            raise StatusError(response.status, response.body, _retry_after(response))
+
     def _outcome(self, response: Response, final: list[dict[str, Any]]) -> Outcome:
         """The request's outcome from the response: its event stream's answer, or its JSON body."""
-        if response.status == 404 and self.session_id is not None:
-            self.reset()
-            raise SessionLost("upstream no longer knows the session")
-        if response.status != 200:
-            raise StatusError(response.status, response.body, _retry_after(response))
+        self._check(response, (200,))
         if response.content_type == b"application/json":
             try:
                 message = orjson.loads(response.body)
@@ -236,8 +258,14 @@ class UpstreamSession:
             raise UpstreamFailure("upstream answered with neither result nor error")
         return Outcome(False, orjson.dumps(message["result"]))
 
-    async def listen(self, on_message: OnMessage) -> Response:
-        """Holds the session's GET stream open, passing on each message, until the server ends the stream."""
+    async def listen(
+        self, on_message: OnMessage, *, on_head: OnHead | None = None, last_event_id: bytes | None = None
+    ) -> Response:
+        """Holds the session's GET stream open, passing on each message, until the server ends the stream.
+
+        Raises SessionLost when the upstream no longer knows the session; any other status is the caller's to read
+        (405: the server offers no GET stream). `last_event_id` resumes a stream that ended (SEP-1699).
+        """
 
         def on_event(data: bytes) -> bool:
             message = _message(data)
@@ -246,25 +274,26 @@ class UpstreamSession:
             return False
 
         headers = [(b"Accept", b"text/event-stream"), *self._headers[1:]]
-        response = await self.pool.request(b"GET", headers, on_event=on_event)
-        if response.status == 404 and self.session_id is not None:
-            self.reset()
+        if last_event_id:
+            headers.append((b"Last-Event-ID", last_event_id))
+        response = await self.pool.request(b"GET", headers, on_event=on_event, on_head=on_head)
+        if self.lost(response):
+            raise SessionLost(f"upstream no longer knows the session (HTTP {response.status} on its GET stream)")
         return response
 
     async def notify(self, method: bytes, params: bytes, deadline: float | None = None) -> None:
         body = b'{"jsonrpc":"2.0","method":"%s","params":%s}' % (method, params)
         response = await self.pool.request(b"POST", self._headers, body, deadline=deadline)
-        if response.status not in (200, 202, 204):
-            raise StatusError(response.status, response.body, _retry_after(response))
+        self._check(response, (200, 202, 204))
 
     async def respond(self, request_id: Any, body: bytes, deadline: float | None = None) -> None:
-        """Answer a request the upstream sent during a call; `body` is b'"result":{...}' or b'"error":{...}'."""
+        """Answer a request the upstream sent; `body` is b'"result":{...}' or b'"error":{...}'."""
         message = b'{"jsonrpc":"2.0","id":%s,%s}' % (orjson.dumps(request_id), body)
         response = await self.pool.request(b"POST", self._headers, message, deadline=deadline)
-        if response.status not in (200, 202, 204):
-            raise StatusError(response.status, response.body, _retry_after(response))
+        self._check(response, (200, 202, 204))
 
     async def close(self) -> None:
+        """Ends the session at the upstream (DELETE), as politely as it can: a failure is only logged."""
         if self.session_id is not None:
             try:
                 await self.pool.request(b"DELETE", self._headers, deadline=asyncio.get_running_loop().time() + 2)

@@ -4,10 +4,10 @@ GET stream, and answer a notifications/roots/list_changed with a roots/list ther
 TypeScript SDK (and the Python SDK, without a related request id) do.
 
 Every exchange runs with both clients: the official Python client and the TypeScript SDK client harness
-(tests/conformance/ts_client.cjs), each bounded by EXCHANGE_SECONDS. Directly against each fixture server they
-work; through muster they do not yet (muster holds no GET stream on its upstream sessions), so those are strict
-xfails that say what fails; they run concurrently in the module's fixture, so that the hangs cost one bound, not
-one each.
+(tests/conformance/ts_client.cjs), each bounded by EXCHANGE_SECONDS, directly against each fixture server and
+through muster. Through muster, each agent session has its own upstream session, whose GET stream one worker
+holds and delivers to the agent (services/worker/listeners.py, standalone.py); the exchanges through muster run
+concurrently in the module's fixture, so that a hang would cost one bound, not one each.
 """
 
 import json
@@ -139,7 +139,8 @@ async def python_client(url: str, tool: str, kind: str, root: str, server: Stand
 async def ts_client(url: str, tool: str, kind: str, root: str, server: StandIn) -> Exchange:
     argv = ["--url", url, "--timeout", str(EXCHANGE_SECONDS), "--root", root]
     if kind == "roots-after-list-changed":
-        argv += ["--roots-changed", "--expect", "roots/list"]
+        # Behind muster every server hears that the roots changed and may ask: answer them all for a moment.
+        argv += ["--roots-changed", "--expect", "roots/list", "--linger", "2"]
     else:
         argv += ["--tool", tool, "--progress"]
         argv += {"log": ["--expect", "notifications/message"], "progress": ["--expect", "notifications/progress"]}.get(
@@ -240,47 +241,14 @@ async def test_unrelated_traffic_works_directly(stack: Muster, case: tuple[str, 
 @pytest.mark.anyio
 @pytest.mark.parametrize("client", CLIENTS)
 async def test_the_same_request_on_the_calls_own_stream_works_through_muster(stack: Muster, client: str) -> None:
-    """The control for the xfails below: the Python fixture's test_roots asks roots/list related to the call."""
+    """The control for the exchanges below: the Python fixture's test_roots asks roots/list related to the call."""
     prefix = SERVERS["python-fixture"]
     upstream, case = stack.standins[prefix], f"related-{client}"
     done = await exchange(client, stack.url(), prefix, "roots", upstream, case, tool="test_roots")
     assert done.failure is None, done.events
 
 
-# What muster does today, measured (tests/test_standalone_stream.py run, and once unbounded). The upstream session
-# a worker calls with has no GET stream (the one GET stream each fixture sees is discovery's listener), so what the
-# upstream sends on it is dropped: the fixtures count the request as sent and never answered.
-_REQUEST = (
-    "muster holds no GET stream on the worker's upstream session: the upstream's {what} on its standalone stream "
-    "reaches nobody and the call hangs (here until the client's 8 s bound; unbounded, the upstream gives up 60 s "
-    "after sending and its tool answers 'MCP error -32001: Request timed out', 66 s with the TS client, while the "
-    "Python client's 60 s HTTP read timeout fires first)"
-)
-_NOTIFICATION = (
-    "muster holds no GET stream on the worker's upstream session: the call is answered (after the fixture's 5 s "
-    "wait for one), the upstream's {what} on its standalone stream never arrives (the client waits out its 8 s "
-    "bound)"
-)
-_ROOTS_CHANGED = (
-    "muster does not forward notifications/roots/list_changed upstream: the upstream never receives it, so it never "
-    "asks roots/list (and could not reach the agent on a GET stream muster does not hold); the client waits out its "
-    "8 s bound"
-)
-XFAIL = {
-    "sampling": _REQUEST.format(what="sampling/createMessage"),
-    "elicitation": _REQUEST.format(what="elicitation/create"),
-    "roots": _REQUEST.format(what="roots/list"),
-    "log": _NOTIFICATION.format(what="notifications/message"),
-    "progress": _NOTIFICATION.format(what="notifications/progress"),
-    "roots-after-list-changed": _ROOTS_CHANGED,
-}
-
-
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=XFAIL[case[2]])) for case in CASES],
-    ids=_ids,
-)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_unrelated_traffic_works_through_muster(
     through_muster: dict[tuple[str, str, str], Exchange], case: tuple[str, str, str]
 ) -> None:

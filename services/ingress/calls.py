@@ -2,7 +2,8 @@
 
 One reader task demultiplexes the reply stream to the waiting requests (and hands the session events on it to
 the GET streams), and one sweeper answers the calls whose deadline passed, so no request needs a timer or a
-task of its own.
+task of its own. An upstream's request that cannot be delivered (its call has ended, or the session's GET stream
+is not open here) is answered at once with an error, so that the upstream waiting for it is not left hanging.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from redis.asyncio import Redis
 from services.ingress.get_streams import GetStreams
 from shared import errors, streams
 from shared.follow import BEGINNING, Follow
-from shared.messages import Call, CallReply, ReplyKind, SessionEvent, read_reply
+from shared.messages import Answer, Call, CallReply, ReplyKind, SessionEvent, read_reply
 from shared.valkey import BLOCK_SECONDS, ENQUEUE, Outbox
 
 logger = logging.getLogger(__name__)
@@ -114,13 +115,22 @@ class Calls:
                         logger.error("malformed reply %s dropped", entry_id)
                         continue
                     if isinstance(reply, SessionEvent):
-                        self.get_streams.send(reply.session.decode(), reply.body)
+                        if not self.get_streams.send(reply.session.decode(), reply.body) and reply.ref:
+                            self.unreachable(reply.ref, reply.session, "the client's GET stream is not open")
                         continue
                     pending = self.pending.get(reply.call_id)
                     if pending is not None:
                         pending.push(reply)
                         if reply.final:
                             del self.pending[reply.call_id]
+                    elif reply.kind is ReplyKind.REQUEST:
+                        self.unreachable(reply.ref, b"", "the call it was sent for has ended")
+
+    def unreachable(self, ref: bytes, session: bytes, why: str) -> None:
+        """Answers an upstream's request in the client's place: it cannot be delivered."""
+        body = b'"error":' + errors.error_body(errors.INTERNAL_ERROR, f"muster cannot reach the client: {why}")
+        answer = Answer(ref, session, body)
+        self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 
     async def sweep(self) -> None:
         while True:

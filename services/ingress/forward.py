@@ -15,17 +15,17 @@ import orjson
 from services.ingress.callers import NO_LOGS
 from services.ingress.calls import Calls, Pending
 from services.ingress.http import EVENT_STREAM, RequestContext
+from services.ingress.notices import Notices
 from services.ingress.routing import Target, route
 from shared import errors, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
+from shared.protocol import REQUIRES
 from shared.valkey import Outbox
 
 LEVELS = {
     name: n for n, name in enumerate(("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"))
 }
-# Which client capability a server->client request needs.
-REQUIRES = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 
 
 def response(request_id: bytes, result: bytes) -> bytes:
@@ -61,6 +61,7 @@ class Forwarder:
         self.outbox = outbox
         self.replica = replica.encode()
         self.call_timeout = call_timeout
+        self.notices = Notices(calls, outbox, replica, call_timeout)
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
         target = route(catalog, method, ctx.caller.upstream_params(params))
@@ -156,8 +157,8 @@ class Forwarder:
 
     def answer(self, ref: bytes, session: bytes, member: bytes) -> None:
         """Pass the client's answer to a relayed request to the worker whose call sent it."""
-        worker = ref.rsplit(b"/", 1)[0].decode()
-        self.outbox.append(streams.inbox(worker), streams.INBOX_MAXLEN, Answer(ref, session, member).fields())
+        answer = Answer(ref, session, member)
+        self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 
     def cancel(self, cancel: CancelCall) -> None:
         self.outbox.publish(streams.CONTROL, cancel)

@@ -118,6 +118,7 @@ class Handlers:
                 if level not in LEVELS:
                     raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LEVELS)}")
                 await self.sessions.set_level(session, level)
+                await self.forwarder.notices.level(session, level, self.current.catalog)
                 return b"{}"
         raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}", status=session.unknown_method_status)
 
@@ -125,6 +126,8 @@ class Handlers:
         if method == "notifications/cancelled" and isinstance(params, dict) and "requestId" in params:
             key = session.id + " " + orjson.dumps(params["requestId"]).decode()
             self.forwarder.cancel(CancelCall(key=key, reason=str(params.get("reason") or "")))
+        elif method == "notifications/roots/list_changed":
+            await self.forwarder.notices.roots_changed(session, self.current.catalog)
 
     def client_response(self, session: Session, message: dict[str, Any]) -> None:
         """The client answers a request an upstream sent during a call: pass it to the worker running that call."""

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
 from services.worker.identity import Identity
+from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
 from services.worker.upstream import Upstream
 from shared import records, streams
@@ -32,6 +33,7 @@ from shared.messages import (
     Fields,
     LoginChanged,
     ServerRecord,
+    SessionEnded,
     decode,
     decode_control,
 )
@@ -72,6 +74,7 @@ class Worker:
         self.outbox: Outbox
         self.dispatcher: Dispatcher
         self.reclaimer: Reclaimer
+        self.janitor: Janitor
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
@@ -79,7 +82,21 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
-        self.dispatcher = Dispatcher(self.outbox, s.id)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            s.id,
+            agent_sessions=s.agent_sessions,
+            per_agent=s.upstream_sessions == "agent",
+            held_streams=s.held_streams,
+            answer_seconds=s.answer_seconds,
+        )
+        self.janitor = Janitor(
+            self.outbox,
+            self.dispatcher.bindings,
+            self.dispatcher.agents,
+            lambda: self.servers,
+            interval=s.janitor_seconds,
+        )
         self.reclaimer = Reclaimer(
             self.client,
             self.dispatcher,
@@ -103,7 +120,15 @@ class Worker:
         await self.reclaimer.beat()
         await self.broadcasts.start()
         await self.resync()
-        for loop in (self.reclaimer.run_heartbeat(), self.reclaimer.run(), self._follow(), self._maintain()):
+        loops = (
+            self.reclaimer.run_heartbeat(),
+            self.reclaimer.run(),
+            self._follow(),
+            self._maintain(),
+            self.janitor.run(),
+            self.dispatcher.listeners.renew(),
+        )
+        for loop in loops:
             self.loops.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
@@ -143,6 +168,8 @@ class Worker:
             control = decode_control(fields)
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
+            elif isinstance(control, SessionEnded):
+                self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
             elif isinstance(control, LoginChanged) and self.identity is not None:
                 self.identity.login_changed(control.subject, control.server)
         elif stream == _CAPABILITIES:
@@ -186,7 +213,8 @@ class Worker:
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
         if upstream is not None:
-            upstream.configure(record)
+            if upstream.configure(record):
+                self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency, self.identity)
         await self._subscribe(upstream)
@@ -196,6 +224,7 @@ class Worker:
         upstream = self.servers.pop(name, None)
         if upstream is not None:
             upstream.retire()
+            self.dispatcher.listeners.drop(name)
             await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 

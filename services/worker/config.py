@@ -25,6 +25,15 @@ class WorkerSettings(ServiceSettings):
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
     # `muster up --auth`: oidc calls servers with each user's own credential (WorkerIdentitySettings); none, without.
     auth: Literal["none", "oidc"] = "none"
+    # "agent": an upstream that names its sessions gets one per agent session (what an agent does there stays its
+    # own); "shared": one per worker, server and credential for every agent, as for sessionless upstreams.
+    upstream_sessions: Literal["agent", "shared"] = "agent"
+    # Agent sessions whose own upstream session one worker keeps at hand, per server (least recently used go;
+    # a call of theirs reads the binding from Valkey again).
+    agent_sessions: int = Field(10_000, gt=0)
+    held_streams: int = Field(1_000, ge=0)  # upstream GET streams one worker holds open for agent sessions
+    answer_seconds: float = Field(300.0, gt=0)  # how long an upstream's request outside a call waits for the agent
+    janitor_seconds: float = Field(5.0, gt=0)  # how often expired agent sessions' upstream sessions are looked for
     # Health, readiness and metrics on a port of its own (0: off).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)

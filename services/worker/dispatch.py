@@ -1,7 +1,8 @@
 """Calls from their queue to their one outcome: admitted, run within their lane's room, cancelled on request.
 
-The pieces: admission.py (may it run now?), execute.py (the call at its upstream), relays.py (what the upstream
-sends during the call), outcomes.py (the reply, acknowledgement and clean-up, in one pipeline).
+The pieces: admission.py (may it run now?), execute.py (the call at its upstream), agents.py (the agent session's
+own upstream session it runs in, with bindings.py, listeners.py and standalone.py for what arrives outside a call),
+relays.py (what the upstream asks the agent), outcomes.py (the reply, acknowledgement and clean-up, in one pipeline).
 """
 
 import asyncio
@@ -9,9 +10,13 @@ import logging
 import time
 
 from services.worker.admission import Admission
+from services.worker.agents import AgentSessions
+from services.worker.bindings import Bindings
 from services.worker.execute import Executor
+from services.worker.listeners import Listeners
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
+from services.worker.standalone import Standalone
 from services.worker.upstream import Upstream
 from shared import errors
 from shared.lifecycle import Background
@@ -24,13 +29,28 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class Dispatcher:
-    def __init__(self, outbox: Outbox, worker_id: str) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        worker_id: str,
+        *,
+        agent_sessions: int = 10_000,
+        per_agent: bool = True,
+        held_streams: int = 1_000,
+        answer_seconds: float = 300.0,
+    ) -> None:
         self.outbox = outbox
         self.background = Background()
         self.admission = Admission(outbox, worker_id)
-        self.relays = Relays(outbox, worker_id)
+        self.relays = Relays(outbox, worker_id, self.background, answer_seconds=answer_seconds)
         self.outcomes = Outcomes(outbox, self.relays)
-        self.executor = Executor(self.relays, self.background)
+        self.bindings = Bindings(outbox)
+        standalone = Standalone(outbox, self.bindings, self.relays)
+        self.listeners = Listeners(outbox, worker_id, standalone, limit=held_streams)
+        self.agents = AgentSessions(
+            self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
+        )
+        self.executor = Executor(self.relays, self.background, self.agents)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -82,6 +102,8 @@ class Dispatcher:
         return await self.executor.execute(upstream, call, deadline)
 
     async def drain(self, seconds: float) -> None:
-        """Waits (within a bound) for the calls running here, then for their outcomes to be written."""
+        """Waits (within a bound) for the calls running here, then for their outcomes to be written; lets go of
+        the GET streams held here."""
         await self.background.wait(seconds)
+        await self.listeners.close(seconds)
         await self.outbox.drain()

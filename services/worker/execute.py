@@ -1,20 +1,23 @@
-"""One call at its upstream: the session it runs in, the request, and what each way of failing means for the
-caller (retry later, outcome unknown, deadline exceeded). A call that is not safe to run twice is sent again
-only where it certainly never reached the upstream."""
+"""One call at its upstream: the session it runs in (the agent session's own, or a shared one: agents.py), the
+request, and what each way of failing means for the caller (retry later, outcome unknown, deadline exceeded). A
+call that is not safe to run twice is sent again only where it certainly never reached the upstream."""
 
 import asyncio
 import logging
 
 import orjson
+from redis.exceptions import RedisError
 
+from services.worker.agents import AgentSessions
 from services.worker.identity import refusal
 from services.worker.relays import Relays
-from services.worker.upstream import UnknownServer, Upstream
+from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
 from shared.identity.errors import IdentityError
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
+from shared.resp import ConnectionClosed
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 
 logger = logging.getLogger(__name__)
@@ -22,6 +25,8 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[ReplyKind, bytes]
 RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when the upstream says nothing
 BUSY = (429, 502, 503, 504)
+# Calls that nobody's request from the upstream can be about: they are not recorded as running.
+UNWATCHED = frozenset({b"logging/setLevel"})
 
 
 class Unauthorized(Exception):
@@ -30,6 +35,14 @@ class Unauthorized(Exception):
     def __init__(self, sent: bytes | None) -> None:
         super().__init__("the upstream answered 401")
         self.sent = sent
+
+
+class NotOpened(Exception):
+    """No session could be had for the call: `outcome` is its answer."""
+
+    def __init__(self, outcome: "Outcome") -> None:
+        super().__init__("no upstream session")
+        self.outcome = outcome
 
 
 def _unauthorized(exc: Exception) -> bool:
@@ -80,9 +93,10 @@ REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedRes
 
 
 class Executor:
-    def __init__(self, relays: Relays, background: Background) -> None:
+    def __init__(self, relays: Relays, background: Background, agents: AgentSessions) -> None:
         self.relays = relays
         self.background = background
+        self.agents = agents
 
     async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
         """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises.
@@ -90,31 +104,63 @@ class Executor:
         A 401 (the call did not run) gets one more attempt with the refused credential set aside (refreshed or
         exchanged again), then the caller's AuthRequired; a transport failure is never taken for an auth failure.
         """
+        running: Bound | None = None
         refreshed = False
-        for attempt in (1, 2, 3):
-            try:
-                outcome = await self._attempt(upstream, call, deadline, attempt)
-            except IdentityError as exc:
-                return ReplyKind.ERROR, refusal(upstream.name, exc)
-            except Unauthorized as exc:
-                if refreshed or not self._set_aside(upstream, call, exc.sent):
-                    return ReplyKind.ERROR, await self._refused(upstream, call)
-                refreshed = True
-                continue
-            if outcome is not None:
-                return outcome
+        try:
+            for attempt in (1, 2, 3):
+                try:
+                    session, bound = await self._session(upstream, call, deadline)
+                    if call.method.startswith(b"notifications/"):
+                        outcome = await self._notify(upstream.name, call, session, bound is not None, deadline)
+                    else:
+                        if bound is not None and running is None and self._watched(upstream, call):
+                            running = bound  # where the upstream's requests on its GET stream find this call
+                            self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
+                        outcome = await self._request(upstream.name, call, session, attempt, deadline)
+                except NotOpened as exc:
+                    return exc.outcome
+                except IdentityError as exc:
+                    return ReplyKind.ERROR, refusal(upstream.name, exc)
+                except Unauthorized as exc:
+                    if refreshed or not self._set_aside(upstream, call, exc.sent):
+                        return ReplyKind.ERROR, await self._refused(upstream, call)
+                    refreshed = True
+                    continue
+                if outcome is not None:
+                    return outcome
+        finally:
+            if running is not None:
+                self.agents.bindings.finished(running, call)
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
             f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
         ).body()
 
-    async def _attempt(self, upstream: Upstream, call: Call, deadline: float, attempt: int) -> Outcome | None:
-        """One attempt: its outcome, or None to send again (Unauthorized: the upstream answered 401)."""
+    async def _session(self, upstream: Upstream, call: Call, deadline: float) -> tuple[UpstreamSession, Bound | None]:
+        """The open session the call runs in, carrying its user's credential, and its binding when it is the agent
+        session's own. NotOpened: the call's outcome without one; Unauthorized: a 401 to the handshake."""
+        authorization = await upstream.authorization(call)
         try:
-            session = await upstream.session(call, deadline)
+            return await self.agents.session(upstream, call, deadline, authorization)
+        except ForeignSession as exc:
+            raise NotOpened((ReplyKind.ERROR, errors.error_body(errors.INVALID_REQUEST, str(exc)))) from exc
+        except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
+            body = errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
+            raise NotOpened((ReplyKind.ERROR, body)) from exc
         except OPEN_FAILURES as exc:
             if _unauthorized(exc):
-                raise Unauthorized(upstream.sent_authorization(call)) from exc
-            return _not_opened(upstream.name, exc)
+                raise Unauthorized(authorization) from exc
+            raise NotOpened(_not_opened(upstream.name, exc)) from exc
+
+    @staticmethod
+    def _watched(upstream: Upstream, call: Call) -> bool:
+        """Whether a request the upstream sends outside the call could be about it: not where the upstream has no
+        GET stream to send it on, nor for a call nobody waits for."""
+        return upstream.streams_after <= asyncio.get_running_loop().time() and call.method not in UNWATCHED
+
+    async def _request(
+        self, server: str, call: Call, session: UpstreamSession, attempt: int, deadline: float
+    ) -> Outcome | None:
+        """One attempt; None: send it again, in a new session."""
         upstream_id = session.next_id()
         try:
             outcome = await session.request(
@@ -124,17 +170,31 @@ class Executor:
             self.cancel_upstream(session, upstream_id, "cancelled by the client")
             raise
         except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
-            return _unavailable(upstream.name, exc)
+            return _unavailable(server, exc)
         except Timeout:
             self.cancel_upstream(session, upstream_id, "deadline exceeded")
             return ReplyKind.ERROR, errors.DeadlineExceeded(
-                f"{upstream.name} did not answer before the call's deadline"
+                f"{server} did not answer before the call's deadline"
             ).body()
         except REQUEST_FAILURES as exc:
             if _unauthorized(exc):
                 raise Unauthorized(session.authorization) from exc
-            return _failed(upstream.name, call, attempt, exc)
+            return _failed(server, call, attempt, exc)
         return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+
+    @staticmethod
+    async def _notify(server: str, call: Call, session: UpstreamSession, own: bool, deadline: float) -> Outcome | None:
+        """An agent's notification for its upstream sessions (roots/list_changed): sent in the agent session's own
+        session; a shared session is nobody's to tell."""
+        if not own:
+            return ReplyKind.RESULT, b"{}"
+        try:
+            await session.notify(call.method, call.params, deadline)
+        except SessionLost:
+            return None
+        except (*REQUEST_FAILURES, Timeout) as exc:
+            return _unavailable(server, exc)
+        return ReplyKind.RESULT, b"{}"
 
     @staticmethod
     def _set_aside(upstream: Upstream, call: Call, sent: bytes | None) -> bool:

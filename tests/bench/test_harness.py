@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 PIPE_BUFFER = 65_536
 
 
+@pytest.mark.timeout(300)
 def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--no-peer", "--out", str(tmp_path)],
@@ -35,8 +36,13 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
     muster = results["throughput"]["k8s"]["muster 1 worker"]["4"]["cpu_ms_per_call"]
     assert muster["ingress"] > 0 and muster["worker"] > 0 and muster["valkey"] >= 0
     assert all(run["failed"] == 0 for run in results["burst"].values())
+    for upstream in ("k8s", "everything"):  # per-agent upstream sessions against the shared pool
+        modes = results["sessions"][upstream]
+        assert set(modes) == {"agent sessions", "shared pool"}
+        assert all(run["calls"] > 0 and run["failed"] == 0 for runs in modes.values() for run in runs.values())
     page = (tmp_path / "README.md").read_text()
-    assert results["machine"]["commit"] in page and "## Burst" in page and "## Sign-in" in page
+    assert results["machine"]["commit"] in page and "## Burst" in page and "## Upstream sessions" in page
+    assert "## Sign-in" in page
 
 
 @pytest.mark.timeout(300)

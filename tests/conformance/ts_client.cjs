@@ -13,8 +13,10 @@
 // Options: --url URL, --tool NAME, --args JSON, --root URI (the one root it lists), --progress (ask for progress:
 // the call carries a token),
 // --roots-changed (send notifications/roots/list_changed after connecting), --expect METHOD (repeatable: after the
-// call, wait until a notification with this method arrived or a request with it was answered), --timeout SECONDS
-// (the whole run, default 10: the process exits by itself, with code 2, when it is up).
+// call, wait until a notification with this method arrived or a request with it was answered), --linger SECONDS
+// (then stay connected this long, answering what else comes: behind a gateway several servers may ask), --timeout
+// SECONDS (the whole run, default 10: the process exits by itself, with code 2, when it is up; lingering is not
+// counted).
 // Run: NODE_PATH=.cache/npm/node_modules node tests/conformance/ts_client.cjs ... (tests/conformance/tools.py).
 'use strict';
 
@@ -39,6 +41,7 @@ const { values: opts } = parseArgs({
     progress: { type: 'boolean', default: false },
     'roots-changed': { type: 'boolean', default: false },
     expect: { type: 'string', multiple: true, default: [] },
+    linger: { type: 'string', default: '0' },
     timeout: { type: 'string', default: '10' },
     root: { type: 'string', default: 'file:///canned/root' },
   },
@@ -125,9 +128,10 @@ async function main() {
     }
   }
   if (missing.size > 0) await new Promise((resolve) => (allSeen = resolve));
+  clearTimeout(bound);
+  await new Promise((resolve) => setTimeout(resolve, Number(opts.linger) * 1000));
   await Promise.allSettled(delivering);
   await client.close();
-  clearTimeout(bound);
   emit({ event: 'done' });
   process.exit(code);
 }

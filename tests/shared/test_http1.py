@@ -558,3 +558,23 @@ async def test_any_split_of_a_valid_response_into_reads_yields_the_same_response
     assert result.status == status and result.body == body and result.trailers == trailers
     assert {k: v for k, v in result.headers.items() if k not in (b"content-length", b"transfer-encoding",
                                                                 b"connection")} == headers  # fmt: skip
+
+
+async def test_on_head_tells_when_the_final_head_is_in_while_the_stream_goes_on() -> None:
+    heads: list[tuple[int, bytes | None]] = []
+    head = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    async with raw_server(answer(head, then=read_all)) as port:
+        pool = Pool(f"http://127.0.0.1:{port}/mcp")
+        stream = asyncio.ensure_future(
+            pool.request(
+                b"GET", [], on_event=lambda data: False, on_head=lambda s, h: heads.append((s, h.get(b"content-type")))
+            )
+        )
+        try:
+            with anyio.fail_after(5):
+                while not heads:
+                    await anyio.sleep(0.01)
+            assert heads == [(200, b"text/event-stream")] and not stream.done()  # the 103 is not the head
+        finally:
+            stream.cancel()
+            pool.close()

@@ -111,3 +111,31 @@ async def test_a_call_without_an_outcome_past_its_deadline_is_answered_in_the_wo
         reply = await pending.next()
     assert reply.final and orjson.loads(reply.body)["code"] == errors.DEADLINE_EXCEEDED
     assert calls.pending == {}
+
+
+async def test_an_upstream_request_that_cannot_be_delivered_is_answered_at_once_through_its_workers_inbox(
+    valkey: Redis, outbox: Outbox
+) -> None:
+    get_streams = GetStreams()
+    queue = get_streams.open("session-a")
+    assert queue is not None
+    calls = _calls(valkey, outbox, get_streams)
+    reader = asyncio.create_task(calls.read_replies())
+    request = b'{"jsonrpc":"2.0","id":"w-1/%d","method":"roots/list","params":{}}'
+    try:
+        replica = REPLICA.encode()
+        outbox.reply(replica, SessionEvent(b"session-a", request % 1, b"w-1/1"))  # delivered: the client answers
+        outbox.reply(replica, SessionEvent(b"session-b", request % 2, b"w-1/2"))  # no GET stream open here
+        outbox.reply(replica, CallReply(b"999", ReplyKind.REQUEST, b'{"method":"roots/list"}', b"w-1/3"))  # ended
+        with anyio.fail_after(5):
+            assert await queue.get() == request % 1
+            while len(answers := await entries(valkey, streams.inbox("w-1"))) < 2:
+                await anyio.sleep(0.01)
+        refs = {fields[b"ref"]: fields for _, fields in answers}
+        assert sorted(refs) == [b"w-1/2", b"w-1/3"]
+        assert refs[b"w-1/2"][b"session"] == b"session-b" and refs[b"w-1/3"][b"session"] == b""
+        for fields in refs.values():
+            error = orjson.loads(b"{" + fields[b"body"] + b"}")["error"]
+            assert error["code"] == errors.INTERNAL_ERROR and "cannot reach the client" in error["message"]
+    finally:
+        reader.cancel()

@@ -2,8 +2,10 @@
 counters over HTTP) and the conformance fixture server (which asks its client things mid-call), each a process
 on 127.0.0.1; and a Dispatcher wired as the worker wires it."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ from shared.valkey import ENQUEUE, Outbox, ensure_group
 from tests.conftest import ROOT, StandIn, entries
 
 WORKER = "worker-under-test"
+OTHER_WORKER = "other-worker"
 REPLICA = b"replica-under-test"
 NS = {"resourceType": "namespaces", "name": "default"}
 
@@ -60,11 +63,28 @@ class Bench:
     dispatcher: Dispatcher
     upstreams: list[Upstream] = field(default_factory=list)
 
-    def upstream(self, server: StandIn, concurrency: int = 8) -> Upstream:
-        record = ServerRecord(name=server.name, url=server.url, state="Connected")
+    def upstream(self, server: StandIn, concurrency: int = 8, **fields: Any) -> Upstream:
+        record = ServerRecord(name=server.name, url=server.url, state="Connected", **fields)
         upstream = Upstream.of(record, concurrency)
         self.upstreams.append(upstream)
         return upstream
+
+    async def agent(
+        self,
+        session: str,
+        principal: str = "anonymous",
+        *,
+        ttl: int = 60,
+        stream: bytes | None = None,
+        **fields: str,
+    ) -> bytes:
+        """An agent's MCP session as the ingress records it; `stream`: the replica holding its GET stream."""
+        record: dict[Any, Any] = {"protocol": "2025-11-25", "capabilities": "{}", "principal": principal, **fields}
+        if stream is not None:
+            record["stream"] = stream
+        await self.valkey.hset(streams.session(session), mapping=record)
+        await self.valkey.expire(streams.session(session), ttl)
+        return session.encode()
 
     def call(self, server: str, tool: str, arguments: dict[str, Any], **fields: Any) -> Call:
         params = {"name": tool, "arguments": arguments}
@@ -120,10 +140,10 @@ class Bench:
         return int(await self.valkey.get(queue.depth) or 0), pending["pending"]
 
 
-@pytest.fixture
-async def bench(valkey: Redis, valkey_url: str) -> AsyncIterator[Bench]:
-    outbox = Outbox(valkey_url, name="muster-test-worker-out")
-    dispatcher = Dispatcher(outbox, WORKER)
+@asynccontextmanager
+async def _bench(valkey: Redis, valkey_url: str, worker: str) -> AsyncIterator[Bench]:
+    outbox = Outbox(valkey_url, name=f"muster-test-{worker}-out")
+    dispatcher = Dispatcher(outbox, worker)
     bench = Bench(valkey, outbox, dispatcher)
     try:
         yield bench
@@ -134,7 +154,47 @@ async def bench(valkey: Redis, valkey_url: str) -> AsyncIterator[Bench]:
         outbox.close()
 
 
+@pytest.fixture
+async def bench(valkey: Redis, valkey_url: str) -> AsyncIterator[Bench]:
+    async with _bench(valkey, valkey_url, WORKER) as bench:
+        yield bench
+
+
+@pytest.fixture
+async def other(valkey: Redis, valkey_url: str) -> AsyncIterator[Bench]:
+    """A second worker on the same Valkey."""
+    async with _bench(valkey, valkey_url, OTHER_WORKER) as bench:
+        yield bench
+
+
 def error_code(reply: CallReply) -> int:
     assert reply.kind is ReplyKind.ERROR, reply
     code: int = orjson.loads(reply.body)["code"]
     return code
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[StandIn, list[dict[str, Any]]]]:
+    """An upstream that accepts every POST (202) and keeps the messages."""
+    received: list[dict[str, Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                received.append(orjson.loads(await reader.readexactly(length)))
+                writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield StandIn("raw", server.sockets[0].getsockname()[1]), received

@@ -32,7 +32,7 @@ def _error(outcome: tuple[ReplyKind, bytes]) -> dict[str, object]:
 
 @pytest.fixture
 def executor(bench: Bench) -> Executor:
-    return Executor(Relays(bench.outbox, WORKER), Background())
+    return Executor(Relays(bench.outbox, WORKER), Background(), bench.dispatcher.agents)
 
 
 async def test_a_read_only_call_whose_connection_dropped_is_sent_again(

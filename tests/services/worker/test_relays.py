@@ -2,6 +2,7 @@
 worker's inbox, against the conformance fixture server (which asks for the client's roots) and real Valkey."""
 
 import asyncio
+from typing import Any
 
 import anyio
 import orjson
@@ -34,7 +35,7 @@ async def test_a_request_during_a_call_reaches_the_caller_and_its_answer_the_ups
     bench: Bench, upstreams: dict[str, StandIn]
 ) -> None:
     relays = Relays(bench.outbox, WORKER)
-    executor = Executor(relays, Background())
+    executor = Executor(relays, Background(), bench.dispatcher.agents)
     call = bench.call("fixture", "test_roots", {})
     deadline = asyncio.get_running_loop().time() + 10
     running = asyncio.ensure_future(executor.execute(bench.upstream(upstreams["fixture"]), call, deadline))
@@ -49,3 +50,18 @@ async def test_a_request_during_a_call_reaches_the_caller_and_its_answer_the_ups
     assert orjson.loads(orjson.loads(body)["content"][0]["text"]) == ["file:///work"]
     relays.drop(call.key)  # the call is finished: nothing of it stays
     assert relays.waiting == {} and relays.by_call == {}
+
+
+async def test_a_ping_during_a_call_is_answered_by_the_worker_not_relayed(
+    bench: Bench, recorder: tuple[StandIn, list[dict[str, Any]]]
+) -> None:
+    server, received = recorder
+    session = bench.upstream(server).new_session(b"anonymous")
+    session.adopt(b"s-1", b"2025-11-25")
+    ping = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+    bench.dispatcher.relays.on_message(bench.call("raw", "slow", {}), session)(ping, orjson.dumps(ping))
+    with anyio.fail_after(5):
+        while not received:
+            await anyio.sleep(0.01)
+    assert received == [{"jsonrpc": "2.0", "id": 9, "result": {}}]
+    assert await bench.replies(0) == [] and bench.dispatcher.relays.waiting == {}

@@ -8,7 +8,7 @@ import pytest
 from services.worker.upstream import Lane, UnknownServer, Upstream
 from shared.messages import ServerRecord
 from tests.conftest import StandIn
-from tests.services.worker.conftest import NS, Bench
+from tests.services.worker.conftest import Bench
 
 pytestmark = pytest.mark.anyio
 
@@ -33,18 +33,17 @@ async def test_new_connections_follow_a_changed_address_and_a_retired_server_ref
     bench: Bench, k8s: StandIn
 ) -> None:
     upstream = bench.upstream(k8s)
-    call = bench.call("k8s", "get", NS)
     deadline = asyncio.get_running_loop().time() + 10
-    session = await upstream.session(call, deadline)
-    assert await upstream.session(call, deadline) is session  # one session per credential, reused
+    session = await upstream.shared(b"anonymous", deadline)
+    assert await upstream.shared(b"anonymous", deadline) is session  # one session per credential, reused
     upstream.configure(upstream.record.model_copy(update={"revision": 2}))
-    assert await upstream.session(call, deadline) is session  # same address: same session
+    assert await upstream.shared(b"anonymous", deadline) is session  # same address: same session
     upstream.configure(upstream.record.model_copy(update={"headers": {"X-Cluster": "k8s"}}))
-    moved = await upstream.session(call, deadline)
+    moved = await upstream.shared(b"anonymous", deadline)
     assert moved is not session and (b"X-Cluster", b"k8s") in moved.static_headers
     upstream.retire()
     with pytest.raises(UnknownServer):
-        await upstream.session(call, deadline)
+        await upstream.shared(b"anonymous", deadline)
 
 
 def test_an_upstream_is_made_from_its_record() -> None:
