@@ -15,6 +15,9 @@ FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10001 muster && useradd --system --uid 10001 --gid 10001 --no-create-home muster
 COPY --from=build /opt/muster /opt/muster
 ENV PATH=/opt/muster/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# Worker and discovery serve /metrics, /healthz and /readyz on 9090 in a container (0, off, elsewhere).
+ENV MUSTER_WORKER_METRICS_HOST=0.0.0.0 MUSTER_WORKER_METRICS_PORT=9090 \
+    MUSTER_DISCOVERY_METRICS_HOST=0.0.0.0 MUSTER_DISCOVERY_METRICS_PORT=9090
 # Non-root, and nothing to write outside /tmp: the pods run with a read-only root filesystem.
 USER 10001:10001
 WORKDIR /tmp

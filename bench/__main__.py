@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from bench import identity, sessions
-from bench.harness import UPSTREAMS, Harness, machine
+from bench.harness import TELEMETRY_OFF, UPSTREAMS, Harness, machine
 from bench.report import write
 
 
@@ -127,6 +127,8 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
         for target in harness.targets:
             if target.name == "fastmcp proxy" and not harness.quick:
                 continue  # 10,000 calls at its ~70 calls/s would take minutes per round; its throughput says enough
+            if target.name == TELEMETRY_OFF:
+                continue  # it differs from "muster 1 worker" only in CPU per call, which throughput measures
             result = harness.load(target, k8s, callers=agents, calls=calls, burst=True, processes=settings["processes"])
             burst.setdefault(target.name, []).append(result)
             log(

@@ -20,6 +20,7 @@ from tests.conformance import tools
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".cache" / "peer"
+TELEMETRY_OFF = "muster, telemetry off"  # MUSTER_CALL_METRICS and MUSTER_CALL_LOG off
 PEER_PIN = "fastmcp==4.1.2"  # 4.1.6 needs a certifi newer than the index here has; pip would fall back silently
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -62,7 +63,6 @@ class Harness:
     stack: Stack = field(init=False)
     targets: list[Target] = field(default_factory=list)
     upstream_pids: dict[str, int] = field(default_factory=dict)
-    valkey_pid: int = 0
     spare_worker: Child | None = None
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -90,32 +90,7 @@ class Harness:
             self._start_peer(urls)
 
     def _start_muster(self, urls: dict[str, str]) -> None:
-        servers = self.root / "servers"
-        servers.mkdir(exist_ok=True)
-        for name, url in urls.items():
-            (servers / f"{name}.yaml").write_text(
-                f"apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata:\n  name: {name}\n"
-                f"spec:\n  type: streamable-http\n  url: {url}\n"
-            )
-        valkey_port = free_port()
-        url = self.stack.valkey(valkey_port)
-        self.valkey_pid = self.stack.children[-1].process.pid  # type: ignore[union-attr]
-        self.env = {
-            "MUSTER_VALKEY_URL": url,
-            "MUSTER_PREFIX_MODE": "always",
-            "MUSTER_LOG_LEVEL": "WARNING",
-            "MUSTER_INGRESS_QUEUE_LIMIT": "50000",
-            "MUSTER_INGRESS_MAX_PENDING": "50000",
-        }
-        self.stack.python("discovery", "services.discovery", env={**self.env, "MUSTER_SERVERS": str(servers)})
-        worker = self.stack.python("worker 1", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-1"})
-        port = free_port()
-        ingress = self.stack.python("ingress", "services.ingress", env={**self.env, "MUSTER_PORT": str(port)})
-        self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
-        endpoint = f"http://127.0.0.1:{port}/mcp"
-        self._wait_listed(endpoint, len(urls))
-        assert worker.process is not None and ingress.process is not None
-        roles = {"ingress": [ingress.process.pid], "worker": [worker.process.pid], "valkey": [self.valkey_pid]}
+        endpoint, roles, self.env = self._muster(urls, "on", {})
         muster_tools = {u.name: f"x_{u.name}_{u.tool}" for u in UPSTREAMS}
         self.targets.append(Target("muster 1 worker", dict.fromkeys(urls, endpoint), muster_tools, roles))
         self.targets.append(
@@ -126,6 +101,61 @@ class Harness:
                 {**roles, "worker": list(roles["worker"])},
             )
         )
+        # The same stack once more, without the per-call metrics and log line: what they cost is the difference
+        # in CPU per call between this target and "muster 1 worker" (issue 10: at most +0.05 ms).
+        endpoint, roles, _ = self._muster(urls, "off", {"MUSTER_CALL_METRICS": "false", "MUSTER_CALL_LOG": "false"})
+        self.targets.append(Target(TELEMETRY_OFF, dict.fromkeys(urls, endpoint), muster_tools, roles))
+
+    def _muster(
+        self, urls: dict[str, str], tag: str, settings: dict[str, str]
+    ) -> tuple[str, dict[str, list[int]], dict[str, str]]:
+        """A muster stack of its own (Valkey, discovery, one worker, ingress): its endpoint, the pids of its roles,
+        and its environment. The processes of the stack tagged "on" keep the plain names (worker 1, ...)."""
+        suffix = "" if tag == "on" else f" ({tag})"
+        servers = self.root / f"servers-{tag}"
+        servers.mkdir(exist_ok=True)
+        for name, url in urls.items():
+            (servers / f"{name}.yaml").write_text(
+                f"apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata:\n  name: {name}\n"
+                f"spec:\n  type: streamable-http\n  url: {url}\n"
+            )
+        self.stack.data = self.root / f"data-{tag}"
+        url = self.stack.valkey(free_port())
+        valkey = self.stack.children[-1].process
+        assert valkey is not None
+        env = {
+            "MUSTER_VALKEY_URL": url,
+            "MUSTER_PREFIX_MODE": "always",
+            # INFO: the one line per call is written (to a file, as a container's log is), so that it is measured
+            "MUSTER_LOG_LEVEL": "INFO",
+            "MUSTER_INGRESS_QUEUE_LIMIT": "50000",
+            "MUSTER_INGRESS_MAX_PENDING": "50000",
+            **settings,
+        }
+        logs = self.root / f"logs-{tag}"
+        logs.mkdir(exist_ok=True)
+        self.stack.python(
+            f"discovery{suffix}",
+            "services.discovery",
+            env={**env, "MUSTER_SERVERS": str(servers)},
+            stderr=logs / "discovery.log",
+        )
+        worker = self.stack.python(
+            "worker 1" if tag == "on" else f"worker{suffix}",  # bench/sessions.py restarts "worker 1"
+            "services.worker",
+            env={**env, "MUSTER_WORKER_ID": "bench-1" if tag == "on" else f"bench-{tag}-1"},
+            stderr=logs / "worker.log",
+        )
+        port = free_port()
+        ingress = self.stack.python(
+            f"ingress{suffix}", "services.ingress", env={**env, "MUSTER_PORT": str(port)}, stderr=logs / "ingress.log"
+        )
+        self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", f"ingress{suffix}")
+        endpoint = f"http://127.0.0.1:{port}/mcp"
+        self._wait_listed(endpoint, len(urls))
+        assert worker.process is not None and ingress.process is not None
+        roles = {"ingress": [ingress.process.pid], "worker": [worker.process.pid], "valkey": [valkey.pid]}
+        return endpoint, roles, env
 
     def _wait_listed(self, endpoint: str, servers: int) -> None:
         from tests.conftest import tool_names
@@ -161,7 +191,10 @@ class Harness:
         """Brings muster to the worker count the target measures."""
         if target.name == "muster 2 workers" and self.spare_worker is None:
             self.spare_worker = self.stack.python(
-                "worker 2", "services.worker", env={**self.env, "MUSTER_WORKER_ID": "bench-2"}
+                "worker 2",
+                "services.worker",
+                env={**self.env, "MUSTER_WORKER_ID": "bench-2"},
+                stderr=self.root / "logs-on" / "worker-2.log",
             )
             assert self.spare_worker.process is not None
             target.roles["worker"] = [*target.roles["worker"][:1], self.spare_worker.process.pid]

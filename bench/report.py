@@ -7,7 +7,14 @@ import orjson
 
 from bench import sessions
 
-TARGETS = {"p50 added": 2.0, "cpu per call": 1.0, "share of direct": 0.5, "times the peer": 5.0}
+TARGETS = {
+    "p50 added": 2.0,
+    "cpu per call": 1.0,
+    "share of direct": 0.5,
+    "times the peer": 5.0,
+    "telemetry cost": 0.05,
+}
+TELEMETRY_ON, TELEMETRY_OFF = "muster 1 worker", "muster, telemetry off"
 
 
 def _ms(value: float | None) -> str:
@@ -87,6 +94,7 @@ def markdown(results: dict[str, Any]) -> str:
                     + [cpu.get(k) for k in ("valkey", "upstream", "peer", "load")]
                 )
                 lines.append(f"| {upstream} | {callers} | {name} | " + " | ".join(_ms(v) for v in roles) + " |")
+    lines += telemetry(results)
     agents, calls = results["settings"]["burst"]
     lines += [
         "",
@@ -147,8 +155,52 @@ def signin(identity: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _both(run: dict[str, Any]) -> float:
+    cpu = run["cpu_ms_per_call"]
+    return float((cpu.get("ingress") or 0) + (cpu.get("worker") or 0))
+
+
+def telemetry_costs(results: dict[str, Any]) -> list[tuple[str, str, float, float]]:
+    """(upstream, callers, CPU ms per call in ingress + worker with the per-call metrics and log line, without)."""
+    costs = []
+    for upstream, targets in results["throughput"].items():
+        on, off = targets.get(TELEMETRY_ON, {}), targets.get(TELEMETRY_OFF, {})
+        for callers in sorted(set(on) & set(off), key=int):
+            costs.append((upstream, str(callers), _both(on[callers]), _both(off[callers])))
+    for upstream, targets in results["sequential"].items():
+        if TELEMETRY_ON in targets and TELEMETRY_OFF in targets:
+            costs.append((upstream, "1", _both(targets[TELEMETRY_ON]), _both(targets[TELEMETRY_OFF])))
+    return costs
+
+
+def telemetry(results: dict[str, Any]) -> list[str]:
+    costs = telemetry_costs(results)
+    if not costs:
+        return []
+    lines = [
+        "",
+        "## What the per-call metrics and log line cost",
+        "",
+        f"CPU per call in ingress + worker, `{TELEMETRY_ON}` (metrics and the JSON log line per call, at INFO, "
+        f"to a file) against `{TELEMETRY_OFF}` (`MUSTER_CALL_METRICS=false MUSTER_CALL_LOG=false`), two stacks "
+        "alike in everything else. Target: at most +0.05 ms.",
+        "",
+        "| upstream | callers | with ms | without ms | cost ms |",
+        "|---|---|---|---|---|",
+    ]
+    for upstream, callers, on, off in costs:
+        lines.append(f"| {upstream} | {callers} | {on:.3f} | {off:.3f} | {on - off:+.3f} |")
+    return lines
+
+
 def verdicts(results: dict[str, Any]) -> list[str]:
     out = []
+    for upstream, callers, on, off in telemetry_costs(results):
+        if callers == "64":
+            met = "met" if on - off <= TARGETS["telemetry cost"] else "missed"
+            out.append(
+                f"- per-call telemetry, {upstream}, 64 callers: {on - off:+.3f} ms CPU per call (≤ +0.05): {met}"
+            )
     for upstream, targets in results["sequential"].items():
         if "direct" in targets and "muster 1 worker" in targets:
             added = targets["muster 1 worker"]["p50"] - targets["direct"]["p50"]

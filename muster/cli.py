@@ -1,6 +1,8 @@
-"""The `muster` command. `muster up` runs the whole stack on one machine on an embedded Valkey."""
+"""The `muster` command. `muster up` runs the whole stack on one machine on an embedded Valkey; `muster status`
+shows how it is doing."""
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -8,8 +10,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
+from muster import status
 from muster.stack import Stack, free_port
 from services.discovery.config import DiscoverySettings
 from services.ingress.config import IngressSettings
@@ -17,6 +22,7 @@ from services.ingress.oauth.config import OAuthSettings
 
 DEMO_SERVERS = Path(__file__).resolve().parent.parent / "demo" / "servers"
 DEMO_CLUSTERS = (("gazelle", 8101), ("graveler", 8102))
+VALKEY_URL_FILE = "valkey.url"  # in the data folder: where `muster status` finds the Valkey `muster up` started
 
 
 def _env(name: str, default: str) -> str:
@@ -63,6 +69,15 @@ def parser() -> argparse.ArgumentParser:
         default=_env("LOG_JSON", "false").lower() in ("1", "true", "yes"),
         help="log JSON lines instead of text [MUSTER_LOG_JSON=true]",
     )
+    st = commands.add_parser("status", help="servers, queues, workers and replicas, as Valkey knows them")
+    st.add_argument(
+        "--valkey-url",
+        default=os.environ.get("MUSTER_VALKEY_URL", ""),
+        help="the Valkey to read (default: the one `muster up` runs, else redis://127.0.0.1:6379/0) "
+        "[MUSTER_VALKEY_URL]",
+    )
+    st.add_argument("--data", default=_env("DATA", ".muster"), help="`muster up`'s data folder [MUSTER_DATA]")
+    st.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     return p
 
 
@@ -87,6 +102,29 @@ def auth_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def valkey_url(args: argparse.Namespace) -> str:
+    if args.valkey_url:
+        return str(args.valkey_url)
+    written = Path(args.data) / VALKEY_URL_FILE
+    if written.is_file():
+        return written.read_text().strip()
+    return "redis://127.0.0.1:6379/0"
+
+
+def show_status(args: argparse.Namespace) -> int:
+    url = valkey_url(args)
+    try:
+        found = asyncio.run(status.status(url))
+    except (RedisError, OSError, TimeoutError) as exc:
+        print(f"muster: cannot read {status.without_password(url)}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(found.as_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(status.render(found))
+    return 0
+
+
 def up(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     stack = Stack(data, log=lambda m: print(f"muster: {m}", file=sys.stderr, flush=True))
@@ -95,11 +133,13 @@ def up(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    url_file = data / VALKEY_URL_FILE
     try:
         auth = auth_env(args)
-        valkey_url = stack.valkey(free_port())
+        url = stack.valkey(free_port())
+        url_file.write_text(url + "\n")
         common = {
-            "MUSTER_VALKEY_URL": valkey_url,
+            "MUSTER_VALKEY_URL": url,
             "MUSTER_PREFIX_MODE": args.prefix_mode,
             "MUSTER_EXPOSE": args.expose,
             "MUSTER_LOG_JSON": "true" if args.json_logs else "false",
@@ -113,16 +153,32 @@ def up(args: argparse.Namespace) -> int:
                 stack.wait_tcp(port, f"mcp-kubernetes {cluster}")
         elif not servers.is_dir():
             raise RuntimeError(f"--servers {servers} is not a folder")
-        stack.python("discovery", "services.discovery", env={**common, "MUSTER_SERVERS": str(servers)})
+        # Worker and discovery serve /metrics, /healthz and /readyz on ports of their own, free ones here.
+        metrics = [("ingress", args.port)]
+        port = free_port()
+        metrics.append(("discovery", port))
+        stack.python(
+            "discovery",
+            "services.discovery",
+            env={**common, "MUSTER_SERVERS": str(servers), "MUSTER_DISCOVERY_METRICS_PORT": str(port)},
+        )
         for n in range(args.workers):
+            port = free_port()
+            metrics.append((f"worker {n + 1}", port))
             stack.python(
                 f"worker {n + 1}",
                 "services.worker",
-                env={**common, "MUSTER_WORKER_ID": f"worker-{n + 1}-{os.getpid()}"},
+                env={
+                    **common,
+                    "MUSTER_WORKER_ID": f"worker-{n + 1}-{os.getpid()}",
+                    "MUSTER_WORKER_METRICS_PORT": str(port),
+                },
             )
         stack.python("ingress", "services.ingress", env={**common, "MUSTER_PORT": str(args.port)})
         stack.wait_http(f"http://127.0.0.1:{args.port}/readyz", "ingress")
-        stack.log(f"serving MCP at http://127.0.0.1:{args.port}/mcp ({servers}); Ctrl-C stops everything")
+        stack.log("metrics: " + ", ".join(f"{name} http://127.0.0.1:{port}/metrics" for name, port in metrics))
+        stack.log(f"serving MCP at http://127.0.0.1:{args.port}/mcp ({servers}); `muster status` shows how it is doing")
+        stack.log("Ctrl-C stops everything")
         while True:
             stack.check()
             time.sleep(0.5)
@@ -134,12 +190,15 @@ def up(args: argparse.Namespace) -> int:
         return 1
     finally:
         stack.stop()
+        url_file.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
+    if args.command == "status":
+        sys.exit(show_status(args))
 
 
 if __name__ == "__main__":

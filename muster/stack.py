@@ -59,16 +59,31 @@ class Stack:
     log: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, *, quiet: bool = False) -> Child:
-        """Starts a child; `quiet` discards its standard output (servers that log every request there)."""
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        quiet: bool = False,
+        stderr: Path | None = None,
+    ) -> Child:
+        """Starts a child; `quiet` discards its standard output (servers that log every request there); `stderr`
+        names a file that gets its standard error (its log lines) instead of ours."""
         child = Child(name, argv, {**os.environ, **(env or {})})
         stdout = subprocess.DEVNULL if quiet else None
-        child.process = subprocess.Popen(argv, env=child.env, stdout=stdout, preexec_fn=_die_with_parent)
+        with contextlib.ExitStack() as files:
+            errors = files.enter_context(stderr.open("ab")) if stderr is not None else None
+            child.process = subprocess.Popen(
+                argv, env=child.env, stdout=stdout, stderr=errors, preexec_fn=_die_with_parent
+            )
         self.children.append(child)
         return child
 
-    def python(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
-        return self.start(name, [sys.executable, "-m", module, *args], env)
+    def python(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None, stderr: Path | None = None
+    ) -> Child:
+        return self.start(name, [sys.executable, "-m", module, *args], env, stderr=stderr)
 
     def valkey(self, port: int) -> str:
         directory = self.data / "valkey"

@@ -9,6 +9,8 @@ import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol
 
+import orjson
+
 from shared import errors
 from shared.http1 import ConnectionLost, Timeout
 from shared.naming import expose
@@ -86,6 +88,24 @@ REJECTION_REASONS: Final = frozenset({"queue_full", "replica_full"})
 INIT_REASONS: Final = frozenset({"new", "lost"})
 CREDENTIAL_OUTCOMES: Final = frozenset({OK, "rejected", "error"})
 CATALOG_KINDS: Final = frozenset({"tools", "resources", "resource_templates", "prompts"})
+
+
+_CODE: Final = b'{"code":'
+
+
+def code_of(error: bytes) -> int | None:
+    """The code of a JSON-RPC error object as bytes: read off the front where muster wrote it, else parsed; None
+    for anything that is not an error object with an integer code."""
+    if error.startswith(_CODE):
+        try:
+            return int(error[len(_CODE) : error.find(b",", len(_CODE))])
+        except ValueError:
+            pass
+    try:
+        code = orjson.loads(error).get("code")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def classify(code: int | None, is_error: bool = False) -> tuple[str, str]:

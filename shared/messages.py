@@ -4,8 +4,9 @@ The per-call messages (Call, CallReply, SessionEvent, Answer) are slotted datacl
 as the bytes they arrived as: the hot path routes on a few fields and never re-validates or re-encodes what it
 only forwards. Control-plane messages (server records, capability changes, Control) are pydantic models.
 
-Two ids, never mixed up: `call_id` is the replica-local id of a call (the key of the request waiting for it);
-`request_id` is the client's own JSON-RPC id, which only the ingress reads.
+Three ids, never mixed up: `call_id` is the replica-local id of a call (the key of the request waiting for it);
+`request_id` is the client's own JSON-RPC id, which only the ingress reads; `traceparent` is the W3C trace context
+of the call (shared/tracecontext.py), whose trace id is the request id of every log line about the call.
 """
 
 from collections.abc import Mapping
@@ -37,6 +38,9 @@ class Call:
     # The caller's login (the family id of a muster login or of a forwarded ID token), whose upstream tokens a
     # server with a user credential is called with; b"" with auth off. Not a secret: it names a login.
     login: bytes = b""
+    # The two below are for metrics, logs and traces; an entry enqueued without them (an older ingress) still runs.
+    traceparent: bytes = b""  # W3C traceparent of the ingress's span of the call: sent upstream as a header
+    target: bytes = b""  # the upstream's name of the tool or prompt the call runs, b"" for other methods
 
     def fields(self) -> list[bytes]:
         extra = [b"login", self.login] if self.login else []
@@ -61,6 +65,10 @@ class Call:
             b"1" if self.safe else b"0",
             b"key",
             self.key,
+            b"traceparent",
+            self.traceparent,
+            b"target",
+            self.target,
             *extra,
         ]
 
@@ -78,6 +86,8 @@ class Call:
             safe=f[b"safe"] == b"1",
             key=f[b"key"],
             login=f.get(b"login", b""),
+            traceparent=f.get(b"traceparent", b""),
+            target=f.get(b"target", b""),
         )
 
 
@@ -90,6 +100,23 @@ class ReplyKind(bytes, Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class CallStats:
+    """What the worker saw of a call, on its outcome: for the ingress's metrics and its one log line per call."""
+
+    queue_us: int  # waited in its server's stream before this worker started it
+    upstream_us: int = -1  # at the upstream, from sending the request until its answer; -1: never sent
+    tool_error: bool = False  # a result with isError set: the tool ran and said no
+
+    def encode(self) -> bytes:
+        return b"%d %d %d" % (self.queue_us, self.upstream_us, self.tool_error)
+
+    @classmethod
+    def decode(cls, value: bytes) -> "CallStats":
+        queue_us, upstream_us, tool_error = value.split()
+        return cls(int(queue_us), int(upstream_us), tool_error == b"1")
+
+
+@dataclass(frozen=True, slots=True)
 class CallReply:
     """What a worker sends a waiting request: in order, zero or more notifications and requests, then one outcome."""
 
@@ -97,15 +124,19 @@ class CallReply:
     kind: ReplyKind
     body: bytes
     ref: bytes = b""  # REQUEST only: the worker's id for the relayed request
+    stats: CallStats | None = None  # final replies from a worker
 
     @property
     def final(self) -> bool:
         return self.kind is ReplyKind.RESULT or self.kind is ReplyKind.ERROR
 
     def fields(self) -> list[bytes]:
+        fields = [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body]
         if self.ref:
-            return [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body, b"ref", self.ref]
-        return [b"call_id", self.call_id, b"kind", self.kind.value, b"body", self.body]
+            fields += (b"ref", self.ref)
+        if self.stats is not None:
+            fields += (b"stats", self.stats.encode())
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +163,9 @@ def read_reply(f: Fields) -> ReplyStreamEntry:
     call_id = f.get(b"call_id")
     if call_id is None:
         return SessionEvent(f[b"session"], f[b"body"], f.get(b"ref", b""))
-    return CallReply(call_id, ReplyKind(f[b"kind"]), f[b"body"], f.get(b"ref", b""))
+    stats = f.get(b"stats")
+    decoded = None if stats is None else CallStats.decode(stats)
+    return CallReply(call_id, ReplyKind(f[b"kind"]), f[b"body"], f.get(b"ref", b""), decoded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,20 @@ class ServiceSettings(BaseSettings):
     """The base of `IngressSettings`, `WorkerSettings` and `DiscoverySettings`; each sets its own env_prefix."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid")
-    shared_names: ClassVar[frozenset[str]] = frozenset({"valkey_url", "log_level", "log_json"})
+    shared_names: ClassVar[frozenset[str]] = frozenset(
+        {"valkey_url", "log_level", "log_json", "call_metrics", "call_log", "tracing"}
+    )
 
     valkey_url: str = "redis://127.0.0.1:6379/0"
     log_level: LogLevel = "INFO"
     log_json: bool = True  # one JSON object per line; text for a person at a terminal
+    # The per-call counters and histograms, and the one log line per call (at the ingress). Both stay on in
+    # production; turning them off is how `make bench` measures what they cost.
+    call_metrics: bool = True
+    call_log: bool = True
+    # OpenTelemetry spans of every call, exported over OTLP (OTEL_EXPORTER_OTLP_* say where): needs the
+    # `tracing` extra. Off costs nothing on the per-call path.
+    tracing: Literal["off", "otlp"] = "off"
 
     @field_validator("valkey_url")
     @classmethod

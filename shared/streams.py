@@ -22,6 +22,7 @@ One key family per ingress replica, worker or session:
                                        "upstream session id\\nprotocol\\nprincipal"); lives BINDING_GRACE longer
                                        than the session, so that its upstream sessions are closed after it expires
     muster:worker:<id>:alive   string  the worker's heartbeat
+    muster:ingress:<id>:alive  string  an ingress replica's heartbeat (ALIVE_BEATS): `muster status` counts them
 
 And the keys everybody shares:
 
@@ -30,6 +31,7 @@ And the keys everybody shares:
     muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
     muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
     muster:discovery:leader    string  the lease of the active discovery
+    muster:log-hash-key        string  the key of the principal's hash in log lines, when none is configured
     muster:upstream-expiry     zset    agent sessions with upstream sessions, scored by when to look at them
                                        again (their expiry): the janitor closes the upstream sessions of those gone
 """
@@ -47,6 +49,7 @@ CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
+LOG_HASH_KEY: Final = PREFIX + "log-hash-key"
 UPSTREAM_EXPIRY: Final = PREFIX + "upstream-expiry"
 
 # Lengths that bound each stream; entries beyond them are trimmed approximately (MAXLEN ~).
@@ -60,6 +63,7 @@ DEAD_LETTER_MAXLEN: Final = 10_000
 REPLIES_TTL: Final = 3600  # a reply stream lives this long after the last reply any writer sent to it
 REPLIES_TTL_RENEW: Final = 60  # how often one writer renews a reply stream's lifetime
 STARTED_TTL: Final = 24 * 3600  # longer than any call's deadline
+ALIVE_BEATS: Final = 3  # heartbeats an ingress replica may miss before it no longer counts as alive
 BINDING_GRACE: Final = 600  # how much longer an agent session's bindings live than the session itself
 IN_FLIGHT_TTL: Final = 24 * 3600  # an in-flight record whose worker died is gone after this, or when its call ends
 
@@ -144,3 +148,13 @@ def listener(server: str, session_id: str) -> str:
 
 def worker_alive(worker: str) -> str:
     return f"{PREFIX}worker:{worker}:alive"
+
+
+WORKERS_ALIVE: Final = PREFIX + "worker:*:alive"  # a SCAN pattern over the workers' heartbeats
+
+
+def ingress_alive(replica: str) -> str:
+    return f"{PREFIX}ingress:{replica}:alive"
+
+
+INGRESS_ALIVE: Final = PREFIX + "ingress:*:alive"  # a SCAN pattern over the ingress replicas' heartbeats

@@ -89,9 +89,16 @@ def _retry_after(response: Response) -> float | None:
 
 class UpstreamSession:
     def __init__(
-        self, pool: Pool, headers: Sequence[tuple[bytes, bytes]] = (), *, capabilities: dict[str, Any] | None = None
+        self,
+        pool: Pool,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        capabilities: dict[str, Any] | None = None,
+        on_open: Callable[[bool], None] | None = None,
     ) -> None:
         self.pool = pool
+        self.on_open = on_open  # told of every handshake that succeeded: True when it opened the session again
+        self._opened = False
         self.static_headers: Headers = list(headers)
         self.capabilities = CLIENT_CAPABILITIES if capabilities is None else capabilities
         self.session_id: bytes | None = None
@@ -162,6 +169,9 @@ class UpstreamSession:
         self._rebuild_headers()
         await self.notify(b"notifications/initialized", b"{}", deadline)
         self.initialize_result = result
+        if self.on_open is not None:
+            self.on_open(self._opened)
+        self._opened = True
 
     def reset(self) -> None:
         """Forget the session, so that the next call opens a new one."""
@@ -178,9 +188,10 @@ class UpstreamSession:
         on_message: OnMessage | None = None,
         *,
         request_id: int | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> Outcome:
-        """Send one request in the open session and return its outcome."""
-        _, outcome = await self._exchange(method, params, deadline, on_message, request_id)
+        """Send one request in the open session and return its outcome; `headers` go with this request only."""
+        _, outcome = await self._exchange(method, params, deadline, on_message, request_id, headers)
         return outcome
 
     async def _exchange(
@@ -190,6 +201,7 @@ class UpstreamSession:
         deadline: float | None,
         on_message: OnMessage | None,
         request_id: int | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> tuple[Response, Outcome]:
         if request_id is None:
             request_id = next(self._ids)
@@ -208,7 +220,8 @@ class UpstreamSession:
                 return True
             return False
 
-        response = await self.pool.request(b"POST", self._headers, body, deadline=deadline, on_event=on_event)
+        sent = [*self._headers, *headers] if headers else self._headers
+        response = await self.pool.request(b"POST", sent, body, deadline=deadline, on_event=on_event)
         resumed = 0
         while not final and response.status == 200 and response.last_event_id and resumed < MAX_RESUMES:
             resumed += 1

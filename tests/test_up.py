@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import orjson
 import psutil
 import pytest
 
@@ -57,6 +58,19 @@ def test_the_official_client_lists_both_demo_clusters_and_gets_a_real_answer(tmp
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= 7  # valkey, two stand-ins, discovery, two workers, ingress
         anyio.run(use_the_demo)
+        shown = subprocess.run(
+            [sys.executable, "-m", "muster", "status", "--json", "--data", str(tmp_path / "data")],
+            capture_output=True,
+            cwd=ROOT,
+            timeout=30,
+            check=True,
+        )
+        found = orjson.loads(shown.stdout)
+        assert [(s["name"], s["state"]) for s in found["servers"]] == [
+            ("gazelle", "Connected"),
+            ("graveler", "Connected"),
+        ]
+        assert len(found["workers"]) == 2 and len(found["ingress"]) == 1 and found["dead_letters"] == 0
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0

@@ -10,7 +10,7 @@ import json
 import random
 import re
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -89,6 +89,8 @@ class Stats:
     running: int = 0
     callers: Counter[str] = field(default_factory=Counter)  # who called tools: email (or anonymous)
     refused: Counter[str] = field(default_factory=Counter)  # 401s by reason
+    # the traceparent headers of the last tools/calls, oldest first
+    traceparents: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class StandIn:
@@ -247,6 +249,8 @@ class StandIn:
         tool = (message.get("params") or {}).get("name") if isinstance(message, dict) else None
         if rpc:
             self.stats.methods[rpc] += 1
+        if rpc == "tools/call":
+            self.stats.traceparents.append(headers.get(b"traceparent", b"").decode())
         extra: list[tuple[bytes, bytes]] = []
         if rpc == "initialize":
             extra.append((b"mcp-session-id", f"mcp-session-{uuid.uuid4()}".encode()))
@@ -330,6 +334,7 @@ class StandIn:
                     "running": s.running,
                     "callers": s.callers,
                     "refused": s.refused,
+                    "traceparents": list(s.traceparents),
                 },
             )
         else:

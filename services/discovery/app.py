@@ -24,8 +24,11 @@ from services.discovery.probes import Probes
 from services.discovery.publisher import Publisher
 from shared import streams
 from shared.follow import Follow
+from shared.health import Health, serve
 from shared.lifecycle import Service, instance_id
 from shared.messages import SubscriptionsChanged, decode_control
+from shared.metrics import CATALOG_ENTRIES, LEADER, SERVER_STATE, Metrics, Samples
+from shared.queue_metrics import QueueCollector
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
@@ -34,11 +37,15 @@ RESUBSCRIBE_SECONDS = 30.0
 OUTAGE_PAUSE = 1.0
 
 
+class NotReady(Exception):
+    pass
+
+
 class Discovery:
-    def __init__(self, settings: DiscoverySettings, client: Redis, outbox: Outbox) -> None:
+    def __init__(self, settings: DiscoverySettings, client: Redis, outbox: Outbox, metrics: Metrics) -> None:
         self.settings = settings
         self.lease = Lease(outbox, instance_id(), settings.leader_ttl_seconds)
-        self.probes = Probes(settings, outbox)
+        self.probes = Probes(settings, outbox, metrics)
         self.publisher = Publisher(client, outbox)
         self.folder = Folder(settings.servers)
         self.control = Follow(client, [streams.CONTROL])
@@ -111,13 +118,59 @@ class Discovery:
                 self.probes.subscriptions_changed()
 
 
+class Observed:
+    """What discovery exports: the servers' states and the catalog's size (the leader's), whether it leads, the
+    queue of every server (read from Valkey at each scrape), and its readiness: Valkey answers and a leader is
+    known."""
+
+    def __init__(self, discovery: Discovery, client: Redis, metrics: Metrics) -> None:
+        self.discovery = discovery
+        self.client = client
+        self.metrics = metrics
+        self.names: list[str] = []
+        self.queues = QueueCollector(client, lambda: self.names).register(metrics.registry)
+        self.health = Health(metrics.registry)
+        self.health.check("valkey", client.ping)
+        self.health.check("leader", self.leader_known)
+        self.health.before_scrape(self.refresh)
+        metrics.sample(SERVER_STATE, self.states)
+        metrics.sample(CATALOG_ENTRIES, self.entries)
+        metrics.sample(LEADER, lambda: {(): 1.0 if discovery.lease.is_leader else 0.0})
+
+    async def refresh(self) -> None:
+        """The servers of the catalog in Valkey (every replica reads them, standbys too), then their queues."""
+        names = await self.client.hkeys(streams.SERVERS)
+        self.names = [n.decode() if isinstance(n, bytes) else n for n in names]
+        await self.queues.refresh()
+
+    async def leader_known(self) -> None:
+        if not self.discovery.lease.is_leader and not await self.client.exists(streams.DISCOVERY_LEADER):
+            raise NotReady("no discovery holds the lead")
+
+    def states(self) -> Samples:
+        return {(r.name, r.state): 1.0 for r in self.discovery.publisher.published.values()}
+
+    def entries(self) -> Samples:
+        published = [r for r in self.discovery.publisher.published.values() if r.exposed and r.state == "Connected"]
+        return {
+            ("tools",): sum(len(r.tools) for r in published),
+            ("resources",): sum(len(r.resources) for r in published),
+            ("resource_templates",): sum(len(r.resource_templates) for r in published),
+            ("prompts",): sum(len(r.prompts) for r in published),
+        }
+
+
 @contextlib.asynccontextmanager
 async def lifespan(settings: DiscoverySettings) -> AsyncIterator["asyncio.Task[None]"]:
     client = connect(settings.valkey_url, name="muster-discovery")
     outbox = Outbox(settings.valkey_url, name="muster-discovery-out")
-    work = asyncio.create_task(Discovery(settings, client, outbox).run())
+    metrics = Metrics("discovery")
+    discovery = Discovery(settings, client, outbox, metrics)
+    observed = Observed(discovery, client, metrics)
+    work = asyncio.create_task(discovery.run())
     try:
-        yield work
+        async with serve(observed.health, settings.metrics_host, settings.metrics_port):
+            yield work
     finally:
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)

@@ -14,8 +14,10 @@ from services.discovery.collisions import resolve_collisions
 from services.discovery.config import DiscoverySettings
 from services.discovery.listener import Listener
 from services.discovery.lister import list_server
+from shared import labels
 from shared.mcpserver import MCPServer
 from shared.messages import ServerRecord, ServerState
+from shared.metrics import LIST_DURATION, UPSTREAM_CONNECT_ERRORS, Metrics
 from shared.naming import prefix_for
 from shared.upstream import StatusError
 from shared.valkey import Outbox
@@ -64,9 +66,12 @@ class Probe:
 
 
 class Probes:
-    def __init__(self, settings: DiscoverySettings, outbox: Outbox) -> None:
+    def __init__(self, settings: DiscoverySettings, outbox: Outbox, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.outbox = outbox
+        metrics = metrics if metrics is not None else Metrics("discovery")
+        self._listed = metrics.histogram(LIST_DURATION)
+        self._connect_errors = metrics.counter(UPSTREAM_CONNECT_ERRORS)
         self.probes: dict[str, Probe] = {}
         self.changed = asyncio.Event()  # a listing changed: the records may have to be published again
 
@@ -113,14 +118,17 @@ class Probes:
         s = self.settings
         while True:
             probe.attempts += 1
+            started = time.perf_counter()
             try:
                 listing = await asyncio.wait_for(list_server(probe.server, s.list_timeout), s.list_timeout + 1)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - however listing fails, it is the server's state to report
+                self._observe(probe.server.name, started, exc)
                 probe.failed(exc)
                 delay = min(s.retry_max_seconds, 0.5 * 2 ** min(probe.failures, 10))
             else:
+                self._observe(probe.server.name, started, None)
                 probe.listed(listing)
                 delay = s.refresh_seconds
                 self._listen(probe)
@@ -128,6 +136,12 @@ class Probes:
             probe.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(probe.wake.wait(), delay)
+
+    def _observe(self, server: str, started: float, failure: Exception | None) -> None:
+        # Servers are the desired ones: a handful, each named by an operator, so the label stays bounded.
+        self._listed.labels(server, "ok" if failure is None else "error").observe(time.perf_counter() - started)
+        if failure is not None:
+            self._connect_errors.labels(server, labels.connect_error_class(failure)).inc()
 
     def _listen(self, probe: Probe) -> None:
         if probe.listener is None and probe.server.spec.url:

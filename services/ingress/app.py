@@ -7,11 +7,13 @@ reply and broadcast readers) at startup and closes them at shutdown.
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -25,7 +27,7 @@ from services.ingress.endpoint import Endpoint
 from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
-from services.ingress.http import Allow, Head, Receive, Scope, Send, respond, respond_json, respond_text
+from services.ingress.http import Allow, Head, Receive, Scope, Send, respond_text
 from services.ingress.identity_auth import IdentityAuth
 from services.ingress.meta import Meta
 from services.ingress.oauth.app import PATHS, OAuthApp, attach
@@ -33,15 +35,26 @@ from services.ingress.oauth.app import create_app as create_oauth_app
 from services.ingress.oauth.authority import Authority, build
 from services.ingress.oauth.config import OAuthSettings
 from services.ingress.sessions import Sessions
+from services.ingress.telemetry import Telemetry
 from services.ingress.visibility import Visibility
-from shared import streams
+from shared import health, streams
+from shared.health import Health
 from shared.identity.errors import ProviderUnavailable
+from shared.instruments import IngressInstruments
+from shared.labels import LabelBounds
+from shared.logs import PrincipalHasher
 from shared.messages import LoginChanged
+from shared.metrics import CATALOG_ENTRIES, GET_STREAMS_OPEN, PENDING_CALLS, SESSIONS_OPEN, Metrics, Samples
+from shared.tracing import Tracing
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
 
 STARTUP_PATIENCE = 60.0  # seconds the ingress waits for its identity provider at startup
+
+
+class NotReady(Exception):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,7 @@ class Parts:
     calls: Calls
     current: CurrentCatalog
     get_streams: GetStreams
+    sessions: Sessions
     endpoint: Endpoint
     oauth: OAuthApp | None  # with auth on: the authorization server's routes (/.well-known/..., /oauth/...)
 
@@ -83,6 +97,29 @@ async def build_authority(settings: OAuthSettings, patience: float = STARTUP_PAT
             delay = min(delay * 2, 5.0)
 
 
+async def principal_key(settings: IngressSettings, client: Redis) -> bytes:
+    """The key of the principal's hash in log lines: configured, or one random key that all replicas share."""
+    if settings.log_hash_key is not None:
+        return settings.log_hash_key.get_secret_value().encode()
+    await client.set(streams.LOG_HASH_KEY, secrets.token_bytes(32), nx=True)
+    key = await client.get(streams.LOG_HASH_KEY)
+    if not isinstance(key, bytes):  # deleted between the two commands: this replica's own key, until its next start
+        return secrets.token_bytes(32)
+    return key
+
+
+async def heartbeat(client: Redis, calls: Calls, settings: IngressSettings) -> None:
+    """Tells `muster status` that this replica lives, and how many calls it waits for."""
+    key = streams.ingress_alive(settings.replica_id)
+    ttl_ms = int(settings.heartbeat_seconds * streams.ALIVE_BEATS * 1000)
+    while True:
+        try:
+            await client.set(key, orjson.dumps({"pending": len(calls.pending)}), px=ttl_ms)
+        except (RedisError, OSError) as exc:
+            logger.warning("heartbeat failed: %s", exc)
+        await asyncio.sleep(settings.heartbeat_seconds)
+
+
 @contextlib.asynccontextmanager
 async def identity(
     settings: OAuthSettings | None, outbox: Outbox, visibility: Visibility
@@ -108,11 +145,17 @@ async def identity(
 
 
 @contextlib.asynccontextmanager
-async def lifespan(settings: IngressSettings, oauth: OAuthSettings | None = None) -> AsyncIterator[Parts]:
+async def lifespan(
+    settings: IngressSettings, metrics: Metrics, bounds: LabelBounds, oauth: OAuthSettings | None = None
+) -> AsyncIterator[Parts]:
     name = f"muster-ingress-{settings.replica_id}"
     client = connect(settings.valkey_url, max_connections=256, name=name)
     outbox = Outbox(settings.valkey_url, name=f"{name}-out")
-    get_streams = GetStreams()
+    tracing = Tracing.configured(settings.tracing, "ingress")
+    instruments = IngressInstruments(metrics, bounds) if settings.call_metrics else None
+    hasher = PrincipalHasher(await principal_key(settings, client)) if settings.call_log else None
+    telemetry = Telemetry(metrics, bounds, instruments, hasher, tracing)
+    get_streams = GetStreams(telemetry.notified)
     sessions = Sessions(outbox, settings.replica_id, settings.session_ttl, settings.session_recheck)
     calls = Calls(
         client,
@@ -123,10 +166,10 @@ async def lifespan(settings: IngressSettings, oauth: OAuthSettings | None = None
         max_pending=settings.max_pending,
         retry_after=settings.retry_after,
     )
-    current = CurrentCatalog()
+    current = CurrentCatalog(instruments.catalog_changed if instruments is not None else bounds.update)
     visibility = Visibility(current, calls, client, settings.replica_id, listing_seconds=settings.listing_seconds)
     broadcasts = Broadcasts(client, current, get_streams, sessions, visibility)
-    forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout)
+    forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout, telemetry)
     auth_state: AuthState = PlainAuth() if oauth is None else IdentityAuth(visibility, outbox)
     meta = Meta(settings.expose, forwarder, auth_state)
     handlers = Handlers(sessions, current, forwarder, outbox, meta, visibility)
@@ -134,18 +177,22 @@ async def lifespan(settings: IngressSettings, oauth: OAuthSettings | None = None
     try:
         async with identity(oauth, outbox, visibility) as auth:
             bearer = Bearer(auth[0].guard) if auth is not None else None
-            endpoint = Endpoint(settings, sessions, handlers, get_streams, bearer)
+            endpoint = Endpoint(settings, sessions, handlers, get_streams, telemetry, bearer)
             await broadcasts.start()
-            tasks = [asyncio.create_task(t) for t in (calls.read_replies(), calls.sweep(), broadcasts.run())]
-            yield Parts(client, calls, current, get_streams, endpoint, auth[1] if auth is not None else None)
+            loops = (calls.read_replies(), calls.sweep(), broadcasts.run(), heartbeat(client, calls, settings))
+            tasks = [asyncio.create_task(t) for t in loops]
+            yield Parts(client, calls, current, get_streams, sessions, endpoint, auth[1] if auth is not None else None)
     finally:
         visibility.background.cancel()
         get_streams.close_all()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await client.delete(streams.ingress_alive(settings.replica_id))
         await client.aclose()
         outbox.close()
+        tracing.shutdown()
 
 
 class Ingress:
@@ -153,14 +200,16 @@ class Ingress:
         self.settings = with_public_url(settings, oauth) if oauth is not None else settings
         self.oauth = oauth
         self.hosts = Allow(self.settings.allowed_hosts)
-        self.registry = CollectorRegistry()
+        self.metrics = Metrics("ingress")
+        self.bounds = LabelBounds()
+        self.health = Health(self.metrics.registry)
+        self.health.check("valkey", self._valkey)
+        self.health.check("catalog", self._catalog)
         self.parts: Parts | None = None
-        Gauge("muster_ingress_pending_calls", "Calls this replica waits for", registry=self.registry).set_function(
-            lambda: len(self.parts.calls.pending) if self.parts else 0
-        )
-        Gauge("muster_ingress_event_streams", "Open GET event streams", registry=self.registry).set_function(
-            lambda: len(self.parts.get_streams.queues) if self.parts else 0
-        )
+        self.metrics.sample(PENDING_CALLS, lambda: {(): len(self.parts.calls.pending)} if self.parts else {})
+        self.metrics.sample(SESSIONS_OPEN, lambda: {(): self.parts.sessions.cached()} if self.parts else {})
+        self.metrics.sample(GET_STREAMS_OPEN, lambda: {(): len(self.parts.get_streams.queues)} if self.parts else {})
+        self.metrics.sample(CATALOG_ENTRIES, self._catalog_entries)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -169,12 +218,8 @@ class Ingress:
                 await parts.endpoint(scope, receive, send)
             elif parts is not None and parts.oauth is not None and path.startswith(PATHS):
                 await self.authorization_server(parts.oauth, scope, receive, send)
-            elif path == "/healthz":
-                await respond_json(send, 200, {"status": "ok"})
-            elif path == "/readyz":
-                await self.ready(send)
-            elif path == "/metrics":
-                await respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
+            elif path in health.PATHS:
+                await self.health(scope, receive, cast(health.Send, send))
             else:
                 await respond_text(send, 404, "Not Found")
         elif scope["type"] == "lifespan":
@@ -187,18 +232,25 @@ class Ingress:
             return
         await app(scope, receive, send)  # type: ignore[arg-type]  # an ASGI send, typed more narrowly here
 
-    async def ready(self, send: Send) -> None:
-        checks = {"valkey": "not started", "catalog": "not loaded yet"}
-        if self.parts is not None:
-            try:
-                await asyncio.wait_for(self.parts.client.ping(), 1.0)
-                checks["valkey"] = "ok"
-            except (RedisError, OSError) as exc:
-                checks["valkey"] = f"unreachable: {exc or type(exc).__name__}"
-            if self.parts.current.loaded:
-                checks["catalog"] = "ok"
-        ok = all(v == "ok" for v in checks.values())
-        await respond_json(send, 200 if ok else 503, {"status": "ok" if ok else "not ready", "checks": checks})
+    async def _valkey(self) -> None:
+        if self.parts is None:
+            raise NotReady("not started")
+        await self.parts.client.ping()
+
+    async def _catalog(self) -> None:
+        if self.parts is None or not self.parts.current.loaded:
+            raise NotReady("not loaded yet")
+
+    def _catalog_entries(self) -> Samples:
+        if self.parts is None:
+            return {}
+        catalog = self.parts.current.catalog
+        return {
+            ("tools",): len(catalog.tools),
+            ("resources",): len(catalog.resources),
+            ("resource_templates",): len(catalog.templates),
+            ("prompts",): len(catalog.prompts),
+        }
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol around `lifespan(settings)`."""
@@ -207,7 +259,9 @@ class Ingress:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
-                        self.parts = await stack.enter_async_context(lifespan(self.settings, self.oauth))
+                        self.parts = await stack.enter_async_context(
+                            lifespan(self.settings, self.metrics, self.bounds, self.oauth)
+                        )
                     except Exception as exc:
                         logger.exception("ingress failed to start")
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -99,7 +99,7 @@ class Broadcasts:
         if self.visibility is not None:
             self.visibility.login_changed(control.subject, control.server)
         for session_id in list(self.get_streams.queues):
-            session = self.sessions.cached(session_id)
+            session = self.sessions.copy(session_id)
             if session is not None and session.principal == control.subject:
                 for message in LIST_CHANGED.values():
                     self.get_streams.send(session_id, message)

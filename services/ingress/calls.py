@@ -29,6 +29,10 @@ SWEEP_GRACE = 2.0
 SWEEP_SECONDS = 0.25
 
 
+class ReplicaFull(errors.QueueFull):
+    """This replica waits for as many calls as it may (max_pending); the server's queue may have room."""
+
+
 class Pending:
     """The replies of one call, in order, for the request that waits for them."""
 
@@ -84,7 +88,7 @@ class Calls:
     async def submit(self, call: Call) -> Pending:
         """Enqueue the call; raises QueueFull when its server's queue or this replica is at its bound."""
         if len(self.pending) >= self.max_pending:
-            raise errors.QueueFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
+            raise ReplicaFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
         pending = self.pending[call.call_id] = Pending()
         heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.call_id))
         queue = streams.queue(call.server.decode())

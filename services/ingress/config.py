@@ -1,6 +1,6 @@
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.lifecycle import instance_id
@@ -19,7 +19,7 @@ LOOPBACK_ORIGINS = [
 
 class IngressSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_INGRESS_")
-    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose", "auth"}
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose", "auth", "log_hash_key"}
 
     host: str = "127.0.0.1"
     port: int = Field(8090, ge=1, le=65535)
@@ -44,3 +44,8 @@ class IngressSettings(ServiceSettings):
     auth: Literal["none", "oidc"] = "none"
     # How long a server of the user's own credential, as listed for one user, is reused before it is listed again.
     listing_seconds: float = Field(300.0, gt=0)
+    # The key of the principal's hash in the per-call log line (at least 16 bytes). Unset: one random key kept in
+    # Valkey, shared by every replica, so that one user hashes alike everywhere.
+    log_hash_key: SecretStr | None = None
+    # Seconds between this replica's heartbeats in Valkey, which `muster status` counts as replicas alive.
+    heartbeat_seconds: float = Field(5.0, gt=0)

@@ -8,6 +8,7 @@ JSON-RPC error and HTTP status.
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ from services.ingress.http import (
 from services.ingress.oauth.resource import Denial
 from services.ingress.routing import BadRequest
 from services.ingress.sessions import Sessions
+from services.ingress.telemetry import Telemetry
 from shared import errors
 from shared.protocol import HANDSHAKE_VERSIONS
 
@@ -52,12 +54,14 @@ class Endpoint:
         sessions: Sessions,
         handlers: Handlers,
         get_streams: GetStreams,
+        telemetry: Telemetry,
         bearer: Bearer | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.handlers = handlers
         self.get_streams = get_streams
+        self.telemetry = telemetry
         self.bearer = bearer  # with auth on: every request's token is checked before anything else
         self.hosts = Allow(settings.allowed_hosts)
         self.origins = Allow(settings.allowed_origins)
@@ -111,13 +115,20 @@ class Endpoint:
                 await exchange.accepted()
                 return
             caller = open_envelope(exchange.head, message, principal)
-            await self.handlers.request(self._context(exchange, caller, who), method, message.get("params"))
+            await self.request(self._context(exchange, caller, who), method, message.get("params"))
         elif method == "initialize" and has_id:
-            await self.handlers.initialize(exchange, message.get("params"), principal)
+            started, code = time.perf_counter(), None
+            try:
+                await self.handlers.initialize(exchange, message.get("params"), principal)
+            except BaseException as exc:
+                code = _code(exc)
+                raise
+            finally:
+                self.telemetry.answered(method, None, message.get("params"), code, started)
         else:
             session = await self.session(exchange.head, principal)
             if has_id:
-                await self.handlers.request(self._context(exchange, session, who), method, message.get("params"))
+                await self.request(self._context(exchange, session, who), method, message.get("params"))
             else:
                 await self.handlers.notification(session, method, message.get("params"))
                 await exchange.accepted()
@@ -156,6 +167,18 @@ class Endpoint:
         if "id" in message and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
             raise BadRequest(errors.INVALID_REQUEST, "Invalid Request: id must be a string or an integer", status=400)
         return message
+
+    async def request(self, ctx: RequestContext, method: str, params: Any) -> None:
+        """A request with an id: what a routed call records is the forwarder's, the rest is recorded here."""
+        started, code = time.perf_counter(), None
+        try:
+            await self.handlers.request(ctx, method, params)
+        except BaseException as exc:
+            code = _code(exc)
+            raise
+        finally:
+            if not ctx.routed:
+                self.telemetry.answered(method, ctx.caller, params, code, started)
 
     @staticmethod
     def _context(exchange: Exchange, caller: Caller, who: Who) -> RequestContext:
@@ -222,3 +245,14 @@ class Endpoint:
         self.get_streams.close(session.id)
         logger.info("session %s… closed by the client", session.id[:8])
         await exchange.respond(200, b"")
+
+
+def _code(exc: BaseException) -> int:
+    """The JSON-RPC error code the client gets for an exception out of a handler (see __call__)."""
+    if isinstance(exc, BadRequest):
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError):  # the client went away
+        return errors.CANCELLED
+    if isinstance(exc, RedisError | ConnectionError):
+        return errors.SERVICE_UNAVAILABLE
+    return errors.INTERNAL_ERROR

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from services.ingress.callers import NO_LOGS
-from services.ingress.calls import Calls, Pending
+from services.ingress.calls import Calls, Pending, ReplicaFull
 from services.ingress.http import EVENT_STREAM, RequestContext
 from services.ingress.notices import Notices
 from services.ingress.routing import Target, route
+from services.ingress.telemetry import QUEUE_FULL, REPLICA_FULL, CallSpan, Telemetry
 from shared import errors, streams
 from shared.catalog import Catalog
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind
@@ -45,8 +47,10 @@ class Flight:
     pending: Pending
     key: bytes
     client_gone: "asyncio.Future[Any] | None"  # a per-request client cancels by going away
+    span: CallSpan
     pending_id: bytes = b""  # the call_id the replies come under
     streaming: bool | None = None  # None until the first message before the result decides it
+    last: CallReply | None = None  # the final reply, once it came: what the call counts as (telemetry.py)
 
     def final(self, reply: CallReply) -> bytes:
         request_id = self.ctx.request_id
@@ -56,17 +60,18 @@ class Flight:
 
 
 class Forwarder:
-    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float) -> None:
+    def __init__(self, calls: Calls, outbox: Outbox, replica: str, call_timeout: float, telemetry: Telemetry) -> None:
         self.calls = calls
         self.outbox = outbox
         self.replica = replica.encode()
         self.call_timeout = call_timeout
+        self.telemetry = telemetry
         self.notices = Notices(calls, outbox, replica, call_timeout)
 
     async def forward(self, ctx: RequestContext, catalog: Catalog, method: str, params: Any) -> None:
         target = route(catalog, method, ctx.caller.upstream_params(params))
         try:
-            flight = await self.submit(ctx, method, target)
+            flight = await self.submit(ctx, method, target, params)
         except errors.RetryLater as exc:
             retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
             await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
@@ -77,11 +82,17 @@ class Forwarder:
         finally:
             self.close(flight)
 
-    async def submit(self, ctx: RequestContext, method: str, target: Target) -> Flight:
-        """Enqueue the call (RetryLater when its queue is full); `close` the flight when done with it."""
+    async def submit(self, ctx: RequestContext, method: str, target: Target, params: Any = None) -> Flight:
+        """Enqueue the call (RetryLater when its queue is full); `close` the flight when done with it.
+
+        `params` are the request's as the agent sent them: the name it called and its trace context. Every call
+        submitted here is counted once, when it is refused here or when its flight is closed (telemetry.py).
+        """
         caller = ctx.caller
         call_id = self.calls.new_call_id()
         key = caller.call_key(ctx.request_id, self.replica, call_id)
+        span = self.telemetry.begin(ctx.head, caller, method, params, target.server, target.name)
+        ctx.routed = True
         call = Call(
             call_id=call_id,
             replica=self.replica,
@@ -94,15 +105,25 @@ class Forwarder:
             safe=target.safe,
             key=key,
             login=ctx.login,
+            traceparent=span.trace.header(),
+            target=target.name.encode(),
         )
-        pending = await self.calls.submit(call)
+        try:
+            pending = await self.calls.submit(call)
+        except errors.RetryLater as exc:
+            self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
+            raise
+        except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
+            self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)
+            raise
         client_gone = ctx.disconnected() if caller.cancels_by_disconnect else None
-        return Flight(ctx, method, pending, key, client_gone, call_id)
+        return Flight(ctx, method, pending, key, client_gone, span, call_id)
 
     def close(self, flight: Flight) -> None:
         self.calls.done(flight.pending_id)
         if flight.client_gone is not None:
             flight.client_gone.cancel()
+        self.telemetry.finished(flight.span, flight.last)
 
     async def _next(self, flight: Flight) -> CallReply:
         if flight.client_gone is None:
@@ -127,7 +148,10 @@ class Forwarder:
             data = self._relayed(ctx, reply, flight.streaming)
             if data is not None and flight.streaming:
                 await ctx.event(data)
+                if reply.kind is ReplyKind.NOTIFICATION:
+                    self.telemetry.notified(data)
             reply = await self._next(flight)
+        flight.last = reply
         return reply
 
     async def finish(self, flight: Flight, message: bytes) -> None:

@@ -1,13 +1,19 @@
 """The GET streams open on this replica, by session id: where notifications outside any call reach a client."""
 
 import asyncio
+from collections.abc import Callable
 
 _CLOSE = b""  # queued to a stream: end it
 
 
+def _ignore(message: bytes) -> None:
+    pass
+
+
 class GetStreams:
-    def __init__(self) -> None:
+    def __init__(self, sent: Callable[[bytes], None] = _ignore) -> None:
         self.queues: dict[str, asyncio.Queue[bytes]] = {}
+        self.sent = sent  # told of every notification queued for a stream (telemetry counts them)
 
     def open(self, session_id: str) -> "asyncio.Queue[bytes] | None":
         """A queue for the session's stream; None when the session has one open already."""
@@ -29,6 +35,8 @@ class GetStreams:
             queue.put_nowait(message)
         except asyncio.QueueFull:  # a client that reads nothing loses notifications, not the replica's memory
             return False
+        if message:
+            self.sent(message)
         return True
 
     def broadcast(self, message: bytes) -> None:

@@ -157,7 +157,9 @@ class QueueBackend:
         if self.flight is not None:
             raise CallFailed("a meta-tool call makes one upstream call")
         try:
-            self.flight = await self.forwarder.submit(self.ctx, method, Target(server, orjson.dumps(params), safe))
+            name = params.get("name", "") if isinstance(params, dict) else ""  # for metrics and the log line
+            target = Target(server, orjson.dumps(params), safe, name)
+            self.flight = await self.forwarder.submit(self.ctx, method, target)
         except errors.RetryLater as exc:
             raise CallFailed(exc.message) from None
         reply = await self.forwarder.outcome(self.flight)

@@ -30,6 +30,7 @@ class Target:
     server: str
     params: bytes  # as the upstream must receive them
     safe: bool
+    name: str = ""  # the upstream's name of the tool or prompt called; "" for other methods
 
 
 def _string(params: dict[str, Any], key: str, method: str) -> str:
@@ -61,12 +62,12 @@ def route(catalog: Catalog, method: str, params: Any) -> Target:
         kind, routes = ("tool", catalog.tools) if method == "tools/call" else ("prompt", catalog.prompts)
         found = routes.get(name)
         if found is None:
-            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False)
+            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False, name)
         if isinstance(found, FamilyRoute):
             return _family(found, name, params)
         if found.name != name:
             params = {**params, "name": found.name}
-        return Target(found.server, orjson.dumps(params), found.safe)
+        return Target(found.server, orjson.dumps(params), found.safe, found.name)
     if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
         uri = _string(params, "uri", method)
         return Target(_resource(catalog, uri), orjson.dumps(params), True)
@@ -81,7 +82,8 @@ def _family(family: FamilyRoute, name: str, params: dict[str, Any]) -> Target:
         member, arguments = family.resolve(name, params.get("arguments") or {})
     except RouteError as exc:
         raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {exc.message}") from None
-    return Target(member.server, orjson.dumps({**params, "name": member.name, "arguments": arguments}), member.safe)
+    body = orjson.dumps({**params, "name": member.name, "arguments": arguments})
+    return Target(member.server, body, member.safe, member.name)
 
 
 def _completion(catalog: Catalog, params: dict[str, Any]) -> Target:

@@ -27,6 +27,10 @@ class Sessions:
         self.recheck = recheck
         self._cache: OrderedDict[str, Session] = OrderedDict()
 
+    def cached(self) -> int:
+        """Sessions this replica holds a copy of (muster_sessions_open)."""
+        return len(self._cache)
+
     async def create(
         self, protocol: str, capabilities: dict[str, Any], principal: str, client: dict[str, Any]
     ) -> Session:
@@ -100,7 +104,7 @@ class Sessions:
         for server in servers:
             self.outbox.publish(streams.CONTROL, SubscriptionsChanged(server=server))
 
-    def cached(self, session_id: str) -> Session | None:
+    def copy(self, session_id: str) -> Session | None:
         """This replica's copy of a session (one whose GET stream it holds has one)."""
         return self._cache.get(session_id)
 

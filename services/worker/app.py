@@ -7,6 +7,7 @@ broker runs, `start` subscribes to the servers' queues and starts the worker's l
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,9 +23,13 @@ from services.worker.dispatch import Dispatcher, Entries
 from services.worker.identity import Identity
 from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
+from services.worker.telemetry import Telemetry
 from services.worker.upstream import Upstream
 from shared import records, streams
 from shared.follow import Follow
+from shared.health import Health, serve
+from shared.instruments import WorkerInstruments
+from shared.labels import LabelBounds
 from shared.lifecycle import Background
 from shared.messages import (
     Answer,
@@ -37,6 +42,8 @@ from shared.messages import (
     decode,
     decode_control,
 )
+from shared.metrics import Metrics
+from shared.tracing import Tracing
 from shared.valkey import Outbox, connect, ensure_group
 
 logger = logging.getLogger(__name__)
@@ -59,6 +66,17 @@ async def _raw_decode(message: Any, original: Any) -> Any:
     return list(zip(raw["message_ids"], raw["data"], strict=True))
 
 
+class NotReady(Exception):
+    pass
+
+
+def _group_names(reply: Any) -> set[str]:
+    if not isinstance(reply, list):
+        return set()
+    names = (g.get("name") for g in reply if isinstance(g, dict))
+    return {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+
+
 class Worker:
     def __init__(
         self, settings: WorkerSettings, broker: RedisBroker, identity: WorkerIdentitySettings | None = None
@@ -69,6 +87,10 @@ class Worker:
         self.identity: Identity | None = None
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()
+        self.metrics = Metrics("worker")
+        self.health = Health(self.metrics.registry)
+        self.health.check("valkey", self._valkey)
+        self.health.check("consumer_groups", self._consumer_groups)
         # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
@@ -82,6 +104,11 @@ class Worker:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
+        bounds = LabelBounds()
+        instruments = WorkerInstruments(self.metrics, bounds) if s.call_metrics else None
+        self.tracing = Tracing.configured(s.tracing, "worker")
+        self.telemetry = Telemetry(self.metrics, bounds, instruments, self.tracing)
+        self.telemetry.sessions(self.servers.values)
         self.dispatcher = Dispatcher(
             self.outbox,
             s.id,
@@ -89,6 +116,7 @@ class Worker:
             per_agent=s.upstream_sessions == "agent",
             held_streams=s.held_streams,
             answer_seconds=s.answer_seconds,
+            telemetry=self.telemetry,
         )
         self.janitor = Janitor(
             self.outbox,
@@ -110,10 +138,28 @@ class Worker:
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
         if self.identity_settings is not None:
             self.identity = Identity.build(self.identity_settings)
+            self.identity.on_token = self.telemetry.token  # muster_token_refreshes_total, _exchanges_total
         try:
-            yield
+            async with serve(self.health, s.metrics_host, s.metrics_port):
+                yield
         finally:
             await self._close()
+
+    async def _valkey(self) -> None:
+        await self.client.ping()
+
+    async def _consumer_groups(self) -> None:
+        """Ready only while the group of every server this worker serves exists (Valkey may have lost them)."""
+        names = list(self.servers)
+        if not names:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.xinfo_groups(streams.calls(name))
+        replies = await pipe.execute(raise_on_error=False)
+        missing = [n for n, r in zip(names, replies, strict=True) if streams.GROUP_WORKERS not in _group_names(r)]
+        if missing:
+            raise NotReady(f"no consumer group on the streams of {', '.join(missing)}")
 
     async def start(self) -> None:
         """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
@@ -153,6 +199,7 @@ class Worker:
         except (RedisError, OSError) as exc:  # Valkey may already be gone at shutdown
             logger.info("could not clear the heartbeat: %s", exc)
         await self.client.aclose()
+        self.tracing.shutdown()
 
     async def _follow(self) -> None:
         async for batch in self.broadcasts:
@@ -188,6 +235,7 @@ class Worker:
                 await self._remove(name)
             else:
                 await self._add(record)
+        self.telemetry.catalog_changed([u.record for u in self.servers.values()])
 
     async def _maintain(self) -> None:
         # Heals a missed capability event (the records in Valkey are the truth), and a lane whose reader stopped:
@@ -217,6 +265,7 @@ class Worker:
                 self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency, self.identity)
+        upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 

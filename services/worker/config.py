@@ -34,7 +34,7 @@ class WorkerSettings(ServiceSettings):
     held_streams: int = Field(1_000, ge=0)  # upstream GET streams one worker holds open for agent sessions
     answer_seconds: float = Field(300.0, gt=0)  # how long an upstream's request outside a call waits for the agent
     janitor_seconds: float = Field(5.0, gt=0)  # how often expired agent sessions' upstream sessions are looked for
-    # Health, readiness and metrics on a port of its own (0: off).
+    # /healthz, /readyz and /metrics on a port of their own (0: off; the container image and k8s/ use 9090).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)
 

@@ -17,9 +17,11 @@ from services.worker.listeners import Listeners
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
 from services.worker.standalone import Standalone
+from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Upstream
 from shared import errors
 from shared.lifecycle import Background
+from shared.logs import request_id
 from shared.messages import Call, ReplyKind
 from shared.valkey import Outbox
 
@@ -38,9 +40,11 @@ class Dispatcher:
         per_agent: bool = True,
         held_streams: int = 1_000,
         answer_seconds: float = 300.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.outbox = outbox
         self.background = Background()
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
         self.admission = Admission(outbox, worker_id)
         self.relays = Relays(outbox, worker_id, self.background, answer_seconds=answer_seconds)
         self.outcomes = Outcomes(outbox, self.relays)
@@ -50,7 +54,7 @@ class Dispatcher:
         self.agents = AgentSessions(
             self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
         )
-        self.executor = Executor(self.relays, self.background, self.agents)
+        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -80,8 +84,11 @@ class Dispatcher:
 
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
         queue = upstream.lane.queue
+        if call.traceparent:  # every line logged about the call carries its trace id (shared/tracecontext.py)
+            request_id.set(call.traceparent[3:35].decode())
+        clock = self.telemetry.started(upstream.name, entry_id)
         try:
-            kind, body = await self._outcome(upstream, entry_id, call, redelivered)
+            kind, body = await self._outcome(upstream, entry_id, call, redelivered, clock)
         except asyncio.CancelledError:
             kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
         except Exception as exc:
@@ -90,16 +97,18 @@ class Dispatcher:
         finally:
             self.running.pop(call.key, None)
             upstream.lane.release()
-        self.outcomes.finish(queue, entry_id, call, kind, body, None if call.safe else queue.started(entry_id))
+            self.telemetry.stopped(upstream.name)
+        marker = None if call.safe else queue.started(entry_id)
+        self.outcomes.finish(queue, entry_id, call, kind, body, marker, clock.stats())
 
     async def _outcome(
-        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool
+        self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool, clock: CallClock
     ) -> tuple[ReplyKind, bytes]:
         refused = await self.admission.admit(upstream.lane.queue, entry_id, call, redelivered)
         if refused is not None:
             return ReplyKind.ERROR, refused
         deadline = asyncio.get_running_loop().time() + (call.deadline_ms / 1000 - time.time())
-        return await self.executor.execute(upstream, call, deadline)
+        return await self.executor.execute(upstream, call, deadline, clock)
 
     async def drain(self, seconds: float) -> None:
         """Waits (within a bound) for the calls running here, then for their outcomes to be written; lets go of

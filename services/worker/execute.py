@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from services.worker.agents import AgentSessions
 from services.worker.identity import refusal
 from services.worker.relays import Relays
+from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
@@ -18,6 +19,7 @@ from shared.identity.errors import IdentityError
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
 from shared.resp import ConnectionClosed
+from shared.upstream import Outcome as Answered
 from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamSession
 
 logger = logging.getLogger(__name__)
@@ -93,12 +95,15 @@ REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedRes
 
 
 class Executor:
-    def __init__(self, relays: Relays, background: Background, agents: AgentSessions) -> None:
+    def __init__(
+        self, relays: Relays, background: Background, agents: AgentSessions, telemetry: Telemetry | None = None
+    ) -> None:
         self.relays = relays
         self.background = background
         self.agents = agents
+        self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
 
-    async def execute(self, upstream: Upstream, call: Call, deadline: float) -> Outcome:
+    async def execute(self, upstream: Upstream, call: Call, deadline: float, clock: CallClock | None = None) -> Outcome:
         """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises.
 
         A 401 (the call did not run) gets one more attempt with the refused credential set aside (refreshed or
@@ -116,7 +121,7 @@ class Executor:
                         if bound is not None and running is None and self._watched(upstream, call):
                             running = bound  # where the upstream's requests on its GET stream find this call
                             self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
-                        outcome = await self._request(upstream.name, call, session, attempt, deadline)
+                        outcome = await self._request(upstream.name, call, session, attempt, deadline, clock)
                 except NotOpened as exc:
                     return exc.outcome
                 except IdentityError as exc:
@@ -149,6 +154,8 @@ class Executor:
         except OPEN_FAILURES as exc:
             if _unauthorized(exc):
                 raise Unauthorized(authorization) from exc
+            if not isinstance(exc, UnknownServer):
+                self.telemetry.connect_error(upstream.name, exc)
             raise NotOpened(_not_opened(upstream.name, exc)) from exc
 
     @staticmethod
@@ -158,14 +165,12 @@ class Executor:
         return upstream.streams_after <= asyncio.get_running_loop().time() and call.method not in UNWATCHED
 
     async def _request(
-        self, server: str, call: Call, session: UpstreamSession, attempt: int, deadline: float
+        self, server: str, call: Call, session: UpstreamSession, attempt: int, deadline: float, clock: CallClock | None
     ) -> Outcome | None:
         """One attempt; None: send it again, in a new session."""
         upstream_id = session.next_id()
         try:
-            outcome = await session.request(
-                call.method, call.params, deadline, self.relays.on_message(call, session), request_id=upstream_id
-            )
+            outcome = await self._send(server, call, session, upstream_id, deadline, clock)
         except asyncio.CancelledError:
             self.cancel_upstream(session, upstream_id, "cancelled by the client")
             raise
@@ -181,6 +186,32 @@ class Executor:
                 raise Unauthorized(session.authorization) from exc
             return _failed(server, call, attempt, exc)
         return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
+
+    async def _send(
+        self,
+        server: str,
+        call: Call,
+        session: UpstreamSession,
+        upstream_id: int,
+        deadline: float,
+        clock: CallClock | None,
+    ) -> Answered:
+        """One request of the call, timed and counted (telemetry.py), with the call's traceparent."""
+        request = self.telemetry.request(server, call, session.protocol, clock)
+        try:
+            answered = await session.request(
+                call.method,
+                call.params,
+                deadline,
+                self.relays.on_message(call, session),
+                request_id=upstream_id,
+                headers=request.headers,
+            )
+        except BaseException as exc:
+            request.failed(exc)
+            raise
+        request.answered(answered)
+        return answered
 
     @staticmethod
     async def _notify(server: str, call: Call, session: UpstreamSession, own: bool, deadline: float) -> Outcome | None:

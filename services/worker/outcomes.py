@@ -6,7 +6,7 @@ import logging
 
 from services.worker.relays import Relays
 from shared import errors, streams
-from shared.messages import Call, CallReply, Fields, ReplyKind
+from shared.messages import Call, CallReply, CallStats, Fields, ReplyKind
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
@@ -18,9 +18,16 @@ class Outcomes:
         self.relays = relays
 
     def finish(
-        self, queue: streams.QueueKeys, entry_id: bytes, call: Call, kind: ReplyKind, body: bytes, marker: bytes | None
+        self,
+        queue: streams.QueueKeys,
+        entry_id: bytes,
+        call: Call,
+        kind: ReplyKind,
+        body: bytes,
+        marker: bytes | None,
+        stats: CallStats | None = None,
     ) -> None:
-        self.outbox.reply(call.replica, CallReply(call.call_id, kind, body))
+        self.outbox.reply(call.replica, CallReply(call.call_id, kind, body, stats=stats))
         self.outbox.acknowledge(queue, entry_id)
         if marker is not None:
             self.outbox.post(b"DEL", marker)

@@ -107,10 +107,12 @@ class Reclaimer:
                 outcomes.discard(queue, entry_id, "trimmed away: nothing left to run or to answer")
             elif deliveries.get(entry_id, 1) >= self.max_deliveries:
                 self.dead_lettered += 1
+                self.dispatcher.telemetry.dead_lettered(upstream.name)
                 outcomes.dead_letter(queue, entry_id, fields, deliveries[entry_id])
             else:
                 entries.append((entry_id, fields))
         self.reclaimed += len(entries)
+        self.dispatcher.telemetry.redelivered(upstream.name, len(entries))
         if entries:
             await self.dispatcher.take(upstream, entries, redelivered=True)
         return len(claimed)

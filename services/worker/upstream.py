@@ -5,6 +5,7 @@ change."""
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,7 @@ class Upstream:
     streams_after: float = 0.0  # loop time before which the upstream is not asked for a GET stream again (405)
     removed: bool = False
     identity: Identity | None = None  # with auth on: the users' credentials
+    on_open: Callable[[bool], None] | None = None  # told of each session opened (True: again): telemetry counts
 
     @classmethod
     def of(cls, record: ServerRecord, concurrency: int, identity: Identity | None = None) -> "Upstream":
@@ -118,7 +120,7 @@ class Upstream:
         if self.pool is None:
             self.pool = Pool(self.record.url, connect_timeout=min(self.record.timeout, 10.0))
         _, auth_headers = self.credential(principal)
-        return UpstreamSession(self.pool, [*wire_headers(self.record.headers), *auth_headers])
+        return UpstreamSession(self.pool, [*wire_headers(self.record.headers), *auth_headers], on_open=self.on_open)
 
     async def shared(self, principal: bytes, deadline: float, authorization: bytes | None = None) -> UpstreamSession:
         """The session this worker shares among all calls with the principal's credential, carrying

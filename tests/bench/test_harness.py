@@ -28,7 +28,7 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
     results = json.loads((tmp_path / "results.json").read_text())
     for upstream in ("k8s", "everything"):
         targets = results["throughput"][upstream]
-        assert set(targets) == {"direct", "muster 1 worker", "muster 2 workers"}
+        assert set(targets) == {"direct", "muster 1 worker", "muster 2 workers", "muster, telemetry off"}
         for by_callers in targets.values():
             for run in by_callers.values():
                 assert run["calls"] > 0 and run["failed"] == 0

@@ -172,3 +172,11 @@ def test_statuses_dns_and_broken_answers_have_their_classes() -> None:
     except ConnectFailed as exc:
         assert connect_error_class(exc) == "dns"
     assert connect_error_class(OSError(113, "No route to host")) == "network"
+
+
+def test_error_codes_are_read_off_the_front_or_parsed() -> None:
+    assert labels.code_of(errors.QueueFull("full", 1).body()) == errors.QUEUE_FULL
+    assert labels.code_of(b'{"message":"nope","code":-32602}') == -32602
+    assert labels.code_of(b'{"code":-32001 ,"message":"x"}') == -32001
+    assert labels.code_of(b'{"code":true}') is None and labels.code_of(b"not json") is None
+    assert labels.code_of(b"[]") is None

@@ -3,6 +3,8 @@ import hashlib
 import io
 import json
 import logging
+import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -144,3 +146,91 @@ def test_configure_installs_the_guard_on_the_handler() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The service's own log setup (logs.configure), writing to a buffer instead of stderr."""
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    for name in ("_fast", "_text"):  # what configure sets, put back afterwards
+        monkeypatch.setattr(logs, name, getattr(logs, name))
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure("ingress")
+        yield out
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_the_call_line_takes_the_short_way_and_reads_as_every_other_line(configured: io.StringIO) -> None:
+    logger = logging.getLogger("services.ingress.telemetry")
+    record = CallRecord("r-3", "0123456789", "p" * 16, "gazelle", "list", "tools/call", "ok", 1.5, 0.25, 1.0, "s-3")
+    log_call(logger, record)
+    with request_scope("r-3"):
+        logger.info("call", extra=record.fields())  # the long way, through LogRecord, guard and formatter
+    short, long = read(configured)
+    assert short.keys() == long.keys() and {k: v for k, v in short.items() if k != "time"} == {
+        k: v for k, v in long.items() if k != "time"
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(short["time"]))
+
+
+def test_a_call_line_that_would_carry_a_token_is_withheld_on_the_short_way_too(configured: io.StringIO) -> None:
+    logger = logging.getLogger("services.ingress.telemetry")
+    log_call(logger, CallRecord("r-4", "s", "p", "gazelle", JWT, "tools/call", "ok", 1.0))
+    (line,) = read(configured)
+    assert JWT not in json.dumps(line) and "withheld" in str(line["msg"])
+
+
+def test_a_call_line_below_the_level_costs_nothing(configured: io.StringIO) -> None:
+    logging.getLogger().setLevel(logging.WARNING)
+    log_call(logging.getLogger("test.logs.below"), CallRecord("r", "s", "p", "g", "t", "m", "ok", 1.0))
+    assert configured.getvalue() == ""
+
+
+def test_the_call_lines_of_one_loop_turn_go_out_in_one_write(configured: io.StringIO) -> None:
+    writes: list[str] = []
+    write = configured.write
+
+    def counted(text: str) -> int:
+        writes.append(text)
+        return write(text)
+
+    configured.write = counted  # type: ignore[method-assign]
+    logger = logging.getLogger("services.ingress.telemetry")
+
+    async def turn() -> None:
+        for n in range(3):
+            log_call(logger, CallRecord(f"r-{n}", "s", "p", "g", "t", "m", "ok", 1.0))
+        assert writes == []  # not yet: at the end of the turn
+        await asyncio.sleep(0)
+        assert len(writes) == 1
+
+    asyncio.run(turn())
+    assert [line["request_id"] for line in read(configured)] == ["r-0", "r-1", "r-2"]
+
+
+def test_in_text_lines_the_call_line_says_its_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    for name in ("_fast", "_text"):
+        monkeypatch.setattr(logs, name, getattr(logs, name))
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure("ingress", json=False)
+        log_call(logging.getLogger("services.ingress.telemetry"), CallRecord("r-5", "s", "p", "g", "t", "m", "ok", 1.5))
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith(
+            "ingress INFO services.ingress.telemetry: call request_id=r-5 session=s principal=p server=g tool=t "
+            "method=m outcome=ok total_ms=1.5"
+        )
+    )

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -5,6 +7,7 @@ from shared.messages import (
     Answer,
     Call,
     CallReply,
+    CallStats,
     CancelCall,
     ReplyKind,
     SessionEnded,
@@ -34,6 +37,36 @@ def test_a_call_survives_its_stream_fields_unchanged() -> None:
         key=b"~ingress-1/7",
     )
     assert Call.from_fields(_fields(call.fields())) == call
+
+
+def test_a_call_carries_its_trace_context_and_target_and_reads_without_them_too() -> None:
+    call = Call(
+        call_id=b"7",
+        replica=b"ingress-1",
+        session=b"s",
+        principal=b"anonymous",
+        server=b"k8s",
+        method=b"tools/call",
+        params=b"{}",
+        deadline_ms=1,
+        safe=True,
+        key=b"s 7",
+        traceparent=b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        target=b"get",
+    )
+    fields = _fields(call.fields())
+    assert Call.from_fields(fields) == call
+    older = {k: v for k, v in fields.items() if k not in (b"traceparent", b"target")}  # from an ingress before them
+    assert Call.from_fields(older) == dataclasses.replace(call, traceparent=b"", target=b"")
+
+
+def test_a_final_reply_carries_what_the_worker_saw_of_the_call() -> None:
+    for stats in (CallStats(1500, 42_000, True), CallStats(7), CallStats(0, 0, False)):
+        reply = CallReply(b"7", ReplyKind.RESULT, b"{}", stats=stats)
+        assert read_reply(_fields(reply.fields())) == reply
+    assert read_reply(_fields(CallReply(b"7", ReplyKind.ERROR, b"{}").fields())) == CallReply(
+        b"7", ReplyKind.ERROR, b"{}"
+    )
 
 
 def test_the_reply_stream_tells_a_call_s_reply_from_a_session_s_event() -> None:
