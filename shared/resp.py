@@ -11,20 +11,26 @@ connection whose oldest command is overdue is dropped with everything waiting on
 not one per command); connecting, with AUTH, SELECT and CLIENT SETNAME, is bounded by `connect_timeout`; commands
 sent while the connection is down wait in a backlog bounded in count and bytes.
 
+With a Sentinel URL (shared/sentinel.py), each (re)connection asks the Sentinels for the primary first, and a
+node that answers READONLY (a primary demoted by a failover) is dropped, so the next command finds the new one.
+
 Errors, all ConnectionError (the ingress answers those with -32006 and a retry hint):
 
     ConnectionClosed        the command got no reply; it may have run
     ├── Unreachable         "cannot reach valkey": not connected, so the command was not sent
-    └── CommandTimeout      valkey did not answer within command_timeout; the connection was dropped
+    ├── CommandTimeout      valkey did not answer within command_timeout; the connection was dropped
+    └── NotPrimary          the node is a replica now (READONLY): the command did not run; the connection was dropped
 """
 
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
+
+from shared.sentinel import NoPrimary, on_switch, parse, primary
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,10 @@ class Unreachable(ConnectionClosed):
 
 class CommandTimeout(ConnectionClosed):
     """Valkey did not answer within the command timeout."""
+
+
+class NotPrimary(ConnectionClosed):
+    """The node refused a write as a replica: a failover demoted it. The command did not run."""
 
 
 class _Protocol(asyncio.Protocol):
@@ -73,6 +83,7 @@ class _Protocol(asyncio.Protocol):
         self.reader.feed(data)
         answered = 0
         waiting = self.waiting
+        demoted = False
         try:
             while (reply := self.reader.gets()) is not False:
                 if not waiting:
@@ -80,16 +91,15 @@ class _Protocol(asyncio.Protocol):
                     return
                 answered += 1
                 future = waiting.popleft()
-                if future is None:
-                    if isinstance(reply, hiredis.ReplyError):
-                        logger.error("valkey refused a command: %s", reply)
-                elif not future.done():
-                    if isinstance(reply, hiredis.ReplyError):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
+                if isinstance(reply, hiredis.ReplyError):
+                    demoted = _refused(future, reply) or demoted
+                elif future is not None and not future.done():
+                    future.set_result(reply)
         except hiredis.ProtocolError as exc:
             self.drop(ConnectionClosed(f"valkey sent a malformed reply ({exc}); connection dropped"))
+            return
+        if demoted:  # the next command reconnects, and with Sentinel finds the new primary
+            self.drop(NotPrimary("valkey is a replica now (failover); connection dropped"))
             return
         batches = self.batches
         while answered:
@@ -139,6 +149,17 @@ class _Protocol(asyncio.Protocol):
         self._fail(ConnectionClosed(f"connection to valkey lost: {exc or 'closed'}"))
 
 
+def _refused(future: Waiter, reply: hiredis.ReplyError) -> bool:
+    """Hands Valkey's refusal to its command; True when it says the node is a replica now (READONLY)."""
+    demoted = str(reply).startswith("READONLY")
+    error = NotPrimary("valkey is a replica now (failover); the command did not run") if demoted else reply
+    if future is None:
+        logger.error("valkey refused a command: %s", error)
+    elif not future.done():
+        future.set_exception(error)
+    return demoted
+
+
 class Connection:
     """One lazily (re)connected pipelining connection. `send` writes packed commands; replies resolve the futures
     passed with them, in order. While the connection is down, what is sent waits in the backlog (at most
@@ -154,13 +175,11 @@ class Connection:
         backlog_commands: int = 10_000,
         backlog_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 6379
-        self.password = unquote(parts.password) if parts.password else None
-        self.username = unquote(parts.username) if parts.username else None
-        self.db = int(parts.path.lstrip("/") or 0)
-        self.tls = parts.scheme == "rediss"
+        self.address = parse(url)
+        self.host, self.port = self.address.host, self.address.port
+        self.password, self.username = self.address.password, self.address.username
+        self.db = self.address.db
+        self.tls = self.address.tls
         self.name = name
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -172,6 +191,7 @@ class Connection:
         self._backlog_count = 0
         self._backlog_size = 0
         self._closed = False
+        self._unwatch: Callable[[], None] | None = None  # stops following the Sentinels' failover announcements
 
     def send(self, packed: bytes, waiters: list[Waiter]) -> None:
         """Write now if connected, else queue and connect. Never raises: failures reach the waiters."""
@@ -208,11 +228,15 @@ class Connection:
                 protocol = await self._connect()
             except Unreachable:
                 raise
+            except NoPrimary as exc:
+                raise Unreachable(f"cannot reach valkey: {exc}") from exc
             except (OSError, TimeoutError) as exc:
                 reason = f"no connection within connect_timeout={self.connect_timeout}s" if isinstance(
                     exc, TimeoutError) else str(exc) or type(exc).__name__  # fmt: skip
                 raise Unreachable(f"cannot reach valkey at {self.host}:{self.port}: {reason}") from exc
             self._protocol = protocol
+            if self.address.is_sentinel and self._unwatch is None:
+                self._unwatch = on_switch(self.address, self._switched)
             backlog = self._take_backlog()
             for packed, waiters in backlog:
                 protocol.write(packed, waiters)
@@ -239,6 +263,8 @@ class Connection:
         if self.name:
             setup.append(("CLIENT", "SETNAME", self.name))
         async with asyncio.timeout(self.connect_timeout):
+            if self.address.is_sentinel:
+                self.host, self.port = await primary(self.address, self.connect_timeout)
             _, protocol = await loop.create_connection(
                 lambda: _Protocol(timeout), self.host, self.port, ssl=self.tls or None
             )
@@ -259,7 +285,15 @@ class Connection:
                 raise
         return protocol
 
+    def _switched(self, new: tuple[str, int]) -> None:
+        protocol = self._protocol
+        if protocol is not None and not protocol.lost and (self.host, self.port) != new:
+            protocol.drop(ConnectionClosed(f"valkey failed over to {new[0]}:{new[1]}; connection dropped"))
+
     def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()

@@ -4,17 +4,32 @@
 A field of a service reads `MUSTER_<SERVICE>_<NAME>`; the fields a class names in `shared_names` also read
 `MUSTER_<NAME>`, so that what several services take alike (the Valkey URL, the log format, `muster up`'s
 options) is said once. The service's own name wins.
+
+`load(SettingsClass)` is how a service's `__main__` reads them: a value that does not validate ends the process
+with one line per problem that names the variable (`MUSTER_INGRESS_PORT='70000': ...`), never a traceback.
 """
 
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+import os
+import re
+import sys
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from shared import sentinel
 
 PREFIX = "MUSTER_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-VALKEY_SCHEMES = ("redis", "rediss")
+SECRET_WORDS = ("password", "secret", "token", "key")  # a setting named so never has its value repeated
+EXIT_USAGE = 2
 
 
 class _SharedNames(EnvSettingsSource):
@@ -46,9 +61,8 @@ class ServiceSettings(BaseSettings):
 
     @field_validator("valkey_url")
     @classmethod
-    def _valkey_scheme(cls, url: str) -> str:
-        if urlsplit(url).scheme not in VALKEY_SCHEMES:
-            raise ValueError(f"must start with {' or '.join(s + '://' for s in VALKEY_SCHEMES)}")
+    def _valkey_address(cls, url: str) -> str:
+        sentinel.parse(url)  # raises ValueError, with what is wrong
         return url
 
     @field_validator("log_level", mode="before")
@@ -67,3 +81,63 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # No .env file and no secrets folder: the environment (a Deployment, `muster up`) says everything.
         return init_settings, env_settings, _SharedNames(settings_cls, env_prefix=PREFIX)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(settings_cls: type[S], **values: Any) -> S:
+    """`settings_cls` read from the environment (and `values`); exits with one line per invalid value."""
+    try:
+        return settings_cls(**values)
+    except (ValidationError, SettingsError) as exc:
+        for line in problems(settings_cls, exc):
+            print(f"muster: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def problems(settings_cls: type[BaseSettings], exc: ValidationError | SettingsError) -> list[str]:
+    """One line per invalid value, naming the environment variable it came from."""
+    if isinstance(exc, SettingsError):  # a list or mapping setting that is not JSON
+        found = re.search(r'field "([^"]+)"', str(exc))
+        name, raw = variable(settings_cls, found.group(1) if found else "")
+        return [f'{name}={shown(name, raw or "")}: not valid JSON (a list is written as ["a", "b"])']
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if not field:  # a check of the whole (one setting needs another): its message names the variables
+            lines.append(_message(error))
+            continue
+        name, raw = variable(settings_cls, field)
+        what = f"{name}={shown(field, raw)}" if raw is not None else (name or "settings")
+        lines.append(f"{what}: {_message(error)}")
+    return lines
+
+
+def variable(settings_cls: type[BaseSettings], field: str) -> tuple[str, str | None]:
+    """The variable a field was read from (its service's name first, as the settings read them) and its value."""
+    own = f"{settings_cls.model_config.get('env_prefix', PREFIX)}{field}".upper()
+    names = [own]
+    if field in getattr(settings_cls, "shared_names", frozenset()):
+        names.append(f"{PREFIX}{field}".upper())
+    environ = {k.upper(): v for k, v in os.environ.items()}
+    for name in names:
+        if name in environ:
+            return name, environ[name]
+    return own, None
+
+
+def shown(field: str, raw: str) -> str:
+    """A value as an error message may repeat it: never a secret, never a URL's password."""
+    if any(word in SECRET_WORDS for word in field.lower().split("_")):
+        return "(withheld)"
+    parts = urlsplit(raw)
+    if "://" in raw and parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        raw = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return repr(raw)
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")

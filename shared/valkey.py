@@ -8,16 +8,20 @@ that cut the relay's CPU per call by 45% (../shared/reference/python-hot-path-co
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from shared import streams
-from shared.messages import ReplyStreamEntry, encode
+from shared import sentinel, streams
+from shared.messages import Call, ReplyStreamEntry, encode
 from shared.resp import Connection, pack
 
 logger = logging.getLogger(__name__)
@@ -32,18 +36,81 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None) -> 
     """A client that returns bytes; `name` shows in CLIENT LIST, which is where an operator looks first.
 
     The read timeout is longer than the longest blocking read muster makes, so that a read that simply
-    found nothing is never mistaken for a dead connection.
+    found nothing is never mistaken for a dead connection. With a Sentinel URL (shared/sentinel.py) the client's
+    pool asks the Sentinels for the primary on every new connection, and drops a connection to a demoted one.
     """
-    client: Redis = Redis.from_url(
-        url,
-        decode_responses=False,
-        max_connections=max_connections,
-        client_name=name,
-        health_check_interval=30,
-        socket_timeout=BLOCK_SECONDS * 3,
-        socket_connect_timeout=5,
+    options: dict[str, Any] = {
+        # A pooled connection that Valkey dropped (a restart, a failover) fails the next command on it: tried once
+        # more on a new connection, or every such connection fails one caller (and flaps /readyz) after a restart.
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
+        "decode_responses": False,
+        "max_connections": max_connections,
+        "client_name": name,
+        "health_check_interval": 30,
+        "socket_timeout": BLOCK_SECONDS * 3,
+        "socket_connect_timeout": 5,
+    }
+    address = sentinel.parse(url)
+    if not address.is_sentinel:
+        client: Redis = Redis.from_url(url, **options)
+        return client
+    return sentinel_client(address, options)
+
+
+def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis:
+    """A redis-py client of the primary that `address`'s Sentinels name."""
+    credentials = {"username": address.username, "password": address.password}
+    group = Sentinel(  # type: ignore[no-untyped-call]
+        address.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": options["socket_connect_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            **(credentials if address.sentinel_auth else {}),
+        },
+        db=address.db,
+        ssl=address.tls,
+        **credentials,
     )
+    client: _FollowingRedis = group.master_for(address.primary_name, redis_class=_FollowingRedis, **options)
+    client.sentinel_group = group
+    follow_failovers(address, client)
     return client
+
+
+class _FollowingRedis(Redis):
+    """A client of a Sentinel group's primary; closing it closes its connections to the Sentinels too, and stops
+    following the failovers."""
+
+    stop_following: Callable[[], None] | None = None
+    sentinel_group: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.stop_following is not None:
+            self.stop_following()
+            self.stop_following = None
+        await super().aclose(close_connection_pool)
+        if self.sentinel_group is not None:
+            await asyncio.gather(*(s.aclose() for s in self.sentinel_group.sentinels), return_exceptions=True)
+
+
+def follow_failovers(address: sentinel.Address, client: Redis) -> None:
+    """Drops `client`'s connections when the Sentinels announce a failover, so that none stays with a demoted
+    primary (shared/sentinel.py); outside an event loop (no connection is made there either) it does nothing."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    background: set[asyncio.Task[None]] = set()
+
+    def switched(new: tuple[str, int]) -> None:
+        task = asyncio.ensure_future(client.connection_pool.disconnect())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    stop = sentinel.on_switch(address, switched)
+    if isinstance(client, _FollowingRedis):
+        client.stop_following = stop
 
 
 async def ensure_group(client: Redis, server: str) -> None:
@@ -73,6 +140,17 @@ if depth > tonumber(ARGV[1]) then
 end
 return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 """
+
+
+async def enqueue(outbox: "Outbox", call: Call, queue_limit: int) -> bytes | None:
+    """Appends a call to its server's queue, unless `queue_limit` calls are already accepted and unfinished there;
+    the new entry's id, or None when the queue is full. The one way a call enters a queue (ingress, `muster dlq`)."""
+    queue = streams.queue(call.server.decode())
+    entry: bytes | None = await outbox.script(
+        ENQUEUE, (queue.stream, queue.depth), (queue_limit, streams.CALLS_MAXLEN, *call.fields())
+    )
+    return entry
+
 
 # KEYS: key. ARGV: expected value[, hash field]. Deletes the key (or the field of the hash) only while it holds
 # the expected value: a holder lets go of what it holds, never of what another took over since.
@@ -149,7 +227,7 @@ class Outbox:
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            del self._scripts[script]  # Valkey restarted and forgot its scripts
+            self._scripts.pop(script, None)  # Valkey restarted (or failed over) and forgot it; others may race here
             return await self.script(script, keys, args)
 
     def _queue(self, command: Command, future: "asyncio.Future[Any] | None") -> None:

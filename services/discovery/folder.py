@@ -3,6 +3,8 @@
 import logging
 from pathlib import Path
 
+import yaml
+
 from shared.mcpserver import InvalidResource, MCPServer, load_yaml, parse
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class Folder:
             file = self.path / name
             try:
                 documents = load_yaml(file.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, yaml.YAMLError) as exc:  # YAMLError: not YAML at all
                 errors[name] = f"cannot read {name}: {exc}"
                 continue
             for document in documents:

@@ -10,7 +10,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -27,7 +27,7 @@ from services.ingress.endpoint import Endpoint
 from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
-from services.ingress.http import Allow, Head, Receive, Scope, Send, respond_text
+from services.ingress.http import Allow, Head, Receive, Scope, Send, respond, respond_text
 from services.ingress.identity_auth import IdentityAuth
 from services.ingress.meta import Meta
 from services.ingress.oauth.app import PATHS, OAuthApp, attach
@@ -38,6 +38,7 @@ from services.ingress.sessions import Sessions
 from services.ingress.telemetry import Telemetry
 from services.ingress.visibility import Visibility
 from shared import health, streams
+from shared.errors import SERVICE_UNAVAILABLE, error_body
 from shared.health import Health
 from shared.identity.errors import ProviderUnavailable
 from shared.instruments import IngressInstruments
@@ -51,6 +52,14 @@ from shared.valkey import Outbox, connect
 logger = logging.getLogger(__name__)
 
 STARTUP_PATIENCE = 60.0  # seconds the ingress waits for its identity provider at startup
+START_BACKOFF_MAX = 2.0
+NOT_LOADED = (
+    b'{"jsonrpc":"2.0","id":null,"error":'
+    + error_body(
+        SERVICE_UNAVAILABLE, "muster is starting: its catalog is not loaded yet; retry shortly", {"retryAfter": 1}
+    )
+    + b"}"
+)
 
 
 class NotReady(Exception):
@@ -153,8 +162,7 @@ async def lifespan(
     outbox = Outbox(settings.valkey_url, name=f"{name}-out")
     tracing = Tracing.configured(settings.tracing, "ingress")
     instruments = IngressInstruments(metrics, bounds) if settings.call_metrics else None
-    hasher = PrincipalHasher(await principal_key(settings, client)) if settings.call_log else None
-    telemetry = Telemetry(metrics, bounds, instruments, hasher, tracing)
+    telemetry = Telemetry(metrics, bounds, instruments, None, tracing)  # the log's hasher once Valkey answers
     get_streams = GetStreams(telemetry.notified)
     sessions = Sessions(outbox, settings.replica_id, settings.session_ttl, settings.session_recheck)
     calls = Calls(
@@ -178,8 +186,8 @@ async def lifespan(
         async with identity(oauth, outbox, visibility) as auth:
             bearer = Bearer(auth[0].guard) if auth is not None else None
             endpoint = Endpoint(settings, sessions, handlers, get_streams, telemetry, bearer)
-            await broadcasts.start()
-            loops = (calls.read_replies(), calls.sweep(), broadcasts.run(), heartbeat(client, calls, settings))
+            started = _start_when_valkey_answers(settings, client, telemetry, broadcasts)
+            loops = (calls.read_replies(), calls.sweep(), started, heartbeat(client, calls, settings))
             tasks = [asyncio.create_task(t) for t in loops]
             yield Parts(client, calls, current, get_streams, sessions, endpoint, auth[1] if auth is not None else None)
     finally:
@@ -195,6 +203,26 @@ async def lifespan(
         tracing.shutdown()
 
 
+async def _start_when_valkey_answers(
+    settings: IngressSettings, client: Redis, telemetry: Telemetry, broadcasts: Broadcasts
+) -> None:
+    """Loads the log's hash key and the catalog, waiting for Valkey if it is away when the ingress starts (not
+    ready and no call taken meanwhile), then follows the broadcast streams."""
+    failures = 0
+    while True:
+        try:
+            if settings.call_log and telemetry.hasher is None:
+                telemetry.hasher = PrincipalHasher(await principal_key(settings, client))
+            await broadcasts.start()
+            break
+        except (RedisError, OSError) as exc:
+            failures += 1
+            if failures == 1:
+                logger.warning("valkey unreachable at start: %s; waiting for it", exc)
+            await asyncio.sleep(min(START_BACKOFF_MAX, 0.25 * failures))
+    await broadcasts.run()
+
+
 class Ingress:
     def __init__(self, settings: IngressSettings, oauth: OAuthSettings | None = None) -> None:
         self.settings = with_public_url(settings, oauth) if oauth is not None else settings
@@ -205,6 +233,7 @@ class Ingress:
         self.health = Health(self.metrics.registry)
         self.health.check("valkey", self._valkey)
         self.health.check("catalog", self._catalog)
+        self.health.check("draining", self._draining)
         self.parts: Parts | None = None
         self.metrics.sample(PENDING_CALLS, lambda: {(): len(self.parts.calls.pending)} if self.parts else {})
         self.metrics.sample(SESSIONS_OPEN, lambda: {(): self.parts.sessions.cached()} if self.parts else {})
@@ -214,8 +243,15 @@ class Ingress:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, parts = scope["path"], self.parts
+            if parts is not None and parts.calls.draining:
+                send = _closing(send)
             if path == self.settings.path and parts is not None:
-                await parts.endpoint(scope, receive, send)
+                if parts.calls.draining and scope["method"] == "GET":  # an event stream would hold the drain up
+                    await respond_text(send, 503, "this muster replica is shutting down", [(b"retry-after", b"1")])
+                elif not parts.current.loaded:  # Valkey was away when the ingress started: nothing to serve yet
+                    await respond(send, 503, NOT_LOADED, headers=[(b"retry-after", b"1")])
+                else:
+                    await parts.endpoint(scope, receive, send)
             elif parts is not None and parts.oauth is not None and path.startswith(PATHS):
                 await self.authorization_server(parts.oauth, scope, receive, send)
             elif path in health.PATHS:
@@ -231,6 +267,10 @@ class Ingress:
             await respond_text(send, 421, f"Invalid Host header: {host.decode('latin-1')}")
             return
         await app(scope, receive, send)  # type: ignore[arg-type]  # an ASGI send, typed more narrowly here
+
+    async def _draining(self) -> None:
+        if self.parts is not None and self.parts.calls.draining:
+            raise NotReady("shutting down: no new calls")
 
     async def _valkey(self) -> None:
         if self.parts is None:
@@ -251,6 +291,26 @@ class Ingress:
             ("resource_templates",): len(catalog.templates),
             ("prompts",): len(catalog.prompts),
         }
+
+    async def drain(self, grace: float) -> None:
+        """SIGTERM: take no new call (readiness false), let the calls in flight finish within `grace` seconds,
+        then answer what is left with an error its caller can act on."""
+        parts = self.parts
+        if parts is None or parts.calls.draining:
+            return
+        parts.calls.draining = True
+        parts.get_streams.close_all()  # their clients reconnect, to another replica
+        logger.info("draining: %d calls in flight, no new ones taken", len(parts.calls.pending))
+        await parts.calls.settle(grace)
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Answers at once every call still in flight (the end of a drain, or a second signal)."""
+        if self.parts is not None:
+            self.parts.calls.draining = True
+            left = self.parts.calls.abandon()
+            if left:
+                logger.warning("drained: %d calls were still in flight, answered as cancelled", left)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol around `lifespan(settings)`."""
@@ -282,6 +342,18 @@ class Ingress:
                     await stack.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+
+def _closing(send: Send) -> Send:
+    """While draining, every response closes its connection: a connection left idle and open would be closed under
+    a client that sends on it at that moment, with no way to tell whether its request was taken."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return sending
 
 
 def create_app(settings: IngressSettings, oauth: OAuthSettings | None = None) -> Ingress:

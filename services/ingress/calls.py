@@ -7,6 +7,7 @@ is not open here) is answered at once with an error, so that the upstream waitin
 """
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -18,8 +19,8 @@ from redis.asyncio import Redis
 from services.ingress.get_streams import GetStreams
 from shared import errors, streams
 from shared.follow import BEGINNING, Follow
-from shared.messages import Answer, Call, CallReply, ReplyKind, SessionEvent, read_reply
-from shared.valkey import BLOCK_SECONDS, ENQUEUE, Outbox
+from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind, SessionEvent, read_reply
+from shared.valkey import BLOCK_SECONDS, Outbox, enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ class ReplicaFull(errors.QueueFull):
 class Pending:
     """The replies of one call, in order, for the request that waits for them."""
 
-    __slots__ = ("replies", "waiter")
+    __slots__ = ("key", "replies", "safe", "waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes = b"", safe: bool = False) -> None:
+        self.key = key  # Call.key: what cancels it
+        self.safe = safe
         self.replies: deque[CallReply] = deque()
         self.waiter: asyncio.Future[None] | None = None
 
@@ -75,6 +78,8 @@ class Calls:
         self.max_pending = max_pending
         self.retry_after = retry_after
         self.pending: dict[bytes, Pending] = {}
+        self.draining = False  # the replica is shutting down: no new call is accepted
+        self._quiet = asyncio.Event()  # while draining: no call is in flight any more
         self._deadlines: list[tuple[float, bytes]] = []
         self._ids = itertools.count(1)
         # the replica id is new, so everything in its stream is for this process
@@ -86,28 +91,42 @@ class Calls:
         return b"%d" % next(self._ids)
 
     async def submit(self, call: Call) -> Pending:
-        """Enqueue the call; raises QueueFull when its server's queue or this replica is at its bound."""
+        """Enqueue the call; raises QueueFull when its server's queue or this replica is at its bound, and
+        ServiceUnavailable while the replica drains."""
+        if self.draining:
+            raise errors.ServiceUnavailable(
+                "this muster replica is shutting down and took no new call; retry, another replica will take it",
+                self.retry_after,
+            )
         if len(self.pending) >= self.max_pending:
             raise ReplicaFull("this muster replica has too many calls in flight; retry shortly", self.retry_after)
-        pending = self.pending[call.call_id] = Pending()
+        pending = self.pending[call.call_id] = Pending(call.key, call.safe)
         heapq.heappush(self._deadlines, (call.deadline_ms / 1000 + SWEEP_GRACE, call.call_id))
-        queue = streams.queue(call.server.decode())
         try:
-            entry = await self.outbox.script(
-                ENQUEUE, (queue.stream, queue.depth), (self.queue_limit, streams.CALLS_MAXLEN, *call.fields())
-            )
+            entry = await enqueue(self.outbox, call, self.queue_limit)
         except BaseException:
             self.pending.pop(call.call_id, None)
             raise
         if entry is None:
             self.pending.pop(call.call_id, None)
             raise errors.QueueFull(
-                f"the queue of {queue.server} is full ({self.queue_limit} calls); retry shortly", self.retry_after
+                f"the queue of {call.server.decode()} is full ({self.queue_limit} calls); retry shortly",
+                self.retry_after,
             )
         return pending
 
     def done(self, call_id: bytes) -> None:
+        """The request that waited for the call has answered its caller."""
         self.pending.pop(call_id, None)
+        if self.draining and not self.pending:
+            self._quiet.set()
+
+    async def settle(self, within: float) -> None:
+        """While draining: returns once every call in flight has been answered, or after `within` seconds."""
+        if self.pending:
+            self._quiet.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), within)
 
     async def read_replies(self) -> None:
         async for batch in self._replies:
@@ -154,3 +173,23 @@ class Calls:
                     "no outcome before the call's deadline; it may or may not have run"
                 ).body()
                 pending.push(CallReply(call_id, ReplyKind.ERROR, body))
+
+    def abandon(self) -> int:
+        """Answers every call still waiting, at the end of a drain, and cancels it, so that none runs after its
+        caller was told otherwise. A call that is safe to run twice may simply be retried; any other may have run."""
+        left, self.pending = self.pending, {}
+        for call_id, pending in left.items():
+            self.outbox.publish(streams.CONTROL, CancelCall(key=pending.key.decode(), reason="the replica shut down"))
+            if pending.safe:
+                error: errors.MusterError = errors.ServiceUnavailable(
+                    "this muster replica shut down before the call's outcome arrived; the call was cancelled, and it "
+                    "is safe to retry",
+                    self.retry_after,
+                )
+            else:
+                error = errors.OutcomeUnknown(
+                    "this muster replica shut down before the call's outcome arrived; the call was cancelled, but it "
+                    "may have run, and it is not safe to run twice"
+                )
+            pending.push(CallReply(call_id, ReplyKind.ERROR, error.body()))
+        return len(left)

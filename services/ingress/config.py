@@ -44,6 +44,9 @@ class IngressSettings(ServiceSettings):
     auth: Literal["none", "oidc"] = "none"
     # How long a server of the user's own credential, as listed for one user, is reused before it is listed again.
     listing_seconds: float = Field(300.0, gt=0)
+    # After SIGTERM: how long calls in flight may take to finish (new calls are refused with -32006 meanwhile);
+    # what is still unanswered then gets an error it can act on. Within the pod's termination grace period.
+    drain_seconds: float = Field(20.0, ge=0)
     # The key of the principal's hash in the per-call log line (at least 16 bytes). Unset: one random key kept in
     # Valkey, shared by every replica, so that one user hashes alike everywhere.
     log_hash_key: SecretStr | None = None

@@ -74,7 +74,9 @@ class Forwarder:
             flight = await self.submit(ctx, method, target, params)
         except errors.RetryLater as exc:
             retry_after = [(b"retry-after", b"%d" % max(1, round(exc.retry_after)))]
-            await ctx.respond(200, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
+            # 503: this replica takes nothing now (it drains), so a load balancer may try another one
+            status = 503 if isinstance(exc, errors.ServiceUnavailable) else 200
+            await ctx.respond(status, error(ctx.request_id, exc.code, exc.message, exc.data), retry_after)
             return
         try:
             reply = await self.outcome(flight)
@@ -111,7 +113,9 @@ class Forwarder:
         try:
             pending = await self.calls.submit(call)
         except errors.RetryLater as exc:
-            self.telemetry.refused(span, exc, REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL)
+            draining = isinstance(exc, errors.ServiceUnavailable)  # not backpressure: this replica is stopping
+            reason = None if draining else REPLICA_FULL if isinstance(exc, ReplicaFull) else QUEUE_FULL
+            self.telemetry.refused(span, exc, reason)
             raise
         except (RedisError, ConnectionError) as exc:  # the endpoint answers; the outcome is counted here
             self.telemetry.refused(span, errors.ServiceUnavailable(str(exc), 1), None)

@@ -1,8 +1,12 @@
-"""The worker as a FastStream application: one batch reader per upstream server's call stream (consumer group),
-and one follow of the broadcast streams (control, capabilities) and this worker's inbox.
+"""The worker: one FastStream batch reader per upstream server's call stream (consumer group), and one follow of
+the broadcast streams (control, capabilities) and this worker's inbox.
 
-`create_app(settings)` returns the application: its lifespan builds the resources and closes them; once the
-broker runs, `start` subscribes to the servers' queues and starts the worker's loops, and `stop` ends them.
+`create_app(settings)` returns the service (shared/lifecycle.py): its lifespan builds the resources, starts the
+broker, subscribes to the servers' queues and starts the worker's loops; at SIGTERM it drains (no new claims, the
+calls it runs finish within drain_seconds, heartbeat and inbox kept up meanwhile) and closes everything.
+
+The broker runs without a FastStream application on purpose: FastStream ends the application when a consumer
+group is missing (as after Valkey lost its data), where the worker recreates the group and reads on (`_maintain`).
 """
 
 import asyncio
@@ -10,11 +14,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
-from faststream import AckPolicy, FastStream
-from faststream.redis import RedisBroker, StreamSub
+from faststream import AckPolicy
+from faststream.redis import RedisBroker, RedisSentinelBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage
+from faststream.redis.subscriber.usecases import stream_subscriber
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -25,12 +30,12 @@ from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
 from services.worker.telemetry import Telemetry
 from services.worker.upstream import Upstream
-from shared import records, streams
+from shared import records, sentinel, streams
 from shared.follow import Follow
 from shared.health import Health, serve
 from shared.instruments import WorkerInstruments
 from shared.labels import LabelBounds
-from shared.lifecycle import Background
+from shared.lifecycle import Background, Service
 from shared.messages import (
     Answer,
     CancelCall,
@@ -44,13 +49,18 @@ from shared.messages import (
 )
 from shared.metrics import Metrics
 from shared.tracing import Tracing
-from shared.valkey import Outbox, connect, ensure_group
+from shared.valkey import Outbox, connect, ensure_group, follow_failovers
 
 logger = logging.getLogger(__name__)
 
+# FastStream pauses a reader 5 s after a failed read: after a Valkey restart or failover the queues would stand
+# still that long. A failed read costs little; a pause of half a second is enough.
+stream_subscriber.CONSUME_ERROR_BACKOFF_SECONDS = 0.5  # type: ignore[attr-defined,assignment]
+
 RESYNC_SECONDS = 30.0
-LANE_CHECK_SECONDS = 2.0
-DRAIN_SECONDS = 5.0
+LANE_CHECK_SECONDS = 0.5  # a look at the readers in memory; a stopped one is started again within this
+START_BACKOFF_MAX = 2.0
+CLOSE_SECONDS = 5.0  # after the drain: for the loops to end and the last outcomes to be written
 _CONTROL = streams.CONTROL.encode()
 _CAPABILITIES = streams.CAPABILITIES.encode()
 
@@ -85,12 +95,16 @@ class Worker:
         self.broker = broker
         self.identity_settings = identity
         self.identity: Identity | None = None
+        self.address = sentinel.parse(settings.valkey_url)
         self.servers: dict[str, Upstream] = {}
-        self.loops = Background()
+        self.loops = Background()  # heartbeat and broadcasts: they run until the drain is over
+        self.claiming = Background()  # reclaim and the readers' upkeep: they stop when the drain begins
+        self.draining = False
         self.metrics = Metrics("worker")
         self.health = Health(self.metrics.registry)
         self.health.check("valkey", self._valkey)
         self.health.check("consumer_groups", self._consumer_groups)
+        self.health.check("draining", self._draining)
         # built by the lifespan
         self.client: Redis
         self.outbox: Outbox
@@ -100,7 +114,7 @@ class Worker:
         self.broadcasts: Follow
 
     @contextlib.asynccontextmanager
-    async def lifespan(self) -> AsyncIterator[None]:
+    async def lifespan(self) -> AsyncIterator["asyncio.Task[None]"]:
         s = self.settings
         self.client = connect(s.valkey_url, name=f"muster-worker-{s.id}")
         self.outbox = Outbox(s.valkey_url, name=f"muster-worker-{s.id}-out")
@@ -140,10 +154,38 @@ class Worker:
             self.identity = Identity.build(self.identity_settings)
             self.identity.on_token = self.telemetry.token  # muster_token_refreshes_total, _exchanges_total
         try:
-            async with serve(self.health, s.metrics_host, s.metrics_port):
-                yield
+            async with serve(self.health, s.metrics_host, s.metrics_port):  # readiness answers during the drain too
+                work = asyncio.create_task(self._work())
+                try:
+                    yield work
+                finally:
+                    work.cancel()  # still waiting for Valkey to start, perhaps
+                    await asyncio.gather(work, return_exceptions=True)
+                    await self.stop()
         finally:
+            await self.broker.stop()
             await self._close()
+
+    async def _work(self) -> None:
+        # The work itself is in the loops this starts; the worker runs until it is told to stop.
+        await self._start_when_valkey_answers()
+        await asyncio.Event().wait()
+
+    async def _start_when_valkey_answers(self) -> None:
+        # A worker started while Valkey is away (a restart, a failover) waits for it rather than exit.
+        failures = 0
+        while True:
+            try:
+                await self.broker.start()
+                if self.address.is_sentinel:  # the broker's own client drops a demoted primary at once too
+                    follow_failovers(self.address, cast(Redis, self.broker.config.broker_config.connection.client))
+                await self.start()
+                return
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if failures == 1:
+                    logger.warning("valkey unreachable at start: %s; waiting for it", exc)
+                await asyncio.sleep(min(START_BACKOFF_MAX, 0.25 * failures))
 
     async def _valkey(self) -> None:
         await self.client.ping()
@@ -161,34 +203,45 @@ class Worker:
         if missing:
             raise NotReady(f"no consumer group on the streams of {', '.join(missing)}")
 
+    async def _draining(self) -> None:
+        if self.draining:
+            raise NotReady("shutting down: no new calls")
+
     async def start(self) -> None:
         """Once the broker runs: heartbeat, the servers' queues, the broadcasts, reclaim."""
         await self.reclaimer.beat()
         await self.broadcasts.start()
         await self.resync()
-        loops = (
-            self.reclaimer.run_heartbeat(),
-            self.reclaimer.run(),
-            self._follow(),
-            self._maintain(),
-            self.janitor.run(),
-            self.dispatcher.listeners.renew(),
-        )
-        for loop in loops:
+        for loop in (self.reclaimer.run_heartbeat(), self._follow(), self.dispatcher.listeners.renew()):
             self.loops.spawn(loop)
+        for loop in (self.reclaimer.run(), self._maintain(), self.janitor.run()):
+            self.claiming.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
 
     async def stop(self) -> None:
-        """Before the broker stops: no loop may start a reader again while the readers stop."""
-        self.loops.cancel()
-        await self.loops.wait(DRAIN_SECONDS)
+        """The drain: nothing new is claimed (readers and reclaim stop), the calls running here finish within
+        drain_seconds while the heartbeat and the inbox (cancellations, relayed answers) keep going. What still
+        runs after that stays pending, and is reclaimed once this worker's heartbeat is gone."""
+        self.draining = True
+        self.claiming.cancel()
+        await self.claiming.wait(CLOSE_SECONDS)
         for upstream in self.servers.values():
             await self._unsubscribe(upstream)
+        running = len(self.dispatcher.background.tasks)
+        if running:
+            logger.info("draining: waiting up to %g s for %d calls", self.settings.drain_seconds, running)
+        await self.dispatcher.background.wait(self.settings.drain_seconds)
+        left = len(self.dispatcher.background.tasks)
+        if left:
+            logger.warning("drained: %d calls still running are left to be reclaimed by another worker", left)
+        await self.dispatcher.listeners.close(CLOSE_SECONDS)  # the upstream GET streams held here: another takes them
+        self.loops.cancel()
+        await self.loops.wait(CLOSE_SECONDS)
 
     async def _close(self) -> None:
         try:
-            await self.dispatcher.drain(DRAIN_SECONDS)
-        except (ConnectionError, OSError) as exc:  # Valkey may be gone first at shutdown
+            await asyncio.wait_for(self.outbox.drain(), CLOSE_SECONDS)
+        except (ConnectionError, OSError, TimeoutError) as exc:  # Valkey may be gone first at shutdown
             logger.warning("outcomes not written before stopping: %s", exc)
         await asyncio.gather(*(u.close() for u in self.servers.values()))
         if self.identity is not None:
@@ -305,14 +358,19 @@ class Worker:
             await subscriber.stop()
 
 
-def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None = None) -> FastStream:
+def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None = None) -> Service:
     """`identity`: with auth on, what the worker needs to call servers as each user."""
-    broker = RedisBroker(
-        settings.valkey_url,
-        logger=None,  # type: ignore[arg-type]
-        client_name=f"muster-worker-{settings.id}",
-    )
+    address = sentinel.parse(settings.valkey_url)
+    options: dict[str, Any] = {"logger": None, "client_name": f"muster-worker-{settings.id}"}
+    if address.is_sentinel:
+        broker: RedisBroker = RedisSentinelBroker(
+            address.node_url("127.0.0.1", 6379),  # the Sentinels name the host; the URL carries credentials and db
+            sentinels=address.sentinels,
+            sentinel_master_name=address.primary_name,
+            sentinel_kwargs=None if not address.sentinel_auth else {"password": address.password},
+            **options,
+        )
+    else:
+        broker = RedisBroker(settings.valkey_url, **options)
     worker = Worker(settings, broker, identity)
-    return FastStream(
-        broker, logger=logger, lifespan=worker.lifespan, after_startup=[worker.start], on_shutdown=[worker.stop]
-    )
+    return Service(worker.lifespan)

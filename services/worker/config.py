@@ -25,6 +25,9 @@ class WorkerSettings(ServiceSettings):
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
     # `muster up --auth`: oidc calls servers with each user's own credential (WorkerIdentitySettings); none, without.
     auth: Literal["none", "oidc"] = "none"
+    # After SIGTERM: how long the calls this worker runs may take to finish; it claims nothing new meanwhile, and
+    # what is still running then is left to be reclaimed by another worker.
+    drain_seconds: float = Field(20.0, ge=0)
     # "agent": an upstream that names its sessions gets one per agent session (what an agent does there stays its
     # own); "shared": one per worker, server and credential for every agent, as for sessionless upstreams.
     upstream_sessions: Literal["agent", "shared"] = "agent"

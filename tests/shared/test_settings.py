@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -28,7 +30,7 @@ def test_only_the_names_services_share_fall_back_to_the_unprefixed_variable(monk
 def test_settings_are_checked_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MUSTER_LOG_LEVEL", "debug")
     assert DiscoverySettings().log_level == "DEBUG"
-    with pytest.raises(ValidationError, match="must start with redis:// or rediss://"):
+    with pytest.raises(ValidationError, match=re.escape("must start with redis://, rediss://, redis+sentinel://")):
         WorkerSettings(valkey_url="http://127.0.0.1:6379")
     with pytest.raises(ValidationError):
         IngressSettings(port=0)

@@ -121,7 +121,7 @@ async def test_an_agent_sessions_own_upstream_session_carries_only_its_users_cre
 async def test_a_servers_shared_sessions_are_one_per_user_when_it_takes_each_users_own_credential(
     bench: Bench, k8s: StandIn
 ) -> None:
-    spec = MCPServerSpec(type="streamable-http", url=k8s.url, auth=Auth(forwardToken=True))
+    spec = MCPServerSpec(type="streamable-http", url=k8s.url, auth=Auth.model_validate({"forwardToken": True}))
     upstream = bench.upstream(k8s, spec=spec)
     deadline = _deadline()
     alice = await upstream.shared(b"alice@example.com", deadline, b"Bearer alice")
