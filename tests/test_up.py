@@ -67,8 +67,8 @@ def test_the_official_client_lists_both_demo_clusters_and_gets_a_real_answer(tmp
         )
         found = orjson.loads(shown.stdout)
         assert [(s["name"], s["state"]) for s in found["servers"]] == [
-            ("gazelle", "Connected"),
-            ("graveler", "Connected"),
+            ("k8s-gazelle", "Connected"),
+            ("k8s-graveler", "Connected"),
         ]
         assert len(found["workers"]) == 2 and len(found["ingress"]) == 1 and found["dead_letters"] == 0
     finally:
