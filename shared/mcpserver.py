@@ -118,15 +118,23 @@ class InvalidResource(ValueError):
 
 
 def parse(document: dict[str, Any]) -> MCPServer:
+    """The MCPServer of a document; InvalidResource names the resource and each field that is wrong."""
     try:
         return MCPServer.model_validate(document)
     except ValidationError as exc:
-        name = (document.get("metadata") or {}).get("name", "?") if isinstance(document, dict) else "?"
+        metadata = document.get("metadata") if isinstance(document, dict) else None
+        name = metadata.get("name", "?") if isinstance(metadata, dict) else "?"
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidResource(f"MCPServer {name}: {problems}") from exc
 
 
 def load_yaml(text: str) -> list[dict[str, Any]]:
-    """The MCPServer documents of one YAML file; documents of other kinds are skipped."""
-    documents = [d for d in yaml.safe_load_all(text) if d]
+    """The MCPServer documents of one YAML file; documents of other kinds are skipped. Text that is not YAML is
+    an InvalidResource that says where it stops being YAML."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise InvalidResource(f"not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from exc
     return [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]

@@ -1,5 +1,6 @@
 from services.discovery.app import create_app
 from services.discovery.config import DiscoverySettings
+from services.discovery.kube import NoCluster
 from shared import logs
 from shared.settings import load
 
@@ -7,7 +8,10 @@ from shared.settings import load
 def main() -> None:
     settings = load(DiscoverySettings)
     logs.configure("discovery", settings.log_level, settings.log_json)
-    create_app(settings).run()
+    try:
+        create_app(settings).run()
+    except NoCluster as exc:
+        raise SystemExit(f"discovery: {exc}") from None
 
 
 if __name__ == "__main__":

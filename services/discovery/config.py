@@ -38,3 +38,5 @@ class DiscoverySettings(ServiceSettings):
     lease_duration_seconds: float = 10.0
     lease_renew_deadline_seconds: float = 7.0
     lease_retry_period_seconds: float = 2.0
+    # A server's status is written at most this often: a flapping server never causes a write storm.
+    status_min_interval_seconds: float = Field(1.0, ge=0)

@@ -3,8 +3,6 @@
 import logging
 from pathlib import Path
 
-import yaml
-
 from shared.mcpserver import InvalidResource, MCPServer, load_yaml, parse
 
 logger = logging.getLogger(__name__)
@@ -34,27 +32,29 @@ class Folder:
         return self._snapshot() != self._stamp
 
     def read(self) -> dict[str, MCPServer]:
-        """Every valid MCPServer in the folder; invalid documents are reported in `errors` and skipped."""
+        """Every valid MCPServer in the folder; what is wrong with a file is reported in `errors`, under the file's
+        name, with the resource and the field, and the file's valid documents are served all the same."""
         self._stamp = self._snapshot()
         servers: dict[str, MCPServer] = {}
         errors: dict[str, str] = {}
         for name, _, _ in self._stamp:
-            file = self.path / name
+            problems = []
             try:
-                documents = load_yaml(file.read_text())
-            except (OSError, ValueError, yaml.YAMLError) as exc:  # YAMLError: not YAML at all
-                errors[name] = f"cannot read {name}: {exc}"
-                continue
+                documents = load_yaml((self.path / name).read_text())
+            except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not YAML
+                documents, problems = [], [str(exc)]
             for document in documents:
                 try:
                     server = parse(document)
                 except InvalidResource as exc:
-                    errors[name] = str(exc)
+                    problems.append(str(exc))
                     continue
                 if server.name in servers:
-                    errors[name] = f"MCPServer {server.name} is defined twice; the first definition is used"
+                    problems.append(f"MCPServer {server.name} is defined twice; the first definition is used")
                     continue
                 servers[server.name] = server
+            if problems:
+                errors[name] = f"{name}: {'; '.join(problems)}"
         for name, error in errors.items():
             if self.errors.get(name) != error:
                 logger.error("%s", error)

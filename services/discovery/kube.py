@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 MCPSERVERS = ("muster.giantswarm.io", "v1alpha1", "mcpservers")
 
 
+class NoCluster(Exception):
+    """Neither a pod's service account nor a kubeconfig says which cluster to talk to."""
+
+
 async def api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
     """A client for the configured cluster: the kubeconfig if one is named, else the pod's service account, else
     the default kubeconfig (KUBECONFIG or ~/.kube/config), as kubectl would pick it."""
@@ -33,8 +37,14 @@ async def api_client(kubeconfig: Path | None = None, context: str | None = None)
             return client.ApiClient(configuration)
         except ConfigException:
             pass
-    await load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig) if kubeconfig else None, context=context, client_configuration=configuration
-    )
+    try:
+        await load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None, context=context, client_configuration=configuration
+        )
+    except (ConfigException, OSError) as exc:
+        raise NoCluster(
+            f"no Kubernetes cluster to watch: not in a pod, and no usable kubeconfig ({kubeconfig or 'the default'}): "
+            f"{exc}"
+        ) from exc
     logger.info("kubernetes: kubeconfig %s, %s", kubeconfig or "(default)", configuration.host)
     return client.ApiClient(configuration)

@@ -30,12 +30,20 @@ class Lease:
         self.holder = holder
         self.ttl_ms = int(ttl_seconds * 1000)
         self.held = False
+        self.retry_period = ttl_seconds / 3
         self._valid_until = -math.inf
+        self._known_until = -math.inf
 
     @property
     def is_leader(self) -> bool:
         """Held, and renewed recently enough that the key cannot have expired for another to take it."""
         return self.held and time.monotonic() < self._valid_until
+
+    @property
+    def leader_known(self) -> bool:
+        """Valkey answered within the lease's ttl: this discovery leads or another one holds the key (or a
+        renewal, due within a third of the ttl, takes it when it expires)."""
+        return self.is_leader or time.monotonic() < self._known_until
 
     async def renew(self) -> bool:
         """Takes the lease if it is free, renews it if it is ours; True while this discovery leads."""
@@ -44,6 +52,7 @@ class Lease:
         if held != self.held:
             logger.info("discovery %s %s the lead", self.holder, "took" if held else "lost")
         self.held = held
+        self._known_until = started + self.ttl_ms / 1000
         if held:  # the key lives ttl from when Valkey ran the script, which is after `started`
             self._valid_until = started + self.ttl_ms / 1000 * 0.7
         return held

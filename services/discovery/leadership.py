@@ -7,9 +7,20 @@ from typing import Protocol, runtime_checkable
 @runtime_checkable
 class Leadership(Protocol):
     @property
+    def retry_period(self) -> float:
+        """How often `renew` is to be called, in seconds."""
+        ...
+
+    @property
     def is_leader(self) -> bool:
         """True only while this process may act as the leader; it turns False on its own, before the lease could
         be taken by another process, when renewals stop succeeding."""
+        ...
+
+    @property
+    def leader_known(self) -> bool:
+        """True while this process leads or has recently seen another process hold the lease: what discovery's
+        readiness reports (a standby that cannot reach the lease knows of no leader)."""
         ...
 
     async def renew(self) -> bool:

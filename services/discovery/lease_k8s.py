@@ -43,6 +43,7 @@ class KubernetesLease:
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self.clock = clock
         self._valid_until = -math.inf
+        self._known_until = -math.inf  # until when another holder's lease, as we saw it, may still stand
         self._lease: client.V1Lease | None = None  # the lease as we last wrote it, while we hold it
         self._observed: Record | None = None
         self._observed_at = 0.0
@@ -50,6 +51,10 @@ class KubernetesLease:
     @property
     def is_leader(self) -> bool:
         return self.clock() < self._valid_until
+
+    @property
+    def leader_known(self) -> bool:
+        return self.is_leader or self.clock() < self._known_until
 
     async def renew(self) -> bool:
         was_leader = self.is_leader
@@ -114,6 +119,7 @@ class KubernetesLease:
             self._observed, self._observed_at = record, self.clock()
         holder = spec.holder_identity
         if holder and holder != self.holder and self.clock() < self._observed_at + self.lease_duration:
+            self._known_until = self._observed_at + self.lease_duration
             return False  # held by another, and renewed recently enough as far as we have seen
         try:
             return await self._write(lease, taking=holder != self.holder)
@@ -153,7 +159,9 @@ class KubernetesLease:
             self._lease = await self.leases.create_namespaced_lease(self.namespace, lease, _request_timeout=2)
         except client.ApiException as exc:
             if exc.status == 409:
-                return False  # created by another candidate a moment ago
+                # Created by another candidate a moment ago: a leader is known now, not only at our next read.
+                self._known_until = self.clock() + self.lease_duration
+                return False
             raise
         return True
 

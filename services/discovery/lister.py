@@ -36,11 +36,7 @@ async def _list_all(session: UpstreamSession, method: bytes, key: str, deadline:
 async def list_server(server: MCPServer, limit: float) -> ServerRecord:
     """A Connected catalog entry for the server, or an exception saying why there is none."""
     spec = server.spec
-    if spec.type == "stdio":
-        raise ListingFailed("stdio servers cannot be reached by workers on other machines; use streamable-http")
-    if spec.type == "sse":
-        raise ListingFailed("the legacy SSE transport is not supported; use streamable-http")
-    assert spec.url is not None
+    assert spec.url is not None, "support.unsupported() keeps servers without a URL from being listed"
     pool = Pool(spec.url, connect_timeout=min(limit, spec.timeout))
     session = UpstreamSession(pool, wire_headers(spec.headers))
     deadline = asyncio.get_running_loop().time() + limit

@@ -85,6 +85,14 @@ def _conditions(s: ServerStatus) -> list[tuple[str, str, str, str]]:
     return [("Ready", *ready), ("HandshakeSucceeded", *handshake), ("LoginRequired", *login_required)]
 
 
+def _last_connected(s: ServerStatus, previous: dict[str, Any] | None) -> str | None:
+    # A connected period that began under an earlier leader goes on under this one: its start stays as written.
+    before = previous or {}
+    if s.state == "Connected" and before.get("state") == "Connected" and before.get("lastConnected"):
+        return str(before["lastConnected"])
+    return _time(s.last_connected)
+
+
 def render(s: ServerStatus, previous: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
     """The status subresource for `s`; a condition whose status did not change keeps its lastTransitionTime."""
     before = {c.get("type"): c for c in (previous or {}).get("conditions") or [] if isinstance(c, dict)}
@@ -109,7 +117,7 @@ def render(s: ServerStatus, previous: dict[str, Any] | None, now: datetime) -> d
     }
     optional = {
         "lastError": sanitize(s.last_error) if s.last_error else None,
-        "lastConnected": _time(s.last_connected),
+        "lastConnected": _last_connected(s, previous),
         "nextRetryAfter": _time(s.next_retry_after),
         "observedGeneration": s.observed_generation,
         "protocolVersion": s.protocol_version or None,

@@ -1,13 +1,17 @@
 """Writes each server's health into its MCPServer's status subresource: only on change, only as the leader.
 
-Submissions coalesce per server (the newest wins), so a server that flaps faster than writes land causes fewer
-writes, never more. A write whose content equals the status already on the object is not made. Writes are PUTs
-carrying the resourceVersion last seen: a conflict (someone changed the object) is retried on a fresh read, so
-a status never overwrites a newer spec's generation. Leadership is checked right before every request.
+Submissions coalesce per server (the newest wins), and a server's status is written at most once per
+`min_interval`, so a server that flaps faster than that causes fewer writes, never more: never a write storm. A
+write whose content equals the status already on the object is not made. Writes are PUTs carrying the
+resourceVersion last seen: a conflict (someone changed the object) is retried on a fresh read, so a status never
+overwrites a newer spec's generation. Leadership is checked right before every request.
 """
 
 import asyncio
+import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,16 +39,19 @@ class StatusWriter:
         *,
         attempts: int = 5,
         retry_seconds: float = 1.0,
+        min_interval: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.objects_api = client.CustomObjectsApi(api)
         self.is_leader = is_leader
         self.attempts = attempts
         self.retry_seconds = retry_seconds
+        self.min_interval = min_interval
         self.clock = clock
         self.writes = 0  # status writes made, for metrics
         self._pending: dict[Key, ServerStatus] = {}
         self._known: dict[Key, dict[str, Any]] = {}  # the object as last read or written
+        self._not_before: dict[Key, float] = {}  # monotonic: after a write, min_interval; after a failure, a retry
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -58,6 +65,7 @@ class StatusWriter:
         """The server is gone: nothing more is written for it."""
         self._pending.pop((namespace, name), None)
         self._known.pop((namespace, name), None)
+        self._not_before.pop((namespace, name), None)
 
     async def drained(self) -> None:
         """Returns once every submitted status is written, found unchanged, or dropped."""
@@ -65,28 +73,34 @@ class StatusWriter:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            retry = False
-            while self._pending:
-                if not self.is_leader():
-                    self._pending.clear()
-                    self._known.clear()  # the next leader writes; when leading again, read afresh
-                    break
-                key = next(iter(self._pending))
-                status = self._pending.pop(key)
-                try:
-                    await self.write(status)
-                except (client.ApiException, StatusConflict, aiohttp.ClientError, OSError) as exc:
-                    logger.warning("status of MCPServer %s/%s not written: %s; trying again", *key, _brief(exc))
-                    self._pending.setdefault(key, status)
-                    retry = True
-                    break
-            if retry:
-                await asyncio.sleep(self.retry_seconds)
-                self._wake.set()
-            elif not self._pending:
+            wait = await self._write_due()
+            if wait is None:
                 self._idle.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+
+    async def _write_due(self) -> float | None:
+        """Writes the pending statuses that are due; how long until the next one is (None: nothing is pending)."""
+        while self._pending:
+            if not self.is_leader():
+                self._pending.clear()
+                self._known.clear()  # the next leader writes; when leading again, read afresh
+                return None
+            now = time.monotonic()
+            key = min(self._pending, key=lambda k: self._not_before.get(k, -math.inf))
+            due = self._not_before.get(key, -math.inf)
+            if due > now:
+                return due - now
+            status = self._pending.pop(key)
+            try:
+                if await self.write(status):
+                    self._not_before[key] = time.monotonic() + self.min_interval
+            except (client.ApiException, StatusConflict, aiohttp.ClientError, OSError) as exc:
+                logger.warning("status of MCPServer %s/%s not written: %s; trying again", *key, _brief(exc))
+                self._pending.setdefault(key, status)
+                self._not_before[key] = time.monotonic() + self.retry_seconds
+        return None
 
     async def write(self, status: ServerStatus) -> bool:
         """Writes `status` unless the object already says the same; False when no write was needed or possible."""

@@ -190,6 +190,12 @@ class _Mirror:
         return update
 
 
+def resource(where: str) -> Key:
+    """The namespace and name of a refused resource, from its key in `Desired.errors` (see desired_from)."""
+    namespace, _, name = where.partition("/")
+    return namespace, name
+
+
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return (str(meta.get("namespace", "")), str(meta.get("name", "")))

@@ -90,6 +90,14 @@ class FakeApi:
         path = _path(mcpserver(name, ""), namespace, name)
         return self._call("PATCH", path, {"spec": spec}, "application/merge-patch+json")
 
+    def lease(self, name: str = "muster-discovery", namespace: str = "muster") -> dict[str, Any] | None:
+        response = httpx.get(f"{self.url}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        lease: dict[str, Any] = response.json()
+        return lease
+
     def delete(self, name: str, namespace: str = "muster") -> dict[str, Any]:
         return self._call("DELETE", _path(mcpserver(name, ""), namespace, name))
 

@@ -52,3 +52,17 @@ async def test_the_valkey_lease_stops_leading_on_its_own_before_its_key_can_expi
         assert not b.is_leader and await a.renew()
     finally:
         outbox.close()
+
+
+async def test_the_valkey_lease_knows_of_a_leader_while_valkey_answers_and_forgets_after_a_ttl(valkey: str) -> None:
+    outbox = Outbox(valkey)
+    a, b = Lease(outbox, "a", 1.0), Lease(outbox, "b", 1.0)
+    try:
+        assert not b.leader_known
+        assert await a.renew() and a.leader_known
+        assert not await b.renew() and b.leader_known, "another one holds the key"
+        with anyio.fail_after(2):  # no answer from Valkey since: after a ttl, no leader is known
+            while b.leader_known:
+                await asyncio.sleep(0.02)
+    finally:
+        outbox.close()

@@ -102,6 +102,40 @@ async def test_a_failing_api_keeps_the_leader_until_its_deadline_and_no_longer(
     assert await a.renew(), "nobody took it meanwhile: the same holder leads again"
 
 
+@pytest.mark.anyio
+async def test_a_standby_knows_of_a_leader_while_the_lease_is_renewed_and_until_it_could_be_taken(
+    api: FakeApi, kube: client.ApiClient
+) -> None:
+    a, b = candidate(kube, "a"), candidate(kube, "b")
+    assert not b.leader_known, "nothing seen yet"
+    assert await a.renew() and a.leader_known
+    assert not await b.renew() and b.leader_known
+    seen = time.monotonic()
+    with anyio.fail_after(LEASE_DURATION + 2):  # nobody renews: known until the lease could be taken
+        while b.leader_known:
+            await asyncio.sleep(0.05)
+    assert time.monotonic() - seen >= LEASE_DURATION - 0.2
+    with anyio.fail_after(5):  # the standby takes it (a renewal slower than the deadline on a loaded machine retries)
+        while not await b.renew():
+            await asyncio.sleep(0.05)
+    assert b.leader_known
+
+
+@pytest.mark.anyio
+async def test_a_candidate_that_loses_the_race_to_create_the_lease_knows_of_the_leader_at_once(
+    api: FakeApi, kube: client.ApiClient
+) -> None:
+    a, b = candidate(kube, "a"), candidate(kube, "b")
+    api.faults(rules=[{"verb": "create", "match": "/leases", "delay": 0.5, "count": 1}])
+    late = asyncio.create_task(b.renew())  # finds no lease, and its create is held back half a second
+    with anyio.fail_after(5):
+        while api.count("create", "/leases") < 1:
+            await asyncio.sleep(0.01)
+    assert await a.renew(), "a finds no lease either, and creates it first"
+    assert not await late, "b's create comes second: 409"
+    assert b.leader_known and not b.is_leader, "b knows a leader holds it without another read"
+
+
 class Holder:
     def __init__(self, api: FakeApi, name: str) -> None:
         self.name = name

@@ -47,3 +47,13 @@ def test_credentials_never_reach_a_status_and_long_errors_are_cut() -> None:
 def test_optional_fields_are_left_out_rather_than_written_empty() -> None:
     status = render(ServerStatus(namespace="n", name="a", state="Connecting"), None, NOW)
     assert set(status) == {"state", "consecutiveFailures", "toolCount", "conditions"}
+
+
+def test_a_connected_period_keeps_the_start_an_earlier_leader_wrote_and_a_new_period_gets_its_own() -> None:
+    earlier = render(ServerStatus(namespace="n", name="a", state="Connected", last_connected=NOW), None, NOW)
+    later = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    again = ServerStatus(namespace="n", name="a", state="Connected", last_connected=later)
+    assert render(again, earlier, later)["lastConnected"] == "2026-11-02T09:30:00Z"
+    down = render(ServerStatus(namespace="n", name="a", state="Disconnected", last_connected=NOW), earlier, later)
+    assert down["lastConnected"] == "2026-11-02T09:30:00Z"
+    assert render(again, down, later)["lastConnected"] == "2026-11-02T10:00:00Z"

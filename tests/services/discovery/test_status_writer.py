@@ -40,7 +40,7 @@ def failed(failures: int) -> ServerStatus:
 
 @asynccontextmanager
 async def writing(kube: client.ApiClient, is_leader: Callable[[], bool] = lambda: True) -> AsyncIterator[StatusWriter]:
-    writer = StatusWriter(kube, is_leader, retry_seconds=0.05, clock=lambda: NOW)
+    writer = StatusWriter(kube, is_leader, retry_seconds=0.05, min_interval=0, clock=lambda: NOW)
     task = asyncio.create_task(writer.run())
     try:
         yield writer
@@ -198,3 +198,31 @@ async def test_a_failed_write_is_tried_again_and_a_deleted_server_is_dropped(
         writer.submit(failed(1))
         await settle(writer)
     assert api.count("update", STATUS_PATH) == 4  # the one write that found the object gone
+
+
+async def test_a_server_s_status_is_written_at_most_once_per_interval_and_the_newest_one_wins(
+    api: FakeApi, kube: client.ApiClient
+) -> None:
+    api.create(mcpserver("a"))
+    api.create(mcpserver("b"))
+    writer = StatusWriter(kube, lambda: True, min_interval=1.0, clock=lambda: NOW)
+    task = asyncio.create_task(writer.run())
+    try:
+        started = asyncio.get_running_loop().time()
+        writer.submit(connected())
+        await settle(writer)
+        for flap in range(1, 40):  # a server flapping every 10 ms for 0.4 s
+            writer.submit(failed(flap) if flap % 2 else connected())
+            if flap == 20:
+                writer.submit(connected(name="b"))  # another server's status does not wait behind a's
+            if flap == 35:  # 150 ms later, while a's next write is still not due
+                b_written = api.get("b").get("status") is not None
+            await asyncio.sleep(0.01)
+        await settle(writer)
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert 2 <= api.count("update", "/mcpservers/a/status") <= 1 + elapsed / 1.0 + 1
+    assert api.get("a")["status"]["consecutiveFailures"] == 39, "the last submission is what stays"
+    assert b_written
