@@ -29,16 +29,17 @@ from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Allow, Head, Receive, Scope, Send, respond, respond_text
 from services.ingress.identity_auth import IdentityAuth
+from services.ingress.inputs import Inputs
 from services.ingress.meta import Meta
 from services.ingress.oauth.app import PATHS, OAuthApp, attach
 from services.ingress.oauth.app import create_app as create_oauth_app
 from services.ingress.oauth.authority import Authority, build
 from services.ingress.oauth.config import OAuthSettings
 from services.ingress.sessions import Sessions
+from services.ingress.tapes import Tapes
 from services.ingress.telemetry import Telemetry
 from services.ingress.visibility import Visibility
-from shared import health, streams
-from shared.errors import SERVICE_UNAVAILABLE, error_body
+from shared import errors, health, streams
 from shared.health import Health
 from shared.identity.errors import ProviderUnavailable
 from shared.instruments import IngressInstruments
@@ -53,13 +54,7 @@ logger = logging.getLogger(__name__)
 
 STARTUP_PATIENCE = 60.0  # seconds the ingress waits for its identity provider at startup
 START_BACKOFF_MAX = 2.0
-NOT_LOADED = (
-    b'{"jsonrpc":"2.0","id":null,"error":'
-    + error_body(
-        SERVICE_UNAVAILABLE, "muster is starting: its catalog is not loaded yet; retry shortly", {"retryAfter": 1}
-    )
-    + b"}"
-)
+NOT_LOADED = errors.ServiceUnavailable("muster is starting: its catalog is not loaded yet; retry shortly", 1)
 
 
 class NotReady(Exception):
@@ -164,7 +159,15 @@ async def lifespan(
     instruments = IngressInstruments(metrics, bounds) if settings.call_metrics else None
     telemetry = Telemetry(metrics, bounds, instruments, None, tracing)  # the log's hasher once Valkey answers
     get_streams = GetStreams(telemetry.notified)
-    sessions = Sessions(outbox, settings.replica_id, settings.session_ttl, settings.session_recheck)
+    sessions = Sessions(
+        outbox,
+        settings.replica_id,
+        settings.session_ttl,
+        settings.session_recheck,
+        max_sessions=settings.max_sessions,
+        max_bytes=settings.max_session_bytes,
+        retry_after=settings.retry_after,
+    )
     calls = Calls(
         client,
         outbox,
@@ -173,11 +176,14 @@ async def lifespan(
         queue_limit=settings.queue_limit,
         max_pending=settings.max_pending,
         retry_after=settings.retry_after,
+        asked=sessions.ask,
     )
     current = CurrentCatalog(instruments.catalog_changed if instruments is not None else bounds.update)
     visibility = Visibility(current, calls, client, settings.replica_id, listing_seconds=settings.listing_seconds)
     broadcasts = Broadcasts(client, current, get_streams, sessions, visibility)
-    forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout, telemetry)
+    tapes = Tapes(client, outbox, keep=settings.resume_seconds, block_ms=int(settings.keepalive_seconds * 1000))
+    forwarder = Forwarder(calls, outbox, tapes, sessions, settings.replica_id, settings.call_timeout, telemetry)
+    inputs = Inputs(forwarder, tapes, calls)
     auth_state: AuthState = PlainAuth() if oauth is None else IdentityAuth(visibility, outbox)
     meta = Meta(settings.expose, forwarder, auth_state)
     handlers = Handlers(sessions, current, forwarder, outbox, meta, visibility)
@@ -185,13 +191,14 @@ async def lifespan(
     try:
         async with identity(oauth, outbox, visibility) as auth:
             bearer = Bearer(auth[0].guard) if auth is not None else None
-            endpoint = Endpoint(settings, sessions, handlers, get_streams, telemetry, bearer)
+            endpoint = Endpoint(settings, sessions, handlers, get_streams, tapes, telemetry, bearer)
             started = _start_when_valkey_answers(settings, client, telemetry, broadcasts)
             loops = (calls.read_replies(), calls.sweep(), started, heartbeat(client, calls, settings))
             tasks = [asyncio.create_task(t) for t in loops]
             yield Parts(client, calls, current, get_streams, sessions, endpoint, auth[1] if auth is not None else None)
     finally:
         visibility.background.cancel()
+        inputs.close()
         get_streams.close_all()
         for task in tasks:
             task.cancel()
@@ -249,7 +256,7 @@ class Ingress:
                 if parts.calls.draining and scope["method"] == "GET":  # an event stream would hold the drain up
                     await respond_text(send, 503, "this muster replica is shutting down", [(b"retry-after", b"1")])
                 elif not parts.current.loaded:  # Valkey was away when the ingress started: nothing to serve yet
-                    await respond(send, 503, NOT_LOADED, headers=[(b"retry-after", b"1")])
+                    await respond(send, NOT_LOADED.status, NOT_LOADED.response(b"null"), headers=NOT_LOADED.headers)
                 else:
                     await parts.endpoint(scope, receive, send)
             elif parts is not None and parts.oauth is not None and path.startswith(PATHS):

@@ -24,7 +24,6 @@ from redis.exceptions import RedisError
 
 from services.ingress.calls import Calls
 from services.ingress.current import CurrentCatalog
-from services.ingress.routing import BadRequest
 from shared import errors
 from shared.catalog import Catalog
 from shared.identity import keys
@@ -165,7 +164,7 @@ class Visibility:
     async def forget_listing(self, subject: str, server: str) -> None:
         await self.valkey.delete(keys.listing(subject, server))
 
-    async def explain(self, owner: str, login: bytes, method: str, params: Any) -> BadRequest | None:
+    async def explain(self, owner: str, login: bytes, method: str, params: Any) -> errors.AuthRequired | None:
         """Why a name a user called is unknown, when it belongs to a personal server the user cannot call yet."""
         if method not in ("tools/call", "prompts/get") or not isinstance(params, dict) or not login:
             return None
@@ -180,11 +179,9 @@ class Visibility:
             if name.startswith(f"{MUSTER_PREFIX}_{record.prefix}_"):
                 url = listing.login_url or await self.login_url(owner, record.name)
                 why = listing.error or f"{record.name} is not available to you yet"
-                data: dict[str, str] = {"server": record.name}
                 if url is not None:
-                    data["loginUrl"] = url
                     why = f"{record.name} needs you to log in to it first: open {url}"
-                return BadRequest(errors.AUTH_REQUIRED, why, data)
+                return errors.AuthRequired(why, record.name, url)
         return None
 
     async def login_url(self, owner: str, server: str) -> str | None:

@@ -131,6 +131,7 @@ class Worker:
             held_streams=s.held_streams,
             answer_seconds=s.answer_seconds,
             telemetry=self.telemetry,
+            retry_after=s.retry_after,
         )
         self.janitor = Janitor(
             self.outbox,
@@ -317,7 +318,9 @@ class Worker:
             if upstream.configure(record):
                 self.dispatcher.listeners.drop(record.name)
             return
-        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency, self.identity)
+        upstream = self.servers[record.name] = Upstream.of(
+            record, self.settings.server_concurrency, self.settings.max_result_bytes, self.identity
+        )
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)

@@ -57,9 +57,7 @@ def refusal(server: str, exc: IdentityError) -> bytes:
         return errors.AuthRequired(f"{server}: {exc}; sign in to muster again", server).body()
     if isinstance(exc, ProviderUnavailable):
         return errors.UpstreamUnavailable(f"{server}: the identity provider: {exc}", RETRY_AFTER).body()
-    return errors.error_body(
-        errors.INTERNAL_ERROR, f"muster cannot get a credential for {server}: {exc}; an operator must look"
-    )
+    return errors.InternalError(f"muster cannot get a credential for {server}: {exc}; an operator must look").body()
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             m.discovery()
             m.worker(MUSTER_WORKER_BATCH="1")
             m.worker(MUSTER_WORKER_BATCH="1")
-            m.ingress(public_port)
+            m.ingress_at(public_port)
             m.ingress()
             m.ingress(MUSTER_EXPOSE="meta")  # the meta-tools with sign-in on
             yield World(m, dex, remote, key, documents)

@@ -50,7 +50,7 @@ def lists_for_users(call: Call) -> tuple[ReplyKind, bytes]:
         return ReplyKind.ERROR, errors.AuthRequired("log in first", call.server.decode(), url).body()
     if call.method == b"tools/list":
         return ReplyKind.RESULT, orjson.dumps({"tools": [TOOL]})
-    return ReplyKind.ERROR, errors.error_body(errors.METHOD_NOT_FOUND, "Method not found")
+    return ReplyKind.ERROR, errors.MethodNotFound("Method not found").body()
 
 
 @contextlib.asynccontextmanager
