@@ -9,6 +9,7 @@ validate is one line that names where it came from, and exit status 2:
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,13 @@ def valkey_url(text: str) -> str:
     except ValueError as exc:
         raise Invalid(str(exc)) from None
     return text
+
+
+def memory(text: str) -> str:
+    """A Valkey memory size: bytes, or a number with kb, mb or gb."""
+    if not re.fullmatch(r"[1-9][0-9]*(b|kb|mb|gb)?", text.strip().lower()):
+        raise Invalid("must be a size such as 1gb, 512mb or 1073741824")
+    return text.strip().lower()
 
 
 def folder(text: str) -> Path | None:

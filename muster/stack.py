@@ -156,7 +156,9 @@ class Stack:
         argv = [sys.executable, "-m", module, *args]
         return self.start(name, argv, env, group=group, stop_timeout=stop_timeout, stderr=stderr)
 
-    def valkey(self, port: int, *extra: str) -> str:
+    def valkey(self, port: int, *extra: str, maxmemory: str = "1gb") -> str:
+        """Valkey on 127.0.0.1, bounded in memory: full, it refuses writes (noeviction) instead of evicting queued
+        calls, sessions or replies without a word, and muster answers -32006 until there is room again."""
         directory = self.data / "valkey"
         directory.mkdir(parents=True, exist_ok=True)
         self.start(
@@ -179,6 +181,8 @@ class Stack:
                 "no",
                 "--loglevel",
                 "warning",
+                "--maxmemory",
+                maxmemory,
                 "--maxmemory-policy",
                 "noeviction",
                 *extra,

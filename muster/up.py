@@ -20,7 +20,20 @@ import orjson
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
-from muster.options import Option, boolean, choice, fail, folder, integer, path, port, port_or_free, resolve, valkey_url
+from muster.options import (
+    Option,
+    boolean,
+    choice,
+    fail,
+    folder,
+    integer,
+    memory,
+    path,
+    port,
+    port_or_free,
+    resolve,
+    valkey_url,
+)
 from muster.stack import Child, Stack, Stopping, free_port, port_in_use
 from muster.supervise import CrashLoop, Supervisor
 from services.discovery.config import DiscoverySettings
@@ -51,6 +64,9 @@ OPTIONS = (
            "use this Valkey (redis://host:port/db or redis+sentinel://host:port,.../primary) instead of starting one",
            "URL"),
     Option("--valkey-port", "MUSTER_VALKEY_PORT", port_or_free, "0", "the started Valkey's port (0: a free one)", "N"),
+    Option("--valkey-maxmemory", "MUSTER_VALKEY_MAXMEMORY", memory, "1gb",
+           "the started Valkey's memory limit; full, it refuses writes (noeviction) and calls get -32006 with a retry"
+           " hint, rather than queued calls being evicted silently", "SIZE"),
     Option("--demo-port", "MUSTER_DEMO_PORT", integer(1, 65534), str(DEMO_PORT),
            "the first demo cluster's port; the second one gets the next", "N"),
 )  # fmt: skip
@@ -172,7 +188,7 @@ def _start(
 ) -> tuple[str, list[tuple[str, int]]]:
     """Starts the stack; returns Valkey's URL and where each part serves its metrics."""
     ingress, worker, _ = settings
-    url: str = o["valkey"] or stack.valkey(o["valkey_port"] or free_port())
+    url: str = o["valkey"] or stack.valkey(o["valkey_port"] or free_port(), maxmemory=o["valkey_maxmemory"])
     log_json = "true" if o["json_logs"] else "false"
     # Each service is given its own name for what muster up decides: a service reads its own name first.
     common = {"VALKEY_URL": url, "LOG_JSON": log_json}

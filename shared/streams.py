@@ -17,7 +17,10 @@ One key family per ingress replica, worker or session:
     muster:replies:<replica>   stream  workers and discovery -> one ingress replica (REPLIES_MAXLEN, REPLIES_TTL)
     muster:inbox:<worker>      stream  ingress -> the worker running a call: answers to its relayed requests
     muster:session:<id>        hash    one MCP session (protocol, capabilities, principal, level, stream holder)
-    muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri"
+    muster:session:<id>:subs   set     what the session subscribed to, as "server\\nuri" (SUBSCRIPTIONS_MAX)
+    muster:session:<id>:asked  set     refs of the requests relayed to the session and not answered yet
+    muster:tape:<id>           stream  what one of muster's own event streams sent (TAPE_MAXLEN), or what a call
+                                       waiting for a 2026-07-28 client's input produced: any replica resumes it
     muster:session:<id>:upstreams  hash  server -> the session's own upstream session there (a binding:
                                        "upstream session id\\nprotocol\\nprincipal"); lives BINDING_GRACE longer
                                        than the session, so that its upstream sessions are closed after it expires
@@ -27,6 +30,7 @@ One key family per ingress replica, worker or session:
 And the keys everybody shares:
 
     muster:servers             hash    server name -> ServerRecord: discovery writes, ingress and workers read
+    muster:sessions            zset    session id -> when it expires (unix seconds): the bound on their count
     muster:capabilities        stream  discovery -> ingress replicas and workers: these records changed
     muster:control             stream  ingress -> everybody: CancelCall, SessionEnded, SubscriptionsChanged
     muster:dead                stream  calls that failed on too many workers in a row (the dead-letter stream)
@@ -49,6 +53,7 @@ CAPABILITIES: Final = PREFIX + "capabilities"
 CONTROL: Final = PREFIX + "control"
 DEAD_LETTER: Final = PREFIX + "dead"
 DISCOVERY_LEADER: Final = PREFIX + "discovery:leader"
+SESSIONS: Final = PREFIX + "sessions"
 LOG_HASH_KEY: Final = PREFIX + "log-hash-key"
 UPSTREAM_EXPIRY: Final = PREFIX + "upstream-expiry"
 
@@ -58,6 +63,8 @@ REPLIES_MAXLEN: Final = 20_000
 INBOX_MAXLEN: Final = 10_000
 EVENTS_MAXLEN: Final = 1_000  # capabilities, control
 DEAD_LETTER_MAXLEN: Final = 10_000
+TAPE_MAXLEN: Final = 1_000  # events of one muster event stream kept for resuming it
+SUBSCRIPTIONS_MAX: Final = 100  # resources one session subscribes to at once
 
 # Lifetimes, in seconds.
 REPLIES_TTL: Final = 3600  # a reply stream lives this long after the last reply any writer sent to it
@@ -129,6 +136,16 @@ def session(session_id: str) -> str:
 def session_subscriptions(session_id: str) -> str:
     """What one session subscribed to, as "server\\nuri" entries, for cleaning up when it ends."""
     return f"{PREFIX}session:{session_id}:subs"
+
+
+def session_asked(session_id: str) -> str:
+    """The refs of server->client requests relayed to one session that it may still answer."""
+    return f"{PREFIX}session:{session_id}:asked"
+
+
+def tape(tape_id: str) -> str:
+    """What one of muster's event streams sent, or a call waiting for input produced, for resuming it anywhere."""
+    return f"{PREFIX}tape:{tape_id}"
 
 
 def upstream_sessions(session_id: str) -> str:

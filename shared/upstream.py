@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 
+from shared import rawjson
 from shared.http1 import Headers, HttpError, OnEvent, OnHead, Pool, Response
 from shared.protocol import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MUSTER_VERSION
+from shared.rawjson import Document, Malformed
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +71,14 @@ def _retrieve(task: "asyncio.Task[None]") -> None:
         task.exception()
 
 
-def _message(data: bytes) -> dict[str, Any] | None:
+def _message(data: bytes) -> Document | None:
     """A JSON-RPC message the upstream sent as an event; None for anything else, which is dropped."""
     try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        message = Document.parse(data)
+    except Malformed:
         logger.warning("upstream sent an event that is not JSON; dropped")
         return None
-    return message if isinstance(message, dict) else None
+    return message if isinstance(message.value, dict) else None
 
 
 def _retry_after(response: Response) -> float | None:
@@ -146,7 +148,7 @@ class UpstreamSession:
         response, outcome = await self._exchange(b"initialize", params, deadline, None)
         if outcome.error:
             raise UpstreamFailure(f"initialize failed: {outcome.body.decode('utf-8', 'replace')}")
-        result = orjson.loads(outcome.body)
+        result = rawjson.loads(outcome.body)
         version = result.get("protocolVersion")
         if version not in HANDSHAKE_VERSIONS:
             raise UpstreamFailure(f"upstream speaks protocol version {version!r}, which muster does not")
@@ -192,16 +194,16 @@ class UpstreamSession:
         if request_id is None:
             request_id = next(self._ids)
         body = b'{"jsonrpc":"2.0","id":%d,"method":"%s","params":%s}' % (request_id, method, params)
-        final: list[dict[str, Any]] = []
+        final: list[Document] = []
 
         def on_event(data: bytes) -> bool:
             message = _message(data)
             if message is None:
                 return False
-            if "method" in message:
+            if "method" in message.value:
                 if on_message is not None:
-                    on_message(message, data)
-            elif message.get("id") == request_id:
+                    on_message(message.value, data)
+            elif message.value.get("id") == request_id:
                 final.append(message)
                 return True
             return False
@@ -238,24 +240,27 @@ class UpstreamSession:
         if response.status not in accepted:
             raise StatusError(response.status, response.body, _retry_after(response))
 
-    def _outcome(self, response: Response, final: list[dict[str, Any]]) -> Outcome:
-        """The request's outcome from the response: its event stream's answer, or its JSON body."""
+    def _outcome(self, response: Response, final: list[Document]) -> Outcome:
+        """The request's outcome from the response: its event stream's answer, or its JSON body. The result or
+        error travels on as the bytes the upstream sent (shared/rawjson.py)."""
         self._check(response, (200,))
         if response.content_type == b"application/json":
             try:
-                message = orjson.loads(response.body)
-            except orjson.JSONDecodeError as exc:
+                message = Document.parse(response.body)
+            except Malformed as exc:
                 raise UpstreamFailure("upstream answered with a body that is not JSON") from exc
-            if isinstance(message, dict):
+            if isinstance(message.value, dict):
                 final.append(message)
         if not final:
             raise UpstreamFailure("upstream closed the response without answering the request")
-        message = final[-1]
-        if "error" in message:
-            return Outcome(True, orjson.dumps(message["error"]))
-        if "result" not in message:
+        answer = final[-1]
+        error = answer.member("error")
+        if error is not None:
+            return Outcome(True, error)
+        result = answer.member("result")
+        if result is None:
             raise UpstreamFailure("upstream answered with neither result nor error")
-        return Outcome(False, orjson.dumps(message["result"]))
+        return Outcome(False, result)
 
     async def listen(
         self, on_message: OnMessage, *, on_head: OnHead | None = None, last_event_id: bytes | None = None
@@ -268,8 +273,8 @@ class UpstreamSession:
 
         def on_event(data: bytes) -> bool:
             message = _message(data)
-            if message is not None and "method" in message:
-                on_message(message, data)
+            if message is not None and "method" in message.value:
+                on_message(message.value, data)
             return False
 
         headers = [(b"Accept", b"text/event-stream"), *self._headers[1:]]
@@ -287,7 +292,10 @@ class UpstreamSession:
 
     async def respond(self, request_id: Any, body: bytes, deadline: float | None = None) -> None:
         """Answer a request the upstream sent; `body` is b'"result":{...}' or b'"error":{...}'."""
-        message = b'{"jsonrpc":"2.0","id":%s,%s}' % (orjson.dumps(request_id), body)
+        raw_id = (
+            request_id if isinstance(request_id, bytes) else orjson.dumps(request_id)
+        )  # bytes: as the server sent it
+        message = b'{"jsonrpc":"2.0","id":%s,%s}' % (raw_id, body)
         response = await self.pool.request(b"POST", self._headers, message, deadline=deadline)
         self._check(response, (200, 202, 204))
 

@@ -99,8 +99,8 @@ class Muster:
         self.servers = self.root / "servers"
         self.servers.mkdir()
 
-    def start_valkey(self) -> None:
-        self.valkey_url = self.stack.valkey(free_port())
+    def start_valkey(self, maxmemory: str = "1gb") -> None:
+        self.valkey_url = self.stack.valkey(free_port(), maxmemory=maxmemory)
         self.env = {
             "MUSTER_VALKEY_URL": self.valkey_url,
             "MUSTER_LOG_JSON": "false",
@@ -130,6 +130,16 @@ class Muster:
         """The conformance fixtures (tests/fixtures/conformance_server.py), as one more upstream."""
         port = free_port()
         self.stack.python(name, "tests.fixtures.conformance_server", "--port", str(port), env={"PYTHONPATH": str(ROOT)})
+        self.stack.wait_tcp(port, name)
+        server = self.standins[name] = StandIn(name, port)
+        if register:
+            self.register(name, server.url)
+        return server
+
+    def raw_server(self, name: str = "raw", register: bool = True) -> StandIn:
+        """The hand-written server of tests/fixtures/raw_server.py, which answers with bytes no SDK writes."""
+        port = free_port()
+        self.stack.python(name, "tests.fixtures.raw_server", "--port", str(port), env={"PYTHONPATH": str(ROOT)})
         self.stack.wait_tcp(port, name)
         server = self.standins[name] = StandIn(name, port)
         if register:
@@ -272,10 +282,10 @@ def muster_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("muster")
 
 
-def make_muster(root: Path) -> Iterator[Muster]:
+def make_muster(root: Path, *, maxmemory: str = "1gb") -> Iterator[Muster]:
     m = Muster(root)
     try:
-        m.start_valkey()
+        m.start_valkey(maxmemory)
         yield m
     finally:
         m.stack.stop()

@@ -72,11 +72,7 @@ class Listener:
     def _on_message(self, message: dict[str, Any], data: bytes) -> None:
         method = message.get("method")
         if "id" in message:  # a request outside any call, such as a ping: answered here, nobody else can
-            body = (
-                b'"result":{}'
-                if method == "ping"
-                else b'"error":' + errors.error_body(errors.METHOD_NOT_FOUND, "not supported")
-            )
+            body = b'"result":{}' if method == "ping" else b'"error":' + errors.MethodNotFound("not supported").body()
             self.background.spawn(self.session.respond(message["id"], body))
         elif method == "notifications/resources/updated":
             uri = (message.get("params") or {}).get("uri")

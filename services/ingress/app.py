@@ -26,11 +26,12 @@ from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
 from services.ingress.http import Receive, Scope, Send, respond, respond_text
+from services.ingress.inputs import Inputs
 from services.ingress.meta import Meta
 from services.ingress.sessions import Sessions
+from services.ingress.tapes import Tapes
 from services.ingress.telemetry import Telemetry
-from shared import health, streams
-from shared.errors import SERVICE_UNAVAILABLE, error_body
+from shared import errors, health, streams
 from shared.health import Health
 from shared.instruments import IngressInstruments
 from shared.labels import LabelBounds
@@ -42,13 +43,7 @@ from shared.valkey import Outbox, connect
 logger = logging.getLogger(__name__)
 
 START_BACKOFF_MAX = 2.0
-NOT_LOADED = (
-    b'{"jsonrpc":"2.0","id":null,"error":'
-    + error_body(
-        SERVICE_UNAVAILABLE, "muster is starting: its catalog is not loaded yet; retry shortly", {"retryAfter": 1}
-    )
-    + b"}"
-)
+NOT_LOADED = errors.ServiceUnavailable("muster is starting: its catalog is not loaded yet; retry shortly", 1)
 
 
 class NotReady(Exception):
@@ -99,7 +94,15 @@ async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBou
     instruments = IngressInstruments(metrics, bounds) if settings.call_metrics else None
     telemetry = Telemetry(metrics, bounds, instruments, None, tracing)  # the log's hasher once Valkey answers
     get_streams = GetStreams(telemetry.notified)
-    sessions = Sessions(outbox, settings.replica_id, settings.session_ttl, settings.session_recheck)
+    sessions = Sessions(
+        outbox,
+        settings.replica_id,
+        settings.session_ttl,
+        settings.session_recheck,
+        max_sessions=settings.max_sessions,
+        max_bytes=settings.max_session_bytes,
+        retry_after=settings.retry_after,
+    )
     calls = Calls(
         client,
         outbox,
@@ -108,12 +111,15 @@ async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBou
         queue_limit=settings.queue_limit,
         max_pending=settings.max_pending,
         retry_after=settings.retry_after,
+        asked=sessions.ask,
     )
     current = CurrentCatalog(instruments.catalog_changed if instruments is not None else bounds.update)
     broadcasts = Broadcasts(client, current, get_streams, sessions)
-    forwarder = Forwarder(calls, outbox, settings.replica_id, settings.call_timeout, telemetry)
+    tapes = Tapes(client, outbox, keep=settings.resume_seconds, block_ms=int(settings.keepalive_seconds * 1000))
+    forwarder = Forwarder(calls, outbox, tapes, sessions, settings.replica_id, settings.call_timeout, telemetry)
+    inputs = Inputs(forwarder, tapes, calls)
     handlers = Handlers(sessions, current, forwarder, outbox, Meta(settings.expose, forwarder, PlainAuth()))
-    endpoint = Endpoint(settings, sessions, handlers, get_streams, telemetry)
+    endpoint = Endpoint(settings, sessions, handlers, get_streams, tapes, telemetry)
     tasks: list[asyncio.Task[None]] = []
     try:
         started = _start_when_valkey_answers(settings, client, telemetry, broadcasts)
@@ -121,6 +127,7 @@ async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBou
         tasks = [asyncio.create_task(t) for t in loops]
         yield Parts(client, calls, current, get_streams, sessions, endpoint)
     finally:
+        inputs.close()
         get_streams.close_all()
         for task in tasks:
             task.cancel()
@@ -176,7 +183,7 @@ class Ingress:
                 if parts.calls.draining and scope["method"] == "GET":  # an event stream would hold the drain up
                     await respond_text(send, 503, "this muster replica is shutting down", [(b"retry-after", b"1")])
                 elif not parts.current.loaded:  # Valkey was away when the ingress started: nothing to serve yet
-                    await respond(send, 503, NOT_LOADED, headers=[(b"retry-after", b"1")])
+                    await respond(send, NOT_LOADED.status, NOT_LOADED.response(b"null"), headers=NOT_LOADED.headers)
                 else:
                     await parts.endpoint(scope, receive, send)
             elif path in health.PATHS:

@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -69,8 +70,11 @@ class Calls:
         queue_limit: int,
         max_pending: int,
         retry_after: float,
+        asked: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         self.client = client
+        # (session, ref): a request relayed to the session's GET stream, which only that session may answer once
+        self.asked = asked
         self.outbox = outbox
         self.replica = replica.encode()
         self.get_streams = get_streams
@@ -130,7 +134,10 @@ class Calls:
 
     async def read_replies(self) -> None:
         async for batch in self._replies:
-            for _, entries in batch:
+            for stream, entries in batch:
+                if entries:  # read is done with: a result does not stay in Valkey until the stream's bound trims it
+                    self.outbox.post(b"XTRIM", stream, b"MINID", entries[-1][0])
+                    self.outbox.post(b"XDEL", stream, entries[-1][0])
                 for entry_id, fields in entries:
                     try:
                         reply = read_reply(fields)
@@ -138,8 +145,7 @@ class Calls:
                         logger.error("malformed reply %s dropped", entry_id)
                         continue
                     if isinstance(reply, SessionEvent):
-                        if not self.get_streams.send(reply.session.decode(), reply.body) and reply.ref:
-                            self.unreachable(reply.ref, reply.session, "the client's GET stream is not open")
+                        self._to_session(reply)
                         continue
                     pending = self.pending.get(reply.call_id)
                     if pending is not None:
@@ -149,9 +155,16 @@ class Calls:
                     elif reply.kind is ReplyKind.REQUEST:
                         self.unreachable(reply.ref, b"", "the call it was sent for has ended")
 
+    def _to_session(self, event: SessionEvent) -> None:
+        """An event for a session's GET stream; a request there (with a ref) is one the session may answer."""
+        if event.ref and self.asked is not None:
+            self.asked(event.session, event.ref)
+        if not self.get_streams.send(event.session.decode(), event.body) and event.ref:
+            self.unreachable(event.ref, event.session, "the client's GET stream is not open")
+
     def unreachable(self, ref: bytes, session: bytes, why: str) -> None:
         """Answers an upstream's request in the client's place: it cannot be delivered."""
-        body = b'"error":' + errors.error_body(errors.INTERNAL_ERROR, f"muster cannot reach the client: {why}")
+        body = b'"error":' + errors.InternalError(f"muster cannot reach the client: {why}").body()
         answer = Answer(ref, session, body)
         self.outbox.append(streams.inbox(answer.worker), streams.INBOX_MAXLEN, answer.fields())
 

@@ -36,6 +36,20 @@ class IngressSettings(ServiceSettings):
     max_pending: int = Field(20_000, gt=0)  # calls one replica waits for at once
     retry_after: float = Field(1.0, ge=0)  # what a caller told "queue full" should wait
     session_ttl: int = Field(24 * 3600, gt=0)  # seconds an unused session lives
+    max_sessions: int = Field(100_000, gt=0)  # sessions kept at once, across all replicas; beyond, -32003
+    max_session_bytes: int = Field(64 * 1024, gt=0)  # a session's capabilities and clientInfo, as the client sent them
+    # seconds a finished event stream (or a call's input_required continuation) stays resumable from Valkey
+    resume_seconds: float = Field(60.0, gt=0)
+    # Bounds on connections (services/ingress/guard.py): a request head must be complete within header_timeout of
+    # its first byte and within max_head_bytes, its body within body_timeout of the head; a connection with no
+    # request in progress is closed after idle_timeout; a response the client does not read for write_timeout is
+    # abandoned; beyond max_connections a new connection closes the longest-idle one (or is refused).
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+    idle_timeout: float = Field(5.0, gt=0)
+    write_timeout: float = Field(30.0, gt=0)
+    max_head_bytes: int = Field(64 * 1024, ge=1024)
+    max_connections: int = Field(4096, gt=0)
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session
     keepalive_seconds: float = Field(15.0, gt=0)  # comment lines on idle event streams, so proxies keep them open
     access_log: bool = False

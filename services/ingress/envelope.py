@@ -9,8 +9,13 @@ from mcp_types import LOG_LEVEL_META_KEY
 
 from services.ingress.callers import NO_LOGS, Envelope
 from services.ingress.http import Head
-from services.ingress.routing import BadRequest
+from shared import errors
 from shared.protocol import MODERN_VERSIONS
+
+# The rejections the SDK's ladder makes, as muster's errors.
+_REJECTIONS: dict[int, type[errors.RequestError]] = {
+    e.code: e for e in (errors.HeaderMismatch, errors.UnsupportedProtocolVersion, errors.InvalidParams)
+}
 
 
 def is_modern(head: Head, method: str) -> bool:
@@ -20,12 +25,12 @@ def is_modern(head: Head, method: str) -> bool:
 
 
 def open_envelope(head: Head, message: dict[str, Any], principal: str) -> Envelope:
-    """The caller a request's envelope describes, or BadRequest with the status the SDK would send."""
+    """The caller a request's envelope describes; the error the SDK would answer with when it describes none."""
     verdict = classify_inbound_request(message, headers=head.text_headers(), supported_modern_versions=MODERN_VERSIONS)
     if isinstance(verdict, InboundLadderRejection):
-        raise BadRequest(
-            verdict.code, verdict.message, verdict.data, status=ERROR_CODE_HTTP_STATUS.get(verdict.code, 400)
-        )
+        rejection = _REJECTIONS.get(verdict.code, errors.InvalidRequest)
+        data = verdict.data if isinstance(verdict.data, dict) else None
+        raise rejection(verdict.message, data, status=ERROR_CODE_HTTP_STATUS.get(verdict.code, 400))
     meta = message["params"]["_meta"]
     capabilities = verdict.client_capabilities if isinstance(verdict.client_capabilities, dict) else {}
     level = meta.get(LOG_LEVEL_META_KEY)

@@ -1,8 +1,10 @@
 """What each MCP method does at the ingress: answered here, from the Catalog or the session store, or forwarded
-through the queue to the server it belongs to. Handlers take a RequestContext and write through it."""
+through the queue to the server it belongs to. Handlers take a RequestContext and the request's params (as a
+Document: read its value, forward its bytes); `Handlers.methods` is the table a method is looked up in.
+"""
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -11,11 +13,12 @@ from services.ingress.current import CurrentCatalog
 from services.ingress.forward import LEVELS, Forwarder, response
 from services.ingress.http import Exchange, RequestContext
 from services.ingress.meta import Meta
-from services.ingress.routing import BadRequest, route
+from services.ingress.routing import route
 from services.ingress.sessions import Sessions
 from shared import errors, streams
 from shared.messages import CancelCall, SubscriptionsChanged
 from shared.protocol import HANDSHAKE_VERSIONS, MODERN_VERSIONS, MUSTER_VERSION
+from shared.rawjson import Document
 from shared.valkey import Outbox
 
 logger = logging.getLogger(__name__)
@@ -29,7 +32,6 @@ CAPABILITIES = {
     "completions": {},
 }
 FORWARDED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
-SUBSCRIPTIONS = ("resources/subscribe", "resources/unsubscribe")
 # server/discover is a per-request method: its caller adds the resultType.
 DISCOVERED = orjson.dumps(
     {
@@ -38,6 +40,18 @@ DISCOVERED = orjson.dumps(
         "_meta": {"io.modelcontextprotocol/serverInfo": SERVER_INFO},
     }
 )
+MAX_URI_BYTES = 8 * 1024  # a subscribed URI is kept in Valkey for the session's lifetime
+
+# A method's handler: the result to answer with, or None when it answered by itself (a forwarded call).
+Method = Callable[[RequestContext, Document | None], Awaitable[bytes | None]]
+
+
+def _session(ctx: RequestContext, method: str) -> Session:
+    """The methods that change what a session holds; a per-request client has no session to change."""
+    caller = ctx.caller
+    if not isinstance(caller, Session):
+        raise errors.MethodNotFound(f"Method not found: {method}", status=caller.unknown_method_status)
+    return caller
 
 
 class Handlers:
@@ -49,99 +63,135 @@ class Handlers:
         self.forwarder = forwarder
         self.outbox = outbox
         self.meta = meta
+        listings = {
+            "tools/list": lambda: (
+                self.meta.listing("tools/list") or b'{"tools":' + self.current.catalog.tools_json + b"}"
+            ),
+            "resources/list": lambda: b'{"resources":' + self.current.catalog.resources_json + b"}",
+            "resources/templates/list": lambda: b'{"resourceTemplates":' + self.current.catalog.templates_json + b"}",
+            "prompts/list": lambda: b'{"prompts":' + self.current.catalog.prompts_json + b"}",
+            "ping": lambda: b"{}",
+            "server/discover": lambda: DISCOVERED,
+        }
+        self.methods: dict[str, Method] = {
+            **{name: self._answer_with(listing) for name, listing in listings.items()},
+            **{name: self._forward(name) for name in FORWARDED},
+            "logging/setLevel": self.set_level,
+            "resources/subscribe": self.subscribe,
+            "resources/unsubscribe": self.unsubscribe,
+        }
 
-    async def initialize(self, exchange: Exchange, params: Any, principal: str) -> None:
+    @staticmethod
+    def _answer_with(listing: Callable[[], bytes]) -> Method:
+        async def answer(ctx: RequestContext, params: Document | None) -> bytes:
+            return listing()
+
+        return answer
+
+    def _forward(self, method: str) -> Method:
+        async def forward(ctx: RequestContext, params: Document | None) -> None:
+            await self.forwarder.forward(ctx, self.current.catalog, method, params)
+
+        return forward
+
+    async def initialize(self, exchange: Exchange, params: Document | None, principal: str) -> None:
         """Opens a session; its id travels in the response's Mcp-Session-Id header."""
-        if not isinstance(params, dict) or not isinstance(params.get("protocolVersion"), str):
-            raise BadRequest(errors.INVALID_PARAMS, "Invalid params: initialize requires params.protocolVersion")
-        capabilities = params.get("capabilities") or {}
-        client = params.get("clientInfo") or {}
-        if not isinstance(capabilities, dict) or not isinstance(client, dict):
-            raise BadRequest(errors.INVALID_PARAMS, "Invalid params: capabilities and clientInfo must be objects")
-        wanted = params["protocolVersion"]
+        value = params.value if params is not None else None
+        if params is None or not isinstance(value, dict) or not isinstance(value.get("protocolVersion"), str):
+            raise errors.InvalidParams("Invalid params: initialize requires params.protocolVersion")
+        if not isinstance(value.get("capabilities") or {}, dict) or not isinstance(value.get("clientInfo") or {}, dict):
+            raise errors.InvalidParams("Invalid params: capabilities and clientInfo must be objects")
+        client = value.get("clientInfo") or {}
+        wanted = value["protocolVersion"]
         version = wanted if wanted in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[0]
-        session = await self.sessions.create(version, capabilities, principal, client)
+        capabilities = params.member("capabilities") if value.get("capabilities") else None
+        client_info = params.member("clientInfo") if client else None
+        session = await self.sessions.create(version, capabilities or b"{}", principal, client_info or b"{}")
         result = orjson.dumps({"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO})
-        logger.info("session %s… opened by %s (%s)", session.id[:8], client.get("name", "?"), version)
+        name = client.get("name")
+        logger.info("session %s… opened by %.64s (%s)", session.id[:8], name if isinstance(name, str) else "?", version)
         await exchange.respond(200, response(exchange.request_id, result), [(b"mcp-session-id", session.session_id)])
 
-    async def request(self, ctx: RequestContext, method: str, params: Any) -> None:
-        if self.meta.answers(method, params):  # meta-tools, auth://status
-            await self.meta.request(ctx, self.current.catalog, method, params)
+    async def request(self, ctx: RequestContext, method: str, params: Document | None) -> None:
+        value = params.value if params is not None else None
+        if isinstance(value, dict) and self.meta.answers(method, value):  # meta-tools, auth://status
+            await self.meta.request(ctx, self.current.catalog, method, value)
             return
-        if method in FORWARDED:
-            await self.forwarder.forward(ctx, self.current.catalog, method, params)
-            return
-        result = self.meta.listing(method) or self.listing(method)
-        if result is None:
-            result = await self._session_method(ctx, method, params)
-        await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))
+        handler = self.methods.get(method)
+        if handler is None:
+            raise errors.MethodNotFound(f"Method not found: {method}", status=ctx.caller.unknown_method_status)
+        result = await handler(ctx, params)
+        if result is not None:
+            await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))
 
-    def listing(self, method: str) -> bytes | None:
-        catalog = self.current.catalog
-        if method == "tools/list":
-            return b'{"tools":' + catalog.tools_json + b"}"
-        if method == "resources/list":
-            return b'{"resources":' + catalog.resources_json + b"}"
-        if method == "resources/templates/list":
-            return b'{"resourceTemplates":' + catalog.templates_json + b"}"
-        if method == "prompts/list":
-            return b'{"prompts":' + catalog.prompts_json + b"}"
-        if method == "ping":
-            return b"{}"
-        if method == "server/discover":
-            return DISCOVERED
-        return None
+    async def set_level(self, ctx: RequestContext, params: Document | None) -> bytes:
+        session = _session(ctx, "logging/setLevel")
+        level = params.value.get("level") if params is not None and isinstance(params.value, dict) else None
+        if not isinstance(level, str) or level not in LEVELS:
+            raise errors.InvalidParams(f"Invalid params: level must be one of {', '.join(LEVELS)}")
+        await self.sessions.set_level(session, level)
+        await self.forwarder.notices.level(session, level, self.current.catalog)
+        return b"{}"
 
-    async def _session_method(self, ctx: RequestContext, method: str, params: Any) -> bytes:
-        """The methods that change what a session holds; a per-request client has no session to change."""
-        session = ctx.caller
-        if isinstance(session, Session):
-            if method in SUBSCRIPTIONS:
-                self.subscription(session, method == "resources/subscribe", params)
-                return b"{}"
-            if method == "logging/setLevel":
-                level = params.get("level") if isinstance(params, dict) else None
-                if level not in LEVELS:
-                    raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LEVELS)}")
-                await self.sessions.set_level(session, level)
-                await self.forwarder.notices.level(session, level, self.current.catalog)
-                return b"{}"
-        raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}", status=session.unknown_method_status)
+    async def subscribe(self, ctx: RequestContext, params: Document | None) -> bytes:
+        await self.subscription(_session(ctx, "resources/subscribe"), True, params)
+        return b"{}"
 
-    async def notification(self, session: Session, method: str, params: Any) -> None:
-        if method == "notifications/cancelled" and isinstance(params, dict) and "requestId" in params:
-            key = session.id + " " + orjson.dumps(params["requestId"]).decode()
-            self.forwarder.cancel(CancelCall(key=key, reason=str(params.get("reason") or "")))
-        elif method == "notifications/roots/list_changed":
+    async def unsubscribe(self, ctx: RequestContext, params: Document | None) -> bytes:
+        await self.subscription(_session(ctx, "resources/unsubscribe"), False, params)
+        return b"{}"
+
+    async def notification(self, session: Session, method: str, params: Document | None) -> None:
+        if method == "notifications/roots/list_changed":
             await self.forwarder.notices.roots_changed(session, self.current.catalog)
+            return
+        if method != "notifications/cancelled" or params is None or not isinstance(params.value, dict):
+            return
+        request_id = params.member("requestId")
+        if request_id is not None:
+            key = session.call_key(request_id, b"", b"")
+            reason = params.value.get("reason")
+            self.forwarder.cancel(CancelCall(key=key.decode(), reason=reason if isinstance(reason, str) else ""))
 
-    def client_response(self, session: Session, message: dict[str, Any]) -> None:
-        """The client answers a request an upstream sent during a call: pass it to the worker running that call."""
-        ref = message["id"]
-        if isinstance(ref, str) and "/" in ref:
-            member = (
-                b'"result":' + orjson.dumps(message["result"])
-                if "result" in message
-                else b'"error":' + orjson.dumps(message["error"])
-            )
-            self.forwarder.answer(ref.encode(), session.session_id, member)
+    async def client_response(self, session: Session, message: Document) -> None:
+        """The client answers a request an upstream sent during a call: pass it to the worker running that call,
+        if it is a request this session was asked and has not answered yet."""
+        ref = message.value.get("id")
+        if not isinstance(ref, str) or "/" not in ref or not await self.sessions.answered(session, ref.encode()):
+            logger.debug("a response from session %s… to no request it was asked was dropped", session.id[:8])
+            return
+        name = "result" if "result" in message.value else "error"
+        body = message.member(name)
+        assert body is not None
+        self.forwarder.answer(ref.encode(), session.session_id, b'"' + name.encode() + b'":' + body)
 
-    def subscription(self, session: Session, subscribe: bool, params: Any) -> None:
+    async def subscription(self, session: Session, subscribe: bool, params: Document | None) -> None:
         """Record who listens to which resource. Discovery holds one upstream subscription per resource, on a
         session it listens to, and fans each update out to every subscriber: so each arrives exactly once."""
         catalog = self.current.catalog
         target = route(catalog, "resources/subscribe", params)
-        server, uri = target.server, params["uri"]
+        assert params is not None
+        server, uri = target.server, params.value["uri"]
         resources = catalog.servers[server].capabilities.get("resources") or {}
         if not resources.get("subscribe"):
-            raise BadRequest(errors.METHOD_NOT_FOUND, f"{server} does not offer resource subscriptions")
+            raise errors.MethodNotFound(f"{server} does not offer resource subscriptions")
         members, entry = streams.subscribers(server, uri), f"{server}\n{uri}"
+        mine = streams.session_subscriptions(session.id)
         if subscribe:
+            if len(uri.encode()) > MAX_URI_BYTES:
+                raise errors.InvalidParams(f"Invalid params: a subscribed URI is at most {MAX_URI_BYTES} bytes")
+            adding = self.outbox.send(b"SADD", mine, entry)
+            count = self.outbox.send(b"SCARD", mine)
+            if await adding and await count > streams.SUBSCRIPTIONS_MAX:
+                self.outbox.post(b"SREM", mine, entry)
+                raise errors.InvalidParams(
+                    f"Invalid params: a session subscribes to at most {streams.SUBSCRIPTIONS_MAX} resources"
+                )
+            self.outbox.post(b"EXPIRE", mine, self.sessions.ttl)
             self.outbox.post(b"SADD", members, session.id)
+            self.outbox.post(b"EXPIRE", members, self.sessions.ttl)
             self.outbox.post(b"SADD", streams.subscribed(server), uri)
-            self.outbox.post(b"SADD", streams.session_subscriptions(session.id), entry)
         else:
             self.outbox.post(b"SREM", members, session.id)
-            self.outbox.post(b"SREM", streams.session_subscriptions(session.id), entry)
+            self.outbox.post(b"SREM", mine, entry)
         self.outbox.publish(streams.CONTROL, SubscriptionsChanged(server=server))

@@ -20,6 +20,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = Iterable[tuple[bytes, bytes]]
+Part = bytes | memoryview
 
 JSON = b"application/json"
 EVENT_STREAM = b"text/event-stream"
@@ -67,7 +68,7 @@ class Head:
             elif name == b"origin":
                 self.origin = value
             elif name == b"content-length":
-                self.content_length = int(value) if value.isdigit() else -1
+                self.content_length = int(value) if value.isdigit() and len(value) < 19 else -1
             elif name == b"last-event-id":
                 self.last_event_id = value
 
@@ -87,8 +88,14 @@ class TooLarge(Exception):
     pass
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its request was read."""
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
     first = await receive()
+    if first["type"] == "http.disconnect":
+        raise ClientGone
     body: bytes = first.get("body", b"")
     if not first.get("more_body"):
         if len(body) > limit:
@@ -98,6 +105,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     size = len(body)
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -107,15 +116,41 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+# What one ASGI message carries of a large body: the server writes it and waits for the client to take it before
+# it is handed the next piece, so a client that reads slowly holds one piece in the socket buffer, not the body.
+PIECE = 1 << 20
+
+
+def _pieces(parts: Iterable[Part]) -> Iterable[Part]:
+    for part in parts:
+        if len(part) <= PIECE:
+            yield part
+        else:
+            view = memoryview(part)
+            for at in range(0, len(part), PIECE):
+                yield view[at : at + PIECE]
+
+
 async def respond(send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: Headers = ()) -> None:
+    await respond_parts(send, status, (body,), content_type, headers)
+
+
+async def respond_parts(
+    send: Send, status: int, parts: tuple[Part, ...], content_type: bytes = JSON, headers: Headers = ()
+) -> None:
+    """A response whose body is `parts` one after another, never joined into one copy."""
+    length = sum(len(p) for p in parts)
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *headers],
+            "headers": [(b"content-type", content_type), (b"content-length", b"%d" % length), *headers],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    pieces = [p for p in _pieces(parts) if p]
+    for piece in pieces[:-1]:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": pieces[-1] if pieces else b""})
 
 
 async def respond_text(send: Send, status: int, text: str, headers: Headers = ()) -> None:
@@ -126,10 +161,17 @@ async def respond_json(send: Send, status: int, value: Any) -> None:
     await respond(send, status, orjson.dumps(value))
 
 
+def event_parts(data: bytes, event_id: bytes | None = None) -> tuple[bytes, ...]:
+    """One server-sent event carrying `data`; a line break in it (whitespace between JSON tokens) starts another
+    data line, which the client joins back with a line feed."""
+    head = b"event: message\ndata: " if event_id is None else b"id: " + event_id + b"\nevent: message\ndata: "
+    if b"\n" in data or b"\r" in data:
+        data = b"\ndata: ".join(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"))
+    return head, data, b"\n\n"
+
+
 def event(data: bytes, event_id: bytes | None = None) -> bytes:
-    if event_id is None:
-        return b"event: message\ndata: " + data + b"\n\n"
-    return b"id: " + event_id + b"\nevent: message\ndata: " + data + b"\n\n"
+    return b"".join(event_parts(data, event_id))
 
 
 @dataclass(slots=True)
@@ -144,6 +186,9 @@ class Exchange:
 
     async def respond(self, status: int, body: bytes, headers: Headers = ()) -> None:
         await respond(self.send, status, body, JSON, headers)
+
+    async def respond_parts(self, status: int, parts: tuple[Part, ...], headers: Headers = ()) -> None:
+        await respond_parts(self.send, status, parts, JSON, headers)
 
     async def respond_text(self, status: int, text: str, headers: Headers = ()) -> None:
         await respond_text(self.send, status, text, headers)
@@ -165,8 +210,16 @@ class Exchange:
             }
         )
 
-    async def event(self, data: bytes, *, more: bool = True) -> None:
-        await self.send({"type": "http.response.body", "body": event(data), "more_body": more})
+    async def prime(self, event_id: bytes, retry_ms: int) -> None:
+        """An event with an id and no data (SEP-1699): from here on, the client can resume the stream."""
+        body = b"id: " + event_id + b"\nretry: %d\ndata:\n\n" % retry_ms
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def event(self, data: bytes, *, more: bool = True, event_id: bytes | None = None) -> None:
+        pieces = list(_pieces(event_parts(data, event_id)))
+        for piece in pieces[:-1]:
+            await self.send({"type": "http.response.body", "body": piece, "more_body": True})
+        await self.send({"type": "http.response.body", "body": pieces[-1], "more_body": more})
 
     async def keepalive(self) -> None:
         """A comment line on an idle event stream, so that proxies keep it open."""

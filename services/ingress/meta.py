@@ -16,7 +16,7 @@ from services.ingress.auth_state import AuthState
 from services.ingress.core_tools import CORE_TOOL_NAMES, CoreTools
 from services.ingress.forward import Flight, Forwarder, response
 from services.ingress.http import RequestContext
-from services.ingress.routing import BadRequest, Target
+from services.ingress.routing import Target
 from shared import errors
 from shared.catalog import Catalog
 from shared.messages import ReplyKind
@@ -24,6 +24,7 @@ from shared.meta import auth_status, families, handlers
 from shared.meta.catalog import MetaCatalog
 from shared.meta.definitions import LIST_TOOLS, META_TOOL_NAMES, META_TOOLS
 from shared.meta.errors import CallFailed, ToolNotFound
+from shared.rawjson import Document
 
 Expose = Literal["direct", "meta"]
 META_LISTING = b'{"tools":' + orjson.dumps(META_TOOLS) + b"}"
@@ -71,7 +72,7 @@ class Meta:
             return
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
-            raise BadRequest(errors.INVALID_PARAMS, "Invalid params: params.arguments must be an object")
+            raise errors.InvalidParams("Invalid params: params.arguments must be an object")
         meta = params.get("_meta")
         backend = QueueBackend(ctx, catalog, self.forwarder, self.core, lambda: self.auth_status(ctx, catalog))
         try:
@@ -135,7 +136,8 @@ class QueueBackend:
         params: dict[str, Any] = {"name": route.name, "arguments": forwarded}
         if meta:
             params["_meta"] = dict(meta)
-        return await self._run("tools/call", route.server, self.ctx.caller.upstream_params(params), route.safe)
+        inner = self.ctx.caller.upstream_params(Document(orjson.dumps(params), params))
+        return await self._run("tools/call", route.server, inner.value if inner is not None else params, route.safe)
 
     async def read_resource(self, uri: str) -> dict[str, Any]:
         if uri == auth_status.URI:

@@ -1,7 +1,8 @@
 """From a client request to the upstream call it becomes: which server, which upstream name, which params.
 
 Everything that only needs checking, not executing, is checked here, so that a bad request is answered
-without a trip through the queue.
+without a trip through the queue. The params travel on as the bytes the client sent: a name that muster
+exposes under another name is replaced in place, and nothing else is re-encoded.
 """
 
 from dataclasses import dataclass
@@ -12,17 +13,7 @@ import orjson
 from shared import errors
 from shared.catalog import Catalog, FamilyRoute
 from shared.meta.errors import RouteError
-
-
-class BadRequest(Exception):
-    """Answered as a JSON-RPC error with this code and message, with this HTTP status."""
-
-    def __init__(self, code: int, message: str, data: Any = None, *, status: int = 200) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-        self.status = status
+from shared.rawjson import Document
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,74 +27,84 @@ class Target:
 def _string(params: dict[str, Any], key: str, method: str) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value:
-        raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {method} requires params.{key}, a non-empty string")
+        raise errors.InvalidParams(f"Invalid params: {method} requires params.{key}, a non-empty string")
     return value
 
 
 def _object(params: dict[str, Any], key: str) -> None:
     value = params.get(key)
     if value is not None and not isinstance(value, dict):
-        raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: params.{key} must be an object")
+        raise errors.InvalidParams(f"Invalid params: params.{key} must be an object")
 
 
 def _unknown(catalog: Catalog, kind: str, name: str) -> str:
     # With one server whose names pass unchanged, the server decides about names muster does not know.
     if catalog.sole is not None:
         return catalog.sole.name
-    raise BadRequest(errors.INVALID_PARAMS, f"Unknown {kind}: {name}")
+    raise errors.InvalidParams(f"Unknown {kind}: {name}")
 
 
-def route(catalog: Catalog, method: str, params: Any) -> Target:
-    if not isinstance(params, dict):
-        raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {method} requires params, an object")
+def _renamed(params: Document, key: str, name: str) -> bytes:
+    return params.rebuilt({key: orjson.dumps(name)})
+
+
+def route(catalog: Catalog, method: str, params: Document | None) -> Target:
+    if params is None or not isinstance(params.value, dict):
+        raise errors.InvalidParams(f"Invalid params: {method} requires params, an object")
+    value = params.value
     if method in ("tools/call", "prompts/get"):
-        name = _string(params, "name", method)
-        _object(params, "arguments")
+        name = _string(value, "name", method)
+        _object(value, "arguments")
         kind, routes = ("tool", catalog.tools) if method == "tools/call" else ("prompt", catalog.prompts)
         found = routes.get(name)
         if found is None:
-            return Target(_unknown(catalog, kind, name), orjson.dumps(params), False, name)
+            return Target(_unknown(catalog, kind, name), params.data, False, name)
         if isinstance(found, FamilyRoute):
             return _family(found, name, params)
-        if found.name != name:
-            params = {**params, "name": found.name}
-        return Target(found.server, orjson.dumps(params), found.safe, found.name)
+        data = params.data if found.name == name else _renamed(params, "name", found.name)
+        return Target(found.server, data, found.safe, found.name)
     if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-        uri = _string(params, "uri", method)
-        return Target(_resource(catalog, uri), orjson.dumps(params), True)
+        uri = _string(value, "uri", method)
+        return Target(_resource(catalog, uri), params.data, True)
     if method == "completion/complete":
         return _completion(catalog, params)
-    raise BadRequest(errors.METHOD_NOT_FOUND, f"Method not found: {method}")
+    raise errors.MethodNotFound(f"Method not found: {method}")
 
 
-def _family(family: FamilyRoute, name: str, params: dict[str, Any]) -> Target:
-    """A family tool goes to the member its instance argument names, without that argument."""
+def _family(family: FamilyRoute, name: str, params: Document) -> Target:
+    """A family tool goes to the member its instance argument names, without that argument; the other arguments
+    travel as the client sent them."""
+    arguments = params.child("arguments")
+    if arguments is not None and not isinstance(arguments.value, dict):
+        arguments = None  # null: none given
     try:
-        member, arguments = family.resolve(name, params.get("arguments") or {})
+        member, _ = family.resolve(name, arguments.value if arguments is not None else {})
     except RouteError as exc:
-        raise BadRequest(errors.INVALID_PARAMS, f"Invalid params: {exc.message}") from None
-    body = orjson.dumps({**params, "name": member.name, "arguments": arguments})
-    return Target(member.server, body, member.safe, member.name)
+        raise errors.InvalidParams(f"Invalid params: {exc.message}") from None
+    replace = {"name": orjson.dumps(member.name)}
+    if arguments is not None:
+        replace["arguments"] = arguments.rebuilt({}, frozenset({family.instance_arg}))
+    return Target(member.server, params.rebuilt(replace), member.safe, member.name)
 
 
-def _completion(catalog: Catalog, params: dict[str, Any]) -> Target:
+def _completion(catalog: Catalog, params: Document) -> Target:
     """completion/complete goes where its prompt or resource template is."""
-    ref = params.get("ref")
-    if not isinstance(ref, dict):
-        raise BadRequest(errors.INVALID_PARAMS, "Invalid params: completion/complete requires params.ref, an object")
-    if ref.get("type") == "ref/prompt":
-        name = _string(ref, "name", "ref/prompt")
+    ref = params.child("ref")
+    if ref is None or not isinstance(ref.value, dict):
+        raise errors.InvalidParams("Invalid params: completion/complete requires params.ref, an object")
+    if ref.value.get("type") == "ref/prompt":
+        name = _string(ref.value, "name", "ref/prompt")
         prompt = catalog.prompts.get(name)
         if prompt is None:
-            return Target(_unknown(catalog, "prompt", name), orjson.dumps(params), True)
-        if prompt.name != name:
-            params = {**params, "ref": {**ref, "name": prompt.name}}
-        return Target(prompt.server, orjson.dumps(params), True)
-    if ref.get("type") == "ref/resource":
-        uri = _string(ref, "uri", "ref/resource")
+            return Target(_unknown(catalog, "prompt", name), params.data, True)
+        if prompt.name == name:
+            return Target(prompt.server, params.data, True)
+        return Target(prompt.server, params.rebuilt({"ref": _renamed(ref, "name", prompt.name)}), True)
+    if ref.value.get("type") == "ref/resource":
+        uri = _string(ref.value, "uri", "ref/resource")
         server = catalog.template_server(uri)
-        return Target(server or _resource(catalog, uri), orjson.dumps(params), True)
-    raise BadRequest(errors.INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource")
+        return Target(server or _resource(catalog, uri), params.data, True)
+    raise errors.InvalidParams("Invalid params: ref.type must be ref/prompt or ref/resource")
 
 
 def _resource(catalog: Catalog, uri: str) -> str:
@@ -112,4 +113,4 @@ def _resource(catalog: Catalog, uri: str) -> str:
         return server
     if catalog.sole is not None:  # servers serve URIs they do not list; with one server, it is the one to ask
         return catalog.sole.name
-    raise BadRequest(errors.RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})
+    raise errors.ResourceNotFound("Resource not found", {"uri": uri})

@@ -16,6 +16,7 @@ import uvicorn
 
 from services.ingress.app import Ingress, create_app
 from services.ingress.config import IngressSettings
+from services.ingress.guard import Limits, guarded
 from shared.lifecycle import Background
 
 logger = logging.getLogger(__name__)
@@ -57,16 +58,25 @@ class Server(uvicorn.Server):
 
 def run(settings: IngressSettings) -> None:
     ingress = create_app(settings)
+    limits = Limits(
+        idle_timeout=settings.idle_timeout,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        write_timeout=settings.write_timeout,
+        max_head_bytes=settings.max_head_bytes,
+        max_connections=settings.max_connections,
+    )
     config = uvicorn.Config(
         ingress,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded(limits),  # httptools, with bounds on every connection (guard.py)
         lifespan="on",
         access_log=settings.access_log,
         log_config=None,
         timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+        timeout_keep_alive=max(1, round(settings.idle_timeout)),
         proxy_headers=False,  # the ingress reads no client address; the middleware costs on every request
         server_header=False,
         backlog=4096,

@@ -2,53 +2,82 @@
 
 Each replica keeps a short-lived copy of the sessions it serves; a DELETE on one replica reaches the others
 through the control stream, and a copy older than `recheck` seconds is read again (which also renews the TTL).
+
+What a client writes into Valkey is bounded: a session's capabilities and clientInfo in bytes (`max_bytes`), the
+sessions in count (`max_sessions`, counted in streams.SESSIONS, a sorted set scored by expiry) and in lifetime
+(`ttl` after their last use, with everything kept for them: subscriptions, relayed requests not yet answered).
 """
 
+import logging
 import secrets
 import time
 from collections import OrderedDict
-from typing import Any
-
-import orjson
 
 from services.ingress.callers import Session
-from shared import streams
+from shared import errors, rawjson, streams
 from shared.messages import SessionEnded, SubscriptionsChanged
 from shared.valkey import COMPARE_AND_DELETE, Outbox
+
+logger = logging.getLogger(__name__)
 
 MAX_CACHED = 100_000
 
 
 class Sessions:
-    def __init__(self, outbox: Outbox, replica: str, ttl: int, recheck: float) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        replica: str,
+        ttl: int,
+        recheck: float,
+        *,
+        max_sessions: int = 100_000,
+        max_bytes: int = 64 * 1024,
+        retry_after: float = 1.0,
+    ) -> None:
         self.outbox = outbox
         self.replica = replica
         self.ttl = ttl
         self.recheck = recheck
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self.retry_after = retry_after
         self._cache: OrderedDict[str, Session] = OrderedDict()
 
     def cached(self) -> int:
         """Sessions this replica holds a copy of (muster_sessions_open)."""
         return len(self._cache)
 
-    async def create(
-        self, protocol: str, capabilities: dict[str, Any], principal: str, client: dict[str, Any]
-    ) -> Session:
-        session = Session(secrets.token_hex(16), protocol, capabilities, principal, checked=time.monotonic())
+    async def create(self, protocol: str, capabilities: bytes, principal: str, client: bytes) -> Session:
+        """A new session; `capabilities` and `client` (clientInfo) are stored as the bytes the client sent."""
+        if len(capabilities) + len(client) > self.max_bytes:
+            raise errors.InvalidParams(
+                f"Invalid params: capabilities and clientInfo together exceed {self.max_bytes} bytes"
+            )
+        parsed = rawjson.loads(capabilities)
+        now = time.time()
+        self.outbox.post(b"ZREMRANGEBYSCORE", streams.SESSIONS, b"-inf", b"%d" % now)
+        if await self.outbox.send(b"ZCARD", streams.SESSIONS) >= self.max_sessions:
+            raise errors.AtCapacity(
+                f"muster holds its limit of {self.max_sessions} sessions; retry shortly", self.retry_after
+            )
+        session = Session(secrets.token_hex(16), protocol, parsed, principal, checked=time.monotonic())
         key = streams.session(session.id)
-        await self.outbox.send(
+        writing = self.outbox.send(
             b"HSET",
             key,
             b"protocol",
             protocol,
             b"capabilities",
-            orjson.dumps(capabilities),
+            capabilities,
             b"principal",
             principal,
             b"client",
-            orjson.dumps(client),
+            client,
         )
         self.outbox.post(b"EXPIRE", key, self.ttl)
+        self.outbox.post(b"ZADD", streams.SESSIONS, b"%d" % (now + self.ttl), session.id)
+        await writing
         self._remember(session)
         return session
 
@@ -59,16 +88,17 @@ class Sessions:
         if session is None or now - session.checked > self.recheck:
             key = streams.session(session_id)
             reading = self.outbox.send(b"HGETALL", key)
-            self.outbox.post(b"EXPIRE", key, self.ttl)  # in the same pipeline: reading a session renews it
+            self._renew(session_id)  # in the same pipeline: reading a session renews it
             raw = await reading
             if not raw:
                 self._cache.pop(session_id, None)
                 return None
             fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
+            capabilities = rawjson.loads(fields[b"capabilities"])
             session = Session(
                 session_id,
                 fields[b"protocol"].decode(),
-                orjson.loads(fields[b"capabilities"]),
+                capabilities if isinstance(capabilities, dict) else {},
                 fields[b"principal"].decode(),
                 fields.get(b"level", b"").decode(),
                 now,
@@ -77,6 +107,15 @@ class Sessions:
         if session.principal != principal:
             return None
         return session
+
+    def _renew(self, session_id: str) -> None:
+        for key in (
+            streams.session(session_id),
+            streams.session_subscriptions(session_id),
+            streams.session_asked(session_id),
+        ):
+            self.outbox.post(b"EXPIRE", key, self.ttl)
+        self.outbox.post(b"ZADD", streams.SESSIONS, b"XX", b"%d" % (time.time() + self.ttl), session_id)
 
     async def set_level(self, session: Session, level: str) -> None:
         session.level = level
@@ -91,6 +130,16 @@ class Sessions:
             # only if this replica still holds it: another may have taken the stream over since
             await self.outbox.script(COMPARE_AND_DELETE, (key,), (self.replica, b"stream"))
 
+    def ask(self, session_id: bytes, ref: bytes) -> None:
+        """A request relayed to the session under `ref`: the session may answer it, once."""
+        key = streams.session_asked(session_id.decode())
+        self.outbox.post(b"SADD", key, ref)
+        self.outbox.post(b"EXPIRE", key, self.ttl)
+
+    async def answered(self, session: Session, ref: bytes) -> bool:
+        """Whether `ref` names a request relayed to this session and not answered yet; from now on it is answered."""
+        return bool(await self.outbox.send(b"SREM", streams.session_asked(session.id), ref))
+
     async def delete(self, session: Session) -> None:
         self._cache.pop(session.id, None)
         subscriptions = await self.outbox.send(b"SMEMBERS", streams.session_subscriptions(session.id))
@@ -99,7 +148,10 @@ class Sessions:
             server, uri = entry.decode().split("\n", 1)
             self.outbox.post(b"SREM", streams.subscribers(server, uri), session.id)
             servers.add(server)
-        await self.outbox.send(b"DEL", streams.session(session.id), streams.session_subscriptions(session.id))
+        self.outbox.post(b"ZREM", streams.SESSIONS, session.id)
+        self.outbox.post(b"DEL", streams.session_subscriptions(session.id))
+        self.outbox.post(b"DEL", streams.session_asked(session.id))
+        await self.outbox.send(b"DEL", streams.session(session.id))
         self.outbox.publish(streams.CONTROL, SessionEnded(session=session.id))
         for server in servers:
             self.outbox.publish(streams.CONTROL, SubscriptionsChanged(server=server))

@@ -125,6 +125,7 @@ class Worker:
             held_streams=s.held_streams,
             answer_seconds=s.answer_seconds,
             telemetry=self.telemetry,
+            retry_after=s.retry_after,
         )
         self.janitor = Janitor(
             self.outbox,
@@ -304,7 +305,9 @@ class Worker:
             if upstream.configure(record):
                 self.dispatcher.listeners.drop(record.name)
             return
-        upstream = self.servers[record.name] = Upstream.of(record, self.settings.server_concurrency)
+        upstream = self.servers[record.name] = Upstream.of(
+            record, self.settings.server_concurrency, self.settings.max_result_bytes
+        )
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)

@@ -20,6 +20,10 @@ class WorkerSettings(ServiceSettings):
     dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    retry_after: float = Field(5.0, gt=0)  # what a caller told -32004 should wait when the upstream says nothing
+    # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32008
+    # and the worker reads no further, so its memory stays bounded whatever the upstream sends.
+    max_result_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     # After SIGTERM: how long the calls this worker runs may take to finish; it claims nothing new meanwhile, and
     # what is still running then is left to be reclaimed by another worker.
     drain_seconds: float = Field(20.0, ge=0)

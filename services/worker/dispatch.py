@@ -12,7 +12,7 @@ import time
 from services.worker.admission import Admission
 from services.worker.agents import AgentSessions
 from services.worker.bindings import Bindings
-from services.worker.execute import Executor
+from services.worker.execute import RETRY_AFTER, Executor
 from services.worker.listeners import Listeners
 from services.worker.outcomes import Outcomes
 from services.worker.relays import Relays
@@ -41,6 +41,7 @@ class Dispatcher:
         held_streams: int = 1_000,
         answer_seconds: float = 300.0,
         telemetry: Telemetry | None = None,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         self.outbox = outbox
         self.background = Background()
@@ -54,7 +55,7 @@ class Dispatcher:
         self.agents = AgentSessions(
             self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
         )
-        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry)
+        self.executor = Executor(self.relays, self.background, self.agents, self.telemetry, retry_after)
         self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
@@ -93,7 +94,7 @@ class Dispatcher:
             kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
         except Exception as exc:
             logger.exception("call %s on %s failed inside the worker", call.call_id, upstream.name)
-            kind, body = ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"muster worker error: {exc}")
+            kind, body = ReplyKind.ERROR, errors.InternalError(f"muster worker error: {exc}").body()
         finally:
             self.running.pop(call.key, None)
             upstream.lane.release()

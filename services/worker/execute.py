@@ -23,24 +23,34 @@ from shared.upstream import SessionLost, StatusError, UpstreamFailure, UpstreamS
 logger = logging.getLogger(__name__)
 
 Outcome = tuple[ReplyKind, bytes]
-RETRY_AFTER = 5.0  # what a caller told "upstream unavailable" should wait, when the upstream says nothing
+RETRY_AFTER = 5.0  # the default of WorkerSettings.retry_after
 BUSY = (429, 502, 503, 504)
 # Calls that nobody's request from the upstream can be about: they are not recorded as running.
 UNWATCHED = frozenset({b"logging/setLevel"})
 
 
-def _unavailable(server: str, exc: Exception, retry_after: float | None = None) -> Outcome:
-    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or RETRY_AFTER).body()
+def _unavailable(server: str, exc: Exception, fallback: float, retry_after: float | None = None) -> Outcome:
+    """`retry_after`: what the upstream asked for; `fallback` (from settings) when it asked for nothing."""
+    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or fallback).body()
 
 
-def _not_opened(server: str, exc: Exception) -> Outcome:
+def _not_opened(server: str, exc: Exception, fallback: float) -> Outcome:
     """No session to send the call in: the call itself was not sent, so it is safe to say "later"."""
     if isinstance(exc, Timeout) and not isinstance(exc, ConnectFailed):  # a connect timeout: unavailable
         return ReplyKind.ERROR, errors.DeadlineExceeded(f"{server} did not open a session before the deadline").body()
-    return _unavailable(server, exc, exc.retry_after if isinstance(exc, StatusError) else None)
+    if isinstance(exc, ResponseTooLarge):
+        return _too_large(server, exc)
+    return _unavailable(server, exc, fallback, exc.retry_after if isinstance(exc, StatusError) else None)
 
 
-def _failed(server: str, call: Call, attempt: int, exc: Exception) -> Outcome | None:
+def _too_large(server: str, exc: ResponseTooLarge) -> Outcome:
+    return ReplyKind.ERROR, errors.ResultTooLarge(
+        f"{server} answered with more than muster carries ({exc.value} bytes, {exc.limit}); the call may have run",
+        {"limit": exc.value},
+    ).body()
+
+
+def _failed(server: str, call: Call, attempt: int, exc: Exception, fallback: float) -> Outcome | None:
     """What a failed request means for its caller; None: send it again."""
     if isinstance(exc, SessionLost):
         return None  # the upstream refused the session, not the call: open a new one and send again
@@ -48,19 +58,23 @@ def _failed(server: str, call: Call, attempt: int, exc: Exception) -> Outcome | 
         if not exc.sent or (call.safe and attempt == 1):  # not sent, or safe to send again: once more
             return None
         if call.safe:
-            return _unavailable(server, exc)
+            return _unavailable(server, exc, fallback)
         return ReplyKind.ERROR, errors.OutcomeUnknown(
             f"the connection to {server} broke during the call; it may have run"
         ).body()
     if isinstance(exc, StatusError):
         if exc.status in BUSY:
-            return _unavailable(server, exc, exc.retry_after)
-        return ReplyKind.ERROR, errors.error_body(
-            errors.UPSTREAM_UNAVAILABLE, f"{server}: {exc}", {"status": exc.status}
-        )
+            return _unavailable(server, exc, fallback, exc.retry_after)
+        return ReplyKind.ERROR, errors.UpstreamUnavailable(
+            f"{server}: {exc}", exc.retry_after or fallback, {"status": exc.status}
+        ).body()
     if isinstance(exc, ConnectFailed):  # not sent: safe to say "later"
-        return _unavailable(server, exc)
-    return ReplyKind.ERROR, errors.error_body(errors.INTERNAL_ERROR, f"{server}: {exc}")
+        return _unavailable(server, exc, fallback)
+    if isinstance(exc, ResponseTooLarge):
+        return _too_large(server, exc)
+    return ReplyKind.ERROR, errors.InternalError(
+        f"{server} answered with something that is not a response: {exc}"
+    ).body()
 
 
 # MalformedResponse, ResponseTooLarge: it answered, but not usably.
@@ -74,9 +88,15 @@ REQUEST_FAILURES = (ConnectionLost, ConnectFailed, UpstreamFailure, MalformedRes
 
 class Executor:
     def __init__(
-        self, relays: Relays, background: Background, agents: AgentSessions, telemetry: Telemetry | None = None
+        self,
+        relays: Relays,
+        background: Background,
+        agents: AgentSessions,
+        telemetry: Telemetry | None = None,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         self.relays = relays
+        self.retry_after = retry_after
         self.background = background
         self.agents = agents
         self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
@@ -89,13 +109,13 @@ class Executor:
                 try:
                     session, bound = await self.agents.session(upstream, call, deadline)
                 except ForeignSession as exc:
-                    return ReplyKind.ERROR, errors.error_body(errors.INVALID_REQUEST, str(exc))
+                    return ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body()
                 except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
                     return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
                 except OPEN_FAILURES as exc:
                     if not isinstance(exc, UnknownServer):
                         self.telemetry.connect_error(upstream.name, exc)
-                    return _not_opened(upstream.name, exc)
+                    return _not_opened(upstream.name, exc, self.retry_after)
                 if call.method.startswith(b"notifications/"):
                     outcome = await self._notify(upstream.name, call, session, bound is not None, deadline)
                 else:
@@ -109,7 +129,7 @@ class Executor:
             if running is not None:
                 self.agents.bindings.finished(running, call)
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
-            f"{upstream.name} keeps rejecting new sessions", RETRY_AFTER
+            f"{upstream.name} keeps rejecting new sessions", self.retry_after
         ).body()
 
     @staticmethod
@@ -129,14 +149,14 @@ class Executor:
             self.cancel_upstream(session, upstream_id, "cancelled by the client")
             raise
         except ConnectFailed as exc:  # not sent, also when connecting timed out: safe to say "later"
-            return _unavailable(server, exc)
+            return _unavailable(server, exc, self.retry_after)
         except Timeout:
             self.cancel_upstream(session, upstream_id, "deadline exceeded")
             return ReplyKind.ERROR, errors.DeadlineExceeded(
                 f"{server} did not answer before the call's deadline"
             ).body()
         except REQUEST_FAILURES as exc:
-            return _failed(server, call, attempt, exc)
+            return _failed(server, call, attempt, exc, self.retry_after)
         return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
 
     async def _send(
@@ -165,8 +185,9 @@ class Executor:
         request.answered(answered)
         return answered
 
-    @staticmethod
-    async def _notify(server: str, call: Call, session: UpstreamSession, own: bool, deadline: float) -> Outcome | None:
+    async def _notify(
+        self, server: str, call: Call, session: UpstreamSession, own: bool, deadline: float
+    ) -> Outcome | None:
         """An agent's notification for its upstream sessions (roots/list_changed): sent in the agent session's own
         session; a shared session is nobody's to tell."""
         if not own:
@@ -176,7 +197,7 @@ class Executor:
         except SessionLost:
             return None
         except (*REQUEST_FAILURES, Timeout) as exc:
-            return _unavailable(server, exc)
+            return _unavailable(server, exc, self.retry_after)
         return ReplyKind.RESULT, b"{}"
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:

@@ -29,6 +29,7 @@ class Outcomes:
     ) -> None:
         self.outbox.reply(call.replica, CallReply(call.call_id, kind, body, stats=stats))
         self.outbox.acknowledge(queue, entry_id)
+        self.outbox.post(b"XDEL", queue.stream, entry_id)  # an answered call's payload does not outlive it
         if marker is not None:
             self.outbox.post(b"DEL", marker)
         self.relays.drop(call.key)

@@ -13,12 +13,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from shared import errors
 from shared.http1 import HttpError
 from shared.lifecycle import Background
 from shared.messages import Answer, Call, CallReply, ReplyKind
+from shared.rawjson import Document
 from shared.upstream import OnMessage, UpstreamFailure, UpstreamSession
 from shared.valkey import Outbox
 
@@ -61,13 +60,15 @@ class Relays:
             if "id" not in message:
                 self.outbox.reply(call.replica, CallReply(call.call_id, ReplyKind.NOTIFICATION, data))
                 return
+            request = Document(data, message)
             if message.get("method") == "ping":
-                self.respond(session, message["id"], PONG)
+                self.respond(session, request.member("id"), PONG)
                 return
             ref = self._ref()
-            self.waiting[ref] = Relay(session, message["id"], call.session, call.key)
+            self.waiting[ref] = Relay(session, request.member("id"), call.session, call.key)
             self.by_call.setdefault(call.key, []).append(ref)
-            body = orjson.dumps({"method": message["method"], "params": message.get("params", {})})
+            # the request as the upstream sent it, without its id: the ingress gives it the id the client answers
+            body = request.rebuilt({}, frozenset({"id", "jsonrpc"}))
             self.outbox.reply(call.replica, CallReply(call.call_id, ReplyKind.REQUEST, body, ref))
 
         return relay
@@ -83,7 +84,7 @@ class Relays:
         relay = self.waiting.pop(ref, None)
         if relay is not None:
             why = f"the client did not answer within {self.answer_seconds:g} s"
-            self.respond(relay.session, relay.upstream_id, b'"error":' + errors.error_body(errors.INTERNAL_ERROR, why))
+            self.respond(relay.session, relay.upstream_id, b'"error":' + errors.InternalError(why).body())
 
     def respond(self, session: UpstreamSession, upstream_id: Any, body: bytes) -> None:
         """Answers an upstream request in the background."""

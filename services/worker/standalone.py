@@ -23,6 +23,7 @@ from services.worker.upstream import Bound, Upstream
 from shared import errors, streams
 from shared.messages import CallReply, ReplyKind, SessionEvent
 from shared.protocol import REQUIRES
+from shared.rawjson import Document
 from shared.valkey import Outbox
 
 STREAM_GRACE = 2.0  # seconds a request waits for the GET stream of an agent that has none (yet)
@@ -56,31 +57,33 @@ class Standalone:
     async def deliver(self, upstream: Upstream, bound: Bound, message: dict[str, Any], data: bytes) -> None:
         method = message.get("method")
         if "id" in message:
+            request = Document(data, message)
             if method == "ping":
-                self.relays.respond(bound.session, message["id"], PONG)
+                self.relays.respond(bound.session, request.member("id"), PONG)
             else:
-                await self._request(upstream.name, bound, message)
+                await self._request(upstream.name, bound, request)
         elif method not in LIST_CHANGED:
             await self._notification(upstream.name, bound.agent, data)
 
-    async def _request(self, server: str, bound: Bound, message: dict[str, Any]) -> None:
-        agent, method = bound.agent, str(message.get("method"))
-        body = orjson.dumps({"method": method, "params": message.get("params", {})})
+    async def _request(self, server: str, bound: Bound, request: Document) -> None:
+        """`request` keeps the upstream's bytes: its id goes back as sent, the rest on to the agent as sent."""
+        agent, method, upstream_id = bound.agent, str(request.value.get("method")), request.member("id")
+        body = request.rebuilt({}, frozenset({"id", "jsonrpc"}))
         running = await self.bindings.running_calls(server, agent)
         if running:
             replica, call_id = running[0]
-            ref = self.relays.expect(bound.session, message["id"], agent)
+            ref = self.relays.expect(bound.session, upstream_id, agent)
             self.outbox.reply(replica, CallReply(call_id, ReplyKind.REQUEST, body, ref))
             return
         stream, capabilities = await self._agent_stream(agent)
         why = unreachable(method, stream, capabilities)
         if why is not None or stream is None:
-            code = errors.INTERNAL_ERROR if not stream else errors.METHOD_NOT_FOUND
-            self.relays.respond(bound.session, message["id"], b'"error":' + errors.error_body(code, str(why)))
+            error = errors.InternalError(str(why)) if not stream else errors.MethodNotFound(str(why))
+            self.relays.respond(bound.session, upstream_id, b'"error":' + error.body())
             return
-        ref = self.relays.expect(bound.session, message["id"], agent)
-        request = b'{"jsonrpc":"2.0","id":' + orjson.dumps(ref.decode()) + b"," + body[1:]
-        self.outbox.reply(stream, SessionEvent(agent, request, ref))
+        ref = self.relays.expect(bound.session, upstream_id, agent)
+        relayed = b'{"jsonrpc":"2.0","id":' + orjson.dumps(ref.decode()) + b"," + body[1:]
+        self.outbox.reply(stream, SessionEvent(agent, relayed, ref))
 
     async def _agent_stream(self, agent: bytes) -> tuple[bytes | None, bytes | None]:
         """The replica holding the agent's GET stream (waiting up to STREAM_GRACE for one), and its capabilities."""

@@ -70,11 +70,12 @@ class Upstream:
     stateful: bool | None = None
     streams_after: float = 0.0  # loop time before which the upstream is not asked for a GET stream again (405)
     removed: bool = False
+    max_result_bytes: int = 64 * 1024 * 1024  # a JSON body, or one event: what one answer may hold
     on_open: Callable[[bool], None] | None = None  # told of each session opened (True: again): telemetry counts
 
     @classmethod
-    def of(cls, record: ServerRecord, concurrency: int) -> "Upstream":
-        return cls(record, Lane(record.name, concurrency))
+    def of(cls, record: ServerRecord, concurrency: int, max_result_bytes: int = 64 * 1024 * 1024) -> "Upstream":
+        return cls(record, Lane(record.name, concurrency), max_result_bytes=max_result_bytes)
 
     @property
     def name(self) -> str:
@@ -99,7 +100,12 @@ class Upstream:
     def new_session(self, principal: bytes) -> UpstreamSession:
         """A session object on the pooled connections, with the principal's credential; not opened yet."""
         if self.pool is None:
-            self.pool = Pool(self.record.url, connect_timeout=min(self.record.timeout, 10.0))
+            self.pool = Pool(
+                self.record.url,
+                connect_timeout=min(self.record.timeout, 10.0),
+                max_body_bytes=self.max_result_bytes,
+                max_event_bytes=self.max_result_bytes,
+            )
         _, auth_headers = self.credential(principal)
         return UpstreamSession(self.pool, [*wire_headers(self.record.headers), *auth_headers], on_open=self.on_open)
 

@@ -192,3 +192,89 @@ def test_the_ingress_still_serves_after_all_of_it(muster: Muster, session: str) 
 def test_notifications_are_accepted_with_202(muster: Muster, session: str) -> None:
     response = post(muster, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
     assert response.status_code == 202 and response.content == b""
+
+
+def is_json_rpc(response: httpx.Response) -> dict[str, Any]:
+    """Whatever the input, the answer is one JSON-RPC message (never a bare 500)."""
+    assert response.status_code in (200, 400), response.text[:300]
+    message: dict[str, Any] = response.json()
+    assert message["jsonrpc"] == "2.0" and ("result" in message) != ("error" in message)
+    return message
+
+
+@pytest.mark.parametrize("depth", [254, 255, 600, 1019, 1021, 1100])
+def test_deep_nesting_in_arguments_meta_and_client_info_gets_json_rpc_answers(
+    muster: Muster, session: str, depth: int
+) -> None:
+    deep = "[" * depth + "]" * depth
+    answers = [
+        post(
+            muster,
+            f'{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x_alpha_get",'
+            f'"arguments":{{"deep":{deep}}}}}}}',
+            session,
+        ),
+        post(
+            muster,
+            f'{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"x_alpha_get",'
+            f'"arguments":{{}},"_meta":{{"deep":{deep}}}}}}}',
+            session,
+        ),
+        post(
+            muster,
+            f'{{"jsonrpc":"2.0","id":3,"method":"initialize","params":{{"protocolVersion":"2025-11-25",'
+            f'"capabilities":{{}},"clientInfo":{{"name":"deep","deep":{deep}}}}}}}',
+        ),
+        post(muster, f'{{"jsonrpc":"2.0","id":4,"method":"ping","params":{{"_meta":{{"deep":{deep}}}}}}}', session),
+    ]
+    for answer in answers:
+        message = is_json_rpc(answer)
+        if depth + 3 > 1024:  # beyond what orjson (and so muster) decodes: a parse error, said as one
+            assert message["error"]["code"] == -32700 and answer.status_code == 400
+    if depth + 3 <= 1024:
+        assert "mcp-session-id" in answers[2].headers  # stored as sent, whatever its depth
+
+
+def test_deep_nesting_in_a_per_request_envelope_gets_a_json_rpc_answer(muster: Muster) -> None:
+    deep = "[" * 600 + "]" * 600
+    body = (
+        '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{'
+        '"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+        f'"io.modelcontextprotocol/clientCapabilities":{{"deep":{deep}}},"deep":{deep}}}}}}}'
+    )
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}
+    assert "result" in is_json_rpc(post(muster, body, None, **headers))
+
+
+def test_logging_set_level_with_a_list_or_an_object_is_invalid_params(muster: Muster, session: str) -> None:
+    for level in (["debug"], {"level": "debug"}, 7, None):
+        response = post(muster, rpc("logging/setLevel", {"level": level}), session)
+        assert error(response)["code"] == -32602
+    assert error(post(muster, rpc("logging/setLevel", ["debug"]), session))["code"] == -32602
+
+
+def test_wrong_types_in_each_field_get_json_rpc_errors(muster: Muster, session: str) -> None:
+    bodies: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": 1.5, "method": "ping"},
+        {"jsonrpc": "2.0", "id": [1], "method": "ping"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "x"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": ["a"]}},
+        {"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": {"a": 1}}},
+        {"jsonrpc": "2.0", "id": 1, "method": "completion/complete", "params": {"ref": []}},
+        {"jsonrpc": "2.0", "id": 1, "method": "notifications/cancelled", "params": {"requestId": {}}},
+        {"jsonrpc": 2, "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": "r", "result": [], "error": None},
+    ]
+    for body in bodies:
+        response = post(muster, body, session)
+        if response.status_code != 202:
+            is_json_rpc(response)
+
+
+def test_lone_surrogates_in_names_are_named_back_in_the_error(muster: Muster, session: str) -> None:
+    unknown = post(muster, b'{"jsonrpc":"2.0","id":1,"method":"\\ud800"}', session)
+    assert unknown.status_code == 200 and unknown.content == (
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found: \\ud800"}}'
+    )
+    tool = post(muster, b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"\\udfff"}}', session)
+    assert error(tool) == {"code": -32602, "message": "Unknown tool: \udfff"}

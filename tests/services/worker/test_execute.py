@@ -63,10 +63,13 @@ async def test_a_busy_upstream_makes_the_call_unavailable_for_as_long_as_it_says
     assert error["code"] == errors.UPSTREAM_UNAVAILABLE and error["data"] == {"retryAfter": 7.0}
 
 
-async def test_another_http_status_is_reported_with_it(bench: Bench, k8s: StandIn, executor: Executor) -> None:
+async def test_another_http_status_is_reported_with_it_and_the_retry_hint_from_settings(
+    bench: Bench, k8s: StandIn, executor: Executor
+) -> None:
     k8s.fault(action="http_status", method="tools/call", status=500, body="boom", count=1)
     error = _error(await executor.execute(bench.upstream(k8s), bench.call("k8s", "get", NS), _deadline()))
-    assert error["code"] == errors.UPSTREAM_UNAVAILABLE and error["data"] == {"status": 500}
+    assert error["code"] == errors.UPSTREAM_UNAVAILABLE
+    assert error["data"] == {"status": 500, "retryAfter": executor.retry_after}
 
 
 async def test_a_session_the_upstream_forgot_is_opened_again_for_the_same_call(
