@@ -102,6 +102,7 @@ def group(tmp_path: Path) -> Iterator[Group]:
     env = {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "PRIMARY_NAME": settings["PRIMARY_NAME"],
+        "MAXMEMORY": settings["MAXMEMORY"],
         "SELF": "127.0.0.1",
         "SEED": f"127.0.0.1 {data[0]}",
         "SENTINELS": " ".join(f"127.0.0.1:{p}" for p in sentinels),
@@ -133,6 +134,8 @@ def test_the_scripts_make_a_group_that_fails_over_and_takes_an_old_primary_back_
     assert said(g, 0) == "valkey: starting as the primary"
     assert said(g, 1) == said(g, 2) == f"valkey: starting as a replica of 127.0.0.1 {seed}"
     assert [g.role(n) for n in range(3)] == [("master", None), ("slave", seed), ("slave", seed)]
+    assert g.ask(seed, "CONFIG", "GET", "maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    assert int(g.ask(seed, "CONFIG", "GET", "maxmemory")["maxmemory"]) == 768 * 2**20
     # Every Sentinel knows the other two and both replicas: a failover has its quorum and someone to promote.
     until(lambda: all(len(g.ask(p, "SENTINEL", "SENTINELS", "muster", password=None)) == 2 for p in g.sentinels), 20,
           "the Sentinels know each other")  # fmt: skip

@@ -2,7 +2,8 @@
 # Starts this pod's Valkey: a replica of the primary the Sentinels name; the seed (pod 0) starts as primary only
 # when no Sentinel names one, so an old primary that restarts after a failover joins as a replica (no split brain).
 # SELF the host the others reach this node at (else HOSTNAME.SERVICE, the pod's DNS name); VALKEY_PORT; SEED "host port" of pod 0; SENTINELS, PRIMARY_NAME
-# (primary.sh); DATA_DIR; VALKEY_PASSWORD; VALKEY_BIND (unset: every interface).
+# (primary.sh); DATA_DIR; MAXMEMORY (below the container's memory limit, as in base/); VALKEY_PASSWORD;
+# VALKEY_BIND (unset: every interface).
 set -eu
 here=$(dirname "$0")
 SELF=${SELF:-$HOSTNAME.$SERVICE}  # in a StatefulSet the hostname is the pod's name
@@ -11,7 +12,7 @@ if [ -z "$primary" ] && [ "$SEED" != "$SELF $VALKEY_PORT" ]; then
   primary=$SEED
 fi
 set -- valkey-server --port "$VALKEY_PORT" --dir "$DATA_DIR" \
-  --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
+  --appendonly yes --appendfsync everysec --save "" --maxmemory "$MAXMEMORY" --maxmemory-policy noeviction \
   --requirepass "$VALKEY_PASSWORD" --masterauth "$VALKEY_PASSWORD" \
   --replica-announce-ip "$SELF" --replica-announce-port "$VALKEY_PORT" ${VALKEY_BIND:+--bind $VALKEY_BIND}
 if [ -n "$primary" ] && [ "$primary" != "$SELF $VALKEY_PORT" ]; then
