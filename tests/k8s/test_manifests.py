@@ -23,7 +23,7 @@ from services.discovery.config import DiscoverySettings
 from services.discovery.status import ServerStatus, render
 from services.ingress.config import IngressSettings
 from services.worker.config import WorkerSettings
-from shared import sentinel, streams
+from shared import streams
 from shared.mcpserver import load_yaml, parse
 from shared.settings import ServiceSettings
 
@@ -56,33 +56,12 @@ def build(target: str) -> list[Doc]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def with_component(tmp_path: Path, component: str) -> list[Doc]:
-    """k8s/ with one of its components, included the way a cluster's kustomization would."""
+def with_hpa(tmp_path: Path) -> list[Doc]:
     k8s = os.path.relpath(K8S, tmp_path)  # kustomize takes relative paths only
     (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump({"resources": [k8s], "components": [f"{k8s}/components/{component}"]})
+        yaml.safe_dump({"resources": [k8s], "components": [f"{k8s}/components/hpa"]})
     )
     return build(str(tmp_path))
-
-
-def with_hpa(tmp_path: Path) -> list[Doc]:
-    return with_component(tmp_path, "hpa")
-
-
-def assert_valid(docs: list[Doc]) -> None:
-    """Every built-in kind valid for Kubernetes, everything in the namespace muster."""
-    custom = set()
-    for doc in docs:
-        try:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.SchemaNotFoundError:
-            custom.add(doc["kind"])
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
-    assert custom <= CUSTOM_KINDS
-    assert {
-        d["metadata"].get("namespace") for d in docs if d["kind"] not in ("Namespace", "CustomResourceDefinition")
-    } == {"muster"}
 
 
 def by_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:
@@ -110,7 +89,19 @@ def validate_mcpserver(doc: Doc) -> None:
 
 @pytest.mark.parametrize("target", ["k8s", "k8s/examples"])
 def test_the_manifests_build_and_every_built_in_kind_is_valid_for_kubernetes(target: str) -> None:
-    assert_valid(build(str(ROOT / target)))
+    docs = build(str(ROOT / target))
+    custom = set()
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            custom.add(doc["kind"])
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert custom <= CUSTOM_KINDS
+    assert {
+        d["metadata"].get("namespace") for d in docs if d["kind"] not in ("Namespace", "CustomResourceDefinition")
+    } == {"muster"}
 
 
 def test_the_hpa_component_replaces_keda_with_a_horizontal_pod_autoscaler(tmp_path: Path) -> None:
@@ -126,64 +117,20 @@ def test_every_pod_runs_as_non_root_on_a_read_only_root_with_probes_and_resource
     workloads = {**by_kind(docs, "Deployment"), **by_kind(docs, "StatefulSet")}
     assert set(workloads) == {"muster-ingress", "muster-worker", "muster-discovery", "muster-valkey"}
     for name, workload in workloads.items():
-        assert_pod_rules(name, workload["spec"]["template"]["spec"])
-
-
-def assert_pod_rules(name: str, pod: Doc) -> None:
-    assert pod["securityContext"]["runAsNonRoot"] is True, name
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-    for container in pod["containers"]:
-        security = container["securityContext"]
-        assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
-        assert security["capabilities"]["drop"] == ["ALL"], name
-        assert set(container["resources"]) == {"requests", "limits"}, name
-        assert container["readinessProbe"] and container["livenessProbe"], name
-        if container["image"].startswith("muster"):
-            assert container["image"] == "muster:0.1.0"
-            assert command(container["args"])[2] == f"services.{name.removeprefix('muster-')}"
-            probes = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
-            assert probes == {"/readyz", "/healthz"}, name
-
-
-def test_the_valkey_sentinel_component_runs_three_valkeys_with_a_sentinel_each_and_points_muster_at_them(
-    tmp_path: Path,
-) -> None:
-    docs = with_component(tmp_path, "valkey-sentinel")
-    assert_valid(docs)
-    valkey = by_kind(docs, "StatefulSet")["muster-valkey"]
-    pod = valkey["spec"]["template"]["spec"]
-    assert valkey["spec"]["replicas"] == 3 and [c["name"] for c in pod["containers"]] == ["valkey", "sentinel"]
-    assert_pod_rules("muster-valkey", pod)
-    maps = by_kind(docs, "ConfigMap")
-    for container in pod["containers"]:  # the generated ConfigMaps are referenced by their hashed names
-        assert all(ref["configMapRef"]["name"] in maps for ref in container["envFrom"])
-        assert _env(container)["VALKEY_PASSWORD"] == {"secretKeyRef": {"name": "muster-valkey-auth", "key": "default"}}
-    assert {v["name"]: "configMap" in v for v in pod["volumes"]}["scripts"]
-    assert next(v for v in pod["volumes"] if "configMap" in v)["configMap"]["name"] in maps
-    group = next(m["data"] for name, m in maps.items() if name.startswith("muster-valkey-sentinel-"))
-
-    services = by_kind(docs, "Service")
-    headless = services["muster-valkey"]["spec"]
-    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
-    assert valkey["spec"]["serviceName"] == "muster-valkey" == group["SERVICE"]
-    sentinels = services["muster-valkey-sentinel"]["spec"]
-    assert sentinels["ports"] == [{"name": "sentinel", "port": 26379, "targetPort": "sentinel"}]
-    assert sentinels["selector"] == valkey["spec"]["selector"]["matchLabels"]
-
-    address = sentinel.parse(maps["muster-config"]["data"]["MUSTER_VALKEY_URL"])
-    assert address.sentinels == (("muster-valkey-sentinel", 26379),) and address.primary_name == group["PRIMARY_NAME"]
-    pods = [f"muster-valkey-{n}.muster-valkey" for n in range(3)]
-    assert group["SENTINELS"].split() == [f"{p}:26379" for p in pods] and group["SEED"] == f"{pods[0]} 6379"
-
-    policies = by_kind(docs, "NetworkPolicy")
-    for name in ("muster-ingress", "muster-worker", "muster-discovery"):
-        to_valkey = policies[name]["spec"]["egress"][0]
-        assert to_valkey["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "muster-valkey"}}}]
-        assert {p["port"] for p in to_valkey["ports"]} == {6379, 26379}, name
-    inward = policies["muster-valkey"]["spec"]["ingress"][0]
-    assert {p["port"] for p in inward["ports"]} == {6379, 26379}
-    assert "muster-valkey" in inward["from"][0]["podSelector"]["matchExpressions"][0]["values"]
-    assert by_kind(docs, "PodDisruptionBudget")["muster-valkey"]["spec"]["maxUnavailable"] == 1
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            assert set(container["resources"]) == {"requests", "limits"}, name
+            assert container["readinessProbe"] and container["livenessProbe"], name
+            if container["image"].startswith("muster"):
+                assert container["image"] == "muster:0.1.0"
+                assert command(container["args"])[2] == f"services.{name.removeprefix('muster-')}"
+                probes = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+                assert probes == {"/readyz", "/healthz"}, name
 
 
 def test_replicas_ingress_two_or_more_discovery_two_and_workers_left_to_the_autoscaler() -> None:

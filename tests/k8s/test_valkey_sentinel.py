@@ -1,170 +1,174 @@
-"""The start scripts of k8s/components/valkey-sentinel, as kustomize builds them into their ConfigMap, run against
-real valkey-server processes on 127.0.0.1: three data nodes and three Sentinels come up as one primary, two
-replicas and a quorum; a SIGKILLed primary is failed over; the old primary restarted by its script comes back as a
-replica of the new one, never as a second primary; and muster's own client finds the primary through the Sentinels.
-In the cluster the nodes tell each other apart by the pods' DNS names; here by their ports (SELF, SEED and
-SENTINELS are the scripts' inputs either way)."""
+"""k8s/components/valkey-sentinel: Valkey with two replicas and a Sentinel beside each node.
 
-import asyncio
+The manifests are built and validated as the rest of k8s/ is; the pods' two scripts are run here as the pods run
+them (a POSIX shell, valkey-server and valkey-cli), three nodes and three Sentinels on 127.0.0.1: a fresh group
+starts with the first node as primary, the primary is SIGKILLed and the Sentinels promote a replica, and the old
+primary started again rejoins as a replica of the new one instead of splitting the group.
+"""
+
 import contextlib
 import os
+import shutil
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # type: ignore[import-untyped]  # it ships neither types nor a py.typed marker
 import pytest
 import redis
+import yaml
 
 from muster.stack import Child, Stack, free_port, valkey_binary
-from shared.valkey import connect
-from tests.k8s.test_manifests import by_kind, with_component
+from shared import sentinel
+from tests.k8s.test_manifests import K8S, KUBERNETES_VERSION, build, by_kind
 
-pytestmark = pytest.mark.slow
-
+COMPONENT = K8S / "components" / "valkey-sentinel"
 PASSWORD = "s3cret-for-the-test"
-DOWN_AFTER_MS = 1000  # the Sentinels' patience with a silent primary (5000 in the cluster): a fast test
 
 
-@dataclass
+def with_sentinel(tmp_path: Path) -> list[dict[str, Any]]:
+    k8s = os.path.relpath(K8S, tmp_path)  # kustomize takes relative paths only
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [k8s], "components": [f"{k8s}/components/valkey-sentinel"]})
+    )
+    return build(str(tmp_path))
+
+
+def test_the_sentinel_component_builds_valid_manifests_that_point_muster_at_the_sentinels(tmp_path: Path) -> None:
+    docs = with_sentinel(tmp_path)
+    for doc in docs:
+        with contextlib.suppress(kubernetes_validate.SchemaNotFoundError):  # MCPServer, KEDA's kinds
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    url = by_kind(docs, "ConfigMap")["muster-config"]["data"]["MUSTER_VALKEY_URL"]
+    address = sentinel.parse(url)
+    assert address.is_sentinel and address.primary_name == "muster"
+    assert address.sentinels == (("muster-valkey-sentinel", 26379),)
+    valkey = by_kind(docs, "StatefulSet")["muster-valkey"]
+    assert valkey["spec"]["replicas"] == 3 and valkey["spec"]["serviceName"] == "muster-valkey-pods"
+    pod = valkey["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["valkey", "sentinel"]
+    for container in pod["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["readinessProbe"] and container["livenessProbe"] and container["resources"]
+    services = by_kind(docs, "Service")
+    assert services["muster-valkey-pods"]["spec"]["clusterIP"] == "None"
+    assert services["muster-valkey-pods"]["spec"]["publishNotReadyAddresses"] is True
+    assert [p["port"] for p in services["muster-valkey-sentinel"]["spec"]["ports"]] == [26379]
+    policies = by_kind(docs, "NetworkPolicy")
+    for name in ("muster-ingress", "muster-worker", "muster-discovery"):
+        ports = {p["port"] for rule in policies[name]["spec"]["egress"] for p in rule.get("ports", [])}
+        assert {6379, 26379} <= ports, name
+    valkey_in = {p["port"] for rule in policies["muster-valkey"]["spec"]["ingress"] for p in rule["ports"]}
+    valkey_out = {p["port"] for rule in policies["muster-valkey"]["spec"]["egress"] for p in rule["ports"]}
+    assert valkey_in == {6379, 26379} and {6379, 26379, 53} <= valkey_out
+
+
 class Group:
-    stack: Stack
-    root: Path
-    scripts: Path
-    env: dict[str, str]
-    data: list[int]
-    sentinels: list[int]
-    nodes: list[Child]
+    """Three pods' worth of the component's scripts on 127.0.0.1."""
+
+    def __init__(self, root: Path) -> None:
+        self.stack = Stack(root, log=lambda m: None)
+        self.root = root
+        self.ports = [free_port() for _ in range(3)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.shell = shutil.which("sh") or "/bin/sh"
+        binaries = str(Path(valkey_binary()).parent)
+        self.env = {
+            "PATH": f"{binaries}:{os.environ['PATH']}",
+            "SENTINELS": " ".join(f"127.0.0.1:{p}" for p in self.sentinel_ports),
+            "SELF": "127.0.0.1",
+            "FIRST": "127.0.0.1",
+            "FIRST_PORT": str(self.ports[0]),
+            "VALKEY_PASSWORD": PASSWORD,
+            "QUORUM": "2",
+            "DOWN_AFTER_MS": "1000",
+            "FAILOVER_TIMEOUT_MS": "3000",  # a split vote is tried again after 6 s
+            "WAIT_SECONDS": "20",
+        }
 
     def node(self, n: int) -> Child:
-        folder = self.root / f"data-{n}"
-        folder.mkdir(exist_ok=True)
-        env = {**self.env, "VALKEY_PORT": str(self.data[n]), "DATA_DIR": str(folder)}
-        log = self.root / f"valkey-{n}.log"
-        child = self.stack.start(f"valkey {n}", ["sh", str(self.scripts / "valkey.sh")], env, stderr=log, quiet=True)
-        self.stack.wait_tcp(self.data[n], f"valkey {n}")
+        data = self.root / f"data-{n}"
+        data.mkdir(exist_ok=True)
+        env = {**self.env, "VALKEY_PORT": str(self.ports[n]), "VALKEY_DATA": str(data)}
+        argv = [self.shell, str(COMPONENT / "valkey.sh"), "--bind", "127.0.0.1", "--repl-diskless-sync-delay", "0"]
+        child = self.stack.start(f"valkey {n}", argv, env, quiet=True)
+        self.stack.wait_tcp(self.ports[n], f"valkey {n}")
         return child
 
     def sentinel(self, n: int) -> Child:
-        folder = self.root / f"conf-{n}"
+        folder = self.root / f"sentinel-{n}"
         folder.mkdir(exist_ok=True)
-        env = {**self.env, "SENTINEL_PORT": str(self.sentinels[n]), "CONF_DIR": str(folder)}
-        argv = ["sh", str(self.scripts / "sentinel.sh")]
-        child = self.stack.start(f"sentinel {n}", argv, env, stderr=self.root / f"sentinel-{n}.log", quiet=True)
-        self.stack.wait_tcp(self.sentinels[n], f"sentinel {n}")
+        env = {**self.env, "VALKEY_PORT": str(self.ports[n]), "SENTINEL_PORT": str(self.sentinel_ports[n]),
+               "SENTINEL_DIR": str(folder)}  # fmt: skip
+        child = self.stack.start(f"sentinel {n}", [self.shell, str(COMPONENT / "sentinel.sh")], env, quiet=True)
+        self.stack.wait_tcp(self.sentinel_ports[n], f"sentinel {n}")
         return child
 
     def ask(self, port: int, *command: str, password: str | None = PASSWORD) -> Any:
-        with redis.Redis(port=port, password=password, socket_timeout=2, decode_responses=True) as client:
+        with redis.Redis(port=port, password=password, socket_timeout=2) as client:
             return client.execute_command(*command)
 
     def role(self, n: int) -> tuple[str, int | None]:
-        """The node's role, and for a replica the port of its primary."""
-        answer = self.ask(self.data[n], "ROLE")
-        return (answer[0], None) if answer[0] == "master" else (answer[0], int(answer[2]))
+        reply = self.ask(self.ports[n], "ROLE")
+        if reply[0] == b"master":
+            return "primary", None
+        return "replica", int(reply[2])
 
-    def named(self, sentinel: int = 0) -> int:
-        """The port of the primary a Sentinel names."""
-        return int(
-            self.ask(self.sentinels[sentinel], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "muster", password=None)[1]
-        )
+    def named_primary(self, sentinel_index: int) -> int:
+        reply = self.ask(self.sentinel_ports[sentinel_index], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "muster",
+                         password=None)  # fmt: skip
+        return int(reply[1]) if reply else 0
 
-    def url(self) -> str:
-        return f"redis+sentinel://:{PASSWORD}@" + ",".join(f"127.0.0.1:{p}" for p in self.sentinels) + "/muster/0"
-
-
-def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError, OSError, IndexError, TypeError, ValueError):
-            if condition():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {seconds:g} s: {what}")
+    def until(self, condition: Any, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if condition():
+                    return
+            except (redis.RedisError, OSError):
+                pass
+            assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
+            time.sleep(0.2)
 
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[Group]:
-    (tmp_path / "build").mkdir()
-    docs = with_component(tmp_path / "build", "valkey-sentinel")
-    maps = by_kind(docs, "ConfigMap")
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    for name, text in next(m for n, m in maps.items() if n.startswith("muster-valkey-scripts-"))["data"].items():
-        (scripts / name).write_text(text)
-    settings = next(m for n, m in maps.items() if n.startswith("muster-valkey-sentinel-"))["data"]
-    bin_dir = os.path.dirname(valkey_binary())
-    assert os.access(os.path.join(bin_dir, "valkey-cli"), os.X_OK), "valkey-cli beside valkey-server"
-    data, sentinels = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
-    env = {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "PRIMARY_NAME": settings["PRIMARY_NAME"],
-        "MAXMEMORY": settings["MAXMEMORY"],
-        "SELF": "127.0.0.1",
-        "SEED": f"127.0.0.1 {data[0]}",
-        "SENTINELS": " ".join(f"127.0.0.1:{p}" for p in sentinels),
-        "VALKEY_PASSWORD": PASSWORD,
-        "VALKEY_BIND": "127.0.0.1",
-        "DOWN_AFTER_MS": str(DOWN_AFTER_MS),
-    }
-    stack = Stack(tmp_path, log=lambda m: print(m, file=sys.stderr))
-    g = Group(stack, tmp_path, scripts, env, data, sentinels, [])
+    g = Group(tmp_path)
     try:
-        g.nodes = [g.node(n) for n in range(3)]  # in the StatefulSet's order, pod 0 first
-        for n in range(3):
-            g.sentinel(n)
         yield g
     finally:
-        stack.stop()
+        g.stack.stop()
 
 
-def said(group: Group, n: int) -> str:
-    """What node n's start script said last (its log keeps every start)."""
-    return [line for line in (group.root / f"valkey-{n}.log").read_text().splitlines() if line.startswith("valkey:")][
-        -1
-    ]
+def test_the_pods_scripts_start_a_group_fail_it_over_and_bring_the_old_primary_back_as_a_replica(group: Group) -> None:
+    first = group.node(0)
+    group.sentinel(0)
+    for n in (1, 2):  # as the StatefulSet starts them: in order, after the first is ready
+        group.node(n)
+        group.sentinel(n)
+    assert group.role(0) == ("primary", None)
+    p0 = group.ports[0]
+    group.until(lambda: group.role(1) == group.role(2) == ("replica", p0), 20, "both replicas follow the first node")
+    group.until(
+        lambda: all(len(group.ask(p, "SENTINEL", "SENTINELS", "muster", password=None)) == 2
+                    for p in group.sentinel_ports),
+        30,
+        "the Sentinels know each other",
+    )  # fmt: skip
 
+    group.stack.stop_child(first, signal.SIGKILL)
+    group.until(lambda: group.named_primary(1) in group.ports[1:], 45, "a replica promoted")
+    promoted = group.named_primary(1)
+    assert group.named_primary(2) in (promoted, p0)
+    group.until(lambda: group.role(group.ports.index(promoted)) == ("primary", None), 10, "the promoted node leads")
 
-def test_the_scripts_make_a_group_that_fails_over_and_takes_an_old_primary_back_as_a_replica(group: Group) -> None:
-    g = group
-    seed, one, two = g.data
-    assert said(g, 0) == "valkey: starting as the primary"
-    assert said(g, 1) == said(g, 2) == f"valkey: starting as a replica of 127.0.0.1 {seed}"
-    assert [g.role(n) for n in range(3)] == [("master", None), ("slave", seed), ("slave", seed)]
-    assert g.ask(seed, "CONFIG", "GET", "maxmemory-policy")["maxmemory-policy"] == "noeviction"
-    assert int(g.ask(seed, "CONFIG", "GET", "maxmemory")["maxmemory"]) == 768 * 2**20
-    # Every Sentinel knows the other two and both replicas: a failover has its quorum and someone to promote.
-    until(lambda: all(len(g.ask(p, "SENTINEL", "SENTINELS", "muster", password=None)) == 2 for p in g.sentinels), 20,
-          "the Sentinels know each other")  # fmt: skip
-    until(lambda: all(len(g.ask(p, "SENTINEL", "REPLICAS", "muster", password=None)) == 2 for p in g.sentinels), 20,
-          "the Sentinels know both replicas")  # fmt: skip
-    assert {g.named(n) for n in range(3)} == {seed}
-    g.ask(seed, "SET", "muster:test", "before the failover")
-    g.ask(seed, "WAIT", "2", "2000")
-
-    killed = time.monotonic()
-    g.stack.stop_child(g.nodes[0], signal.SIGKILL)
-    until(lambda: g.named() != seed and g.role(g.data.index(g.named()))[0] == "master", 20, "a replica promoted")
-    failover = time.monotonic() - killed
-    promoted = g.named()
-    assert promoted in (one, two) and {g.named(n) for n in range(3)} == {promoted}
-    assert g.ask(promoted, "GET", "muster:test") == "before the failover"
-
-    g.nodes[0] = g.node(0)  # the old primary's pod restarts, its data kept: it must not lead again
-    assert said(g, 0) == f"valkey: starting as a replica of 127.0.0.1 {promoted}"
-    until(lambda: g.role(0) == ("slave", promoted), 10, "the old primary follows the new one")
-    until(lambda: g.ask(promoted, "WAIT", "2", "1000") == 2, 20, "both replicas in sync with the new primary")
-    assert [g.role(n)[0] for n in range(3)].count("master") == 1
-
-    async def through_muster() -> Any:
-        client = connect(g.url(), name="test-valkey-sentinel")
-        try:
-            return await client.get("muster:test")
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(through_muster()) in (b"before the failover", "before the failover")
-    print(f"failed over {failover:.1f} s after the primary's SIGKILL (down-after {DOWN_AFTER_MS} ms)")
+    group.node(0)  # the old primary's pod starts again: it asks the Sentinels first
+    group.until(lambda: group.role(0) == ("replica", promoted), 20, "the old primary rejoins as a replica")
+    client = redis.Redis(port=promoted, password=PASSWORD, socket_timeout=2)
+    try:
+        client.set("written-after-the-failover", "yes")
+        group.until(lambda: group.ask(group.ports[0], "GET", "written-after-the-failover") == b"yes", 10, "replication")
+    finally:
+        client.close()
