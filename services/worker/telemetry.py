@@ -154,11 +154,14 @@ class Telemetry:
         return cls(Metrics("worker"), LabelBounds(), None, Tracing.off())
 
     def sessions(self, upstreams: Callable[[], Iterable[Upstream]]) -> None:
-        """Where muster_upstream_sessions is read from at scrape time: the open sessions of every server's pool."""
+        """Where muster_upstream_sessions is read from at scrape time: the open sessions of every server's pool,
+        the shared ones and the agent sessions' own that this worker holds."""
 
         def count() -> Samples:
             return {
-                (self.bounds.server(u.name),): sum(1 for s in u.sessions.values() if s.is_open) for u in upstreams()
+                (self.bounds.server(u.name),): sum(1 for s in u.sessions.values() if s.is_open)
+                + sum(1 for b in u.bound.values() if b.session.is_open)
+                for u in upstreams()
             }
 
         self.metrics.sample(UPSTREAM_SESSIONS, count)
