@@ -167,7 +167,7 @@ PENDING_CALLS = Spec(
 UPSTREAM_SESSIONS = Spec(
     "muster_upstream_sessions",
     "gauge",
-    "Upstream MCP sessions open in this worker (shared and per agent session)",
+    "Upstream MCP sessions open in this worker's pool",
     labels=("server",),
     services=("worker",),
     source="sampled",

@@ -120,6 +120,7 @@ def test_sigterm_to_an_ingress_and_a_worker_under_load_loses_no_call_and_runs_no
     after = alpha.stats()["started"]
     ran = sum(after.get(t, 0) - before.get(t, 0) for t in ("get", "delete"))
     assert ran == len(outcomes), "every call taken ran exactly once: none lost, none twice"
+    print(f"rolling SIGTERM: {len(outcomes)} calls answered once and run once; {len(refusals)} not taken and retried")
 
 
 def test_what_a_drain_cannot_finish_in_time_is_answered_with_an_error_the_caller_can_act_on(muster: Muster) -> None:

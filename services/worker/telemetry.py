@@ -154,8 +154,8 @@ class Telemetry:
         return cls(Metrics("worker"), LabelBounds(), None, Tracing.off())
 
     def sessions(self, upstreams: Callable[[], Iterable[Upstream]]) -> None:
-        """Where muster_upstream_sessions is read from at scrape time: the open sessions of every server, shared
-        ones and those of agent sessions (Upstream.bound) alike."""
+        """Where muster_upstream_sessions is read from at scrape time: the open sessions of every server's pool,
+        the shared ones and the agent sessions' own that this worker holds."""
 
         def count() -> Samples:
             return {
