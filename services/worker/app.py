@@ -25,9 +25,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.worker.breaker import Breaker, State
-from services.worker.config import WorkerSettings
+from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
 from services.worker.execute import RetryPolicy
+from services.worker.identity import Identity
 from services.worker.janitor import Janitor
 from services.worker.liveness import Heartbeat, Liveness
 from services.worker.reclaim import Reclaimer
@@ -44,6 +45,7 @@ from shared.messages import (
     CancelCall,
     CapabilityChange,
     Fields,
+    LoginChanged,
     ServerRecord,
     SessionEnded,
     decode,
@@ -90,9 +92,13 @@ def _group_names(reply: Any) -> set[str]:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
+    def __init__(
+        self, settings: WorkerSettings, broker: RedisBroker, identity: WorkerIdentitySettings | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
+        self.identity_settings = identity
+        self.identity: Identity | None = None
         self.address = sentinel.parse(settings.valkey_url)
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()  # heartbeat and broadcasts: they run until the drain is over
@@ -167,6 +173,9 @@ class Worker:
             max_deliveries=s.max_deliveries,
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
+        if self.identity_settings is not None:
+            self.identity = Identity.build(self.identity_settings)
+            self.identity.on_token = self.telemetry.token  # muster_token_refreshes_total, _exchanges_total
         try:
             async with serve(self.health, s.metrics_host, s.metrics_port):  # readiness answers during the drain too
                 work = asyncio.create_task(self._work())
@@ -306,6 +315,8 @@ class Worker:
                 self.outbox.post(b"HDEL", streams.circuits(name), self.settings.id)
         with contextlib.suppress(ConnectionError):
             await self.outbox.drain()
+        if self.identity is not None:
+            await self.identity.close()
         self.outbox.close()
         # The heartbeat stops last, and says so: calls still pending here are taken over at once.
         self.heartbeat.stop()
@@ -335,6 +346,8 @@ class Worker:
                 self.dispatcher.cancel(control.key.encode())
             elif isinstance(control, SessionEnded):
                 self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
+            elif isinstance(control, LoginChanged) and self.identity is not None:
+                self.identity.login_changed(control.subject, control.server)
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:
@@ -388,7 +401,7 @@ class Worker:
             probe_timeout=s.breaker_probe_seconds,
             on_change=self._circuit_changed,
         )
-        upstream = Upstream.of(record, s.server_concurrency, s.max_result_bytes, breaker=breaker)
+        upstream = Upstream.of(record, s.server_concurrency, s.max_result_bytes, self.identity, breaker=breaker)
         self.servers[record.name] = upstream
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         self.reclaimer.adopt(upstream)  # what an earlier incarnation of this worker held, first
@@ -431,7 +444,8 @@ class Worker:
             await subscriber.stop()
 
 
-def create_app(settings: WorkerSettings) -> Service:
+def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None = None) -> Service:
+    """`identity`: with auth on, what the worker needs to call servers as each user."""
     address = sentinel.parse(settings.valkey_url)
     options: dict[str, Any] = {
         "logger": None,
@@ -450,5 +464,5 @@ def create_app(settings: WorkerSettings) -> Service:
         )
     else:
         broker = RedisBroker(settings.valkey_url, **options)
-    worker = Worker(settings, broker)
+    worker = Worker(settings, broker, identity)
     return Service(worker.lifespan)

@@ -2,7 +2,8 @@
 request, and what each way of failing means for the caller (retry later, outcome unknown, deadline exceeded). A
 failed request is sent again, after a jittered backoff and within the call's deadline, only where that is safe:
 the call is read-only or idempotent, or it certainly never reached the upstream. Every attempt tells the
-server's circuit breaker how it went."""
+server's circuit breaker how it went. A 401 (the call did not run) gets one more attempt with the refused
+credential set aside (refreshed or exchanged again), then the caller's AuthRequired."""
 
 import asyncio
 import logging
@@ -13,11 +14,13 @@ import orjson
 from redis.exceptions import RedisError
 
 from services.worker.agents import AgentSessions
+from services.worker.identity import refusal
 from services.worker.relays import Relays
 from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
+from shared.identity.errors import IdentityError
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
 from shared.resp import ConnectionClosed
@@ -33,18 +36,38 @@ BUSY = (429, 502, 503, 504)
 UNWATCHED = frozenset({b"logging/setLevel"})
 
 
-def _unavailable(server: str, exc: object, fallback: float, retry_after: float | None = None) -> Outcome:
-    """`retry_after`: what the upstream asked for; `fallback` (from settings) when it asked for nothing."""
-    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or fallback).body()
-
-
 @dataclass(frozen=True, slots=True)
 class Failed:
     """One attempt that failed: what the caller gets if there is no other, and whether there may be one."""
 
-    outcome: Outcome
+    outcome: "Outcome"
     again: bool  # the request certainly did not reach the upstream, or the call is safe to repeat
     at_once: bool = False  # a stale session or pooled connection, not a sick upstream: no backoff
+
+
+class Unauthorized(Exception):
+    """The upstream answered 401 to what was sent with `sent` as Authorization: the call did not run."""
+
+    def __init__(self, sent: bytes | None) -> None:
+        super().__init__("the upstream answered 401")
+        self.sent = sent
+
+
+class NotOpened(Exception):
+    """No session could be had for the call: `outcome` is its answer, or the failed attempt."""
+
+    def __init__(self, outcome: "Outcome | Failed") -> None:
+        super().__init__("no upstream session")
+        self.outcome = outcome
+
+
+def _unauthorized(exc: Exception) -> bool:
+    return isinstance(exc, StatusError) and exc.status == 401
+
+
+def _unavailable(server: str, exc: object, fallback: float, retry_after: float | None = None) -> Outcome:
+    """`retry_after`: what the upstream asked for; `fallback` (from settings) when it asked for nothing."""
+    return ReplyKind.ERROR, errors.UpstreamUnavailable(f"{server}: {exc}", retry_after or fallback).body()
 
 
 def _down(exc: Exception) -> bool:
@@ -148,6 +171,7 @@ class Executor:
         Cancelled (by the caller), it tells the upstream so and re-raises."""
         running: list[Bound] = []  # the agent's upstream session the call is recorded as running in
         attempt = 0
+        refreshed = False  # a 401 was answered by setting the credential aside once
         try:
             while True:
                 wait = upstream.breaker.admit()
@@ -155,7 +179,15 @@ class Executor:
                     why = "not sent: its circuit is open after repeated failures"
                     return _unavailable(upstream.name, why, self.retry_after, max(0.1, round(wait, 1)))
                 attempt += 1
-                result = await self._attempt(upstream, call, deadline, clock, running)
+                try:
+                    result = await self._attempt(upstream, call, deadline, clock, running)
+                except IdentityError as exc:
+                    return ReplyKind.ERROR, refusal(upstream.name, exc)
+                except Unauthorized as exc:
+                    if refreshed or not self._set_aside(upstream, call, exc.sent):
+                        return ReplyKind.ERROR, await self._refused(upstream, call)
+                    refreshed = True
+                    continue
                 if not isinstance(result, Failed):
                     return result
                 delay = self._again(upstream, call, result, attempt, deadline)
@@ -172,23 +204,36 @@ class Executor:
     ) -> Outcome | Failed:
         """One attempt: the session the call runs in, then its request (or notification) there."""
         try:
-            session, bound = await self.agents.session(upstream, call, deadline)
-        except ForeignSession as exc:
-            return ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body()
-        except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
-            return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
-        except OPEN_FAILURES as exc:
-            if not isinstance(exc, UnknownServer):
-                self.telemetry.connect_error(upstream.name, exc)
-            if _down(exc):
-                upstream.breaker.failed(exc)
-            return _not_opened(upstream.name, exc, self.retry_after)
+            session, bound = await self._session(upstream, call, deadline)
+        except NotOpened as exc:
+            return exc.outcome
         if call.method.startswith(b"notifications/"):
             return await self._notify(upstream.name, call, session, bound is not None, deadline)
         if bound is not None and not running and self._watched(upstream, call):
             running.append(bound)  # where the upstream's requests on its GET stream find this call
             self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
         return await self._request(upstream, call, session, deadline, clock)
+
+    async def _session(self, upstream: Upstream, call: Call, deadline: float) -> tuple[UpstreamSession, Bound | None]:
+        """The open session the call runs in, carrying its user's credential, and its binding when it is the agent
+        session's own. NotOpened: the call's outcome without one; Unauthorized: a 401 to the handshake."""
+        authorization = await upstream.authorization(call)
+        try:
+            return await self.agents.session(upstream, call, deadline, authorization)
+        except ForeignSession as exc:
+            raise NotOpened((ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body())) from exc
+        except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
+            body = errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
+            raise NotOpened((ReplyKind.ERROR, body)) from exc
+        except OPEN_FAILURES as exc:
+            if _unauthorized(exc):
+                upstream.breaker.succeeded()  # it answered
+                raise Unauthorized(authorization) from exc
+            if not isinstance(exc, UnknownServer):
+                self.telemetry.connect_error(upstream.name, exc)
+            if _down(exc):
+                upstream.breaker.failed(exc)
+            raise NotOpened(_not_opened(upstream.name, exc, self.retry_after)) from exc
 
     def _again(self, upstream: Upstream, call: Call, failed: Failed, attempt: int, deadline: float) -> float | None:
         """How long to wait before sending the call again; None: it is not sent again."""
@@ -233,6 +278,9 @@ class Executor:
             body = errors.DeadlineExceeded(f"{server} did not answer before the call's deadline").body()
             return ReplyKind.ERROR, body
         except REQUEST_FAILURES as exc:
+            if _unauthorized(exc):
+                breaker.succeeded()  # it answered
+                raise Unauthorized(session.authorization) from exc
             if _down(exc):
                 breaker.failed(exc)
             return _failed(server, call, exc, self.retry_after)
@@ -279,6 +327,21 @@ class Executor:
         except (*REQUEST_FAILURES, Timeout) as exc:
             return _unavailable(server, exc, self.retry_after)
         return ReplyKind.RESULT, b"{}"
+
+    @staticmethod
+    def _set_aside(upstream: Upstream, call: Call, sent: bytes | None) -> bool:
+        """After a 401: sets the refused credential aside; False when there is none to replace."""
+        if upstream.identity is None or sent is None:
+            return False
+        upstream.identity.reject(upstream.record, call, sent)
+        return True
+
+    @staticmethod
+    async def _refused(upstream: Upstream, call: Call) -> bytes:
+        if upstream.identity is None:
+            message = f"{upstream.name} asks for a login, and muster runs without sign-in"
+            return errors.AuthRequired(message, upstream.name).body()
+        return await upstream.identity.refused(upstream.record, call)
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""
