@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench import sessions
+from bench import identity, sessions
 from bench.harness import TELEMETRY_OFF, UPSTREAMS, Harness, machine
 from bench.report import write
 
@@ -52,6 +52,10 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
+# Scenarios `--only` runs alone; the full run runs them after the main workloads.
+SCENARIOS = {"identity": identity.run, "sessions": sessions.run}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="a tiny workload: checks the harness, measures nothing")
@@ -59,7 +63,11 @@ def main() -> None:
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--report", metavar="RESULTS_JSON", help="only write the page and plot again from saved results")
-    p.add_argument("--only", choices=["sessions"], help="only this scenario, without the page (results on stdout)")
+    p.add_argument(
+        "--only",
+        choices=sorted(SCENARIOS),
+        help="only this scenario, without the page (results on stdout and in OUT/<scenario>.json)",
+    )
     args = p.parse_args()
     if args.report:
         write(orjson.loads(Path(args.report).read_bytes()), Path(args.out))
@@ -73,9 +81,13 @@ def main() -> None:
         try:
             harness.start(peer=not args.no_peer and not args.only)
             if args.only:
-                print(orjson.dumps(sessions.run(harness, settings, rounds), option=orjson.OPT_INDENT_2).decode())
+                found = orjson.dumps(SCENARIOS[args.only](harness, settings, rounds), option=orjson.OPT_INDENT_2)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"{args.only}.json").write_bytes(found)
+                print(found.decode())
                 return
             results = run(harness, settings, rounds)
+            results["identity"] = identity.run(harness, settings, rounds)
         finally:
             harness.stop()
     results["machine"] = stamp

@@ -53,6 +53,7 @@ class Target:
     urls: dict[str, str]  # upstream name -> MCP endpoint
     tools: dict[str, str]  # upstream name -> tool name at this endpoint
     roles: dict[str, list[int]] = field(default_factory=dict)  # role -> pids whose CPU counts for it
+    bearer: str = ""  # an access token the load generator sends (muster with auth on)
 
 
 @dataclass
@@ -245,7 +246,7 @@ class Harness:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": str(ROOT), "BENCH_BEARER": target.bearer},
             )
             for n, report in jobs
         ]

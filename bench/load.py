@@ -16,6 +16,7 @@ upstream session) is not in it.
 import argparse
 import asyncio
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,9 @@ class Caller:
         self.url = url
         self.pool = Pool(url, max_idle=1, keepalive_expiry=3600)
         self.headers = headers if headers is not None else list(HEADERS)
+        bearer = os.environ.get("BENCH_BEARER")  # muster with auth on: a token minted for the load (bench/identity.py)
+        if bearer and headers is None:
+            self.headers.append((b"Authorization", b"Bearer " + bearer.encode()))
         self.ids = itertools.count(1)
 
     def twin(self) -> "Caller":

@@ -109,6 +109,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['elapsed']:.2f} |"
         )
     lines += sessions.markdown(results.get("sessions") or {}, s.get("session_callers", 64))
+    lines += signin(results.get("identity"))
     lines += [
         "",
         "## Against the targets",
@@ -129,6 +130,29 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def signin(identity: dict[str, Any] | None) -> list[str]:
+    """bench/identity.py: muster CPU per call with auth on next to auth off."""
+    if not identity:
+        return []
+    lines = [
+        "",
+        "## Sign-in: CPU per call with auth on and off (ms, ingress + worker; k8s stand-in)",
+        "",
+        f"Goal: {identity['goal']}.",
+        "",
+        "| target | callers | muster CPU ms/call | vs auth off | calls/s | failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target, loads in identity["cpu"].items():
+        for label, row in loads.items():
+            delta = row.get("vs_auth_off_ms")
+            lines.append(
+                f"| {target} | {label} | {_ms(row['muster_cpu_ms_per_call'])} | "
+                f"{'' if delta is None else f'{delta:+.3f}'} | {row['rate']} | {row['failed']} |"
+            )
+    return lines
 
 
 def _both(run: dict[str, Any]) -> float:

@@ -38,7 +38,8 @@ from muster.stack import Child, Stack, Stopping, free_port, port_in_use
 from muster.supervise import CrashLoop, Supervisor
 from services.discovery.config import DiscoverySettings
 from services.ingress.config import IngressSettings
-from services.worker.config import WorkerSettings
+from services.ingress.oauth.config import OAuthSettings
+from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from shared.settings import problems
 
 PROG = "muster up"
@@ -58,6 +59,9 @@ OPTIONS = (
            "the aggregated tool list (direct), or muster's meta-tools (meta)"),
     Option("--port", "MUSTER_PORT", port, "8090", "the ingress's port", "N"),
     Option("--workers", "MUSTER_WORKERS", integer(1, 64), "2", "worker processes", "N"),
+    Option("--auth", "MUSTER_AUTH", choice("none", "oidc"), "none",
+           "oidc: users sign in through muster at an OIDC provider (MUSTER_OIDC_ISSUER, MUSTER_OIDC_CLIENT_ID, "
+           "MUSTER_OIDC_CLIENT_SECRET, MUSTER_ENCRYPTION_KEY, MUSTER_REGISTRATION_TOKEN, MUSTER_PUBLIC_URL)"),
     Option("--data", "MUSTER_DATA", path, ".muster", "data folder for Valkey's files", "DIR"),
     Option("--json-logs", "MUSTER_LOG_JSON", boolean, "false", "log JSON lines instead of text", switch=True),
     Option("--valkey", "MUSTER_VALKEY_URL", valkey_url, "",
@@ -151,11 +155,19 @@ def _log(message: str) -> None:
 def _check_settings(o: dict[str, Any]) -> tuple[IngressSettings, WorkerSettings, DiscoverySettings]:
     """The services read the rest of their settings from the environment: checked here, before anything starts."""
     url = o["valkey"] or "redis://127.0.0.1:6379/0"
-    ingress = _settings(IngressSettings, valkey_url=url, port=o["port"], expose=o["expose"])
-    worker = _settings(WorkerSettings, valkey_url=url)
+    ingress = _settings(IngressSettings, valkey_url=url, port=o["port"], expose=o["expose"], auth=o["auth"])
+    worker = _settings(WorkerSettings, valkey_url=url, auth=o["auth"])
+    if o["auth"] == "oidc":  # the sign-in's own settings (MUSTER_OIDC_*, the secrets), read by ingress and workers
+        _settings(OAuthSettings, valkey_url=url, public_url=_public_url(o))
+        _settings(WorkerIdentitySettings, valkey_url=url, public_url=_public_url(o))
     servers = o["servers"] or DEMO_SERVERS
     discovery = _settings(DiscoverySettings, valkey_url=url, servers=servers, prefix_mode=o["prefix_mode"])
     return ingress, worker, discovery
+
+
+def _public_url(o: dict[str, Any]) -> str:
+    """What clients reach muster at: MUSTER_PUBLIC_URL, else the ingress on this machine."""
+    return os.environ.get("MUSTER_PUBLIC_URL") or f"http://127.0.0.1:{o['port']}"
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -192,6 +204,8 @@ def _start(
     log_json = "true" if o["json_logs"] else "false"
     # Each service is given its own name for what muster up decides: a service reads its own name first.
     common = {"VALKEY_URL": url, "LOG_JSON": log_json}
+    # The sign-in's settings (shared/identity/settings.py) have no service prefix: ingress and workers read these.
+    sign_in = {"MUSTER_PUBLIC_URL": _public_url(o), "MUSTER_VALKEY_URL": url} if o["auth"] == "oidc" else {}
     servers = o["servers"] or _demo_servers(stack.data, o["demo_port"])
     if not o["servers"]:
         for n, cluster in enumerate(DEMO_CLUSTERS):
@@ -207,12 +221,13 @@ def _start(
     stack.python("discovery", "services.discovery", env={**env, "MUSTER_DISCOVERY_METRICS_PORT": str(metrics[1][1])})
     for n in range(o["workers"]):
         metrics.append((f"worker {n + 1}", free_port()))
-        own = {f"MUSTER_WORKER_{k}": v for k, v in common.items()}
-        env = {**own, "MUSTER_WORKER_ID": _worker_id(n + 1, 0), "MUSTER_WORKER_METRICS_PORT": str(metrics[-1][1])}
+        own = {f"MUSTER_WORKER_{k}": v for k, v in {**common, "AUTH": o["auth"]}.items()}
+        env = {**own, **sign_in, "MUSTER_WORKER_ID": _worker_id(n + 1, 0)}
+        env["MUSTER_WORKER_METRICS_PORT"] = str(metrics[-1][1])
         stack.python(f"worker {n + 1}", "services.worker", env=env,
                      group="workers", stop_timeout=worker.drain_seconds + STOP_MARGIN)  # fmt: skip
-    own = {f"MUSTER_INGRESS_{k}": v for k, v in common.items()}
-    env = {**own, "MUSTER_INGRESS_PORT": str(o["port"]), "MUSTER_INGRESS_EXPOSE": o["expose"]}
+    own = {f"MUSTER_INGRESS_{k}": v for k, v in {**common, "AUTH": o["auth"]}.items()}
+    env = {**own, **sign_in, "MUSTER_INGRESS_PORT": str(o["port"]), "MUSTER_INGRESS_EXPOSE": o["expose"]}
     stack.python("ingress", "services.ingress", env=env, stop_timeout=ingress.drain_seconds + STOP_MARGIN)
     stack.wait_http(f"http://127.0.0.1:{o['port']}/readyz", "ingress")
     return url, metrics

@@ -22,6 +22,7 @@ seconds, from the service's settings).
         ├── OutcomeUnknown -32005    the call may have run; muster will not run a non-idempotent call twice
         ├── ResultTooLarge -32008    the upstream answered with more than muster carries; the call may have run
         ├── Cancelled -32800         the caller cancelled it
+        ├── AuthRequired -32007      the user must sign in: to muster again, or to the server (data.loginUrl)
         └── InternalError -32603     muster failed at something it should not have
 
 Errors an upstream answers with are not muster errors: they travel to the caller unchanged, byte for byte.
@@ -48,7 +49,8 @@ QUEUE_FULL = -32003
 UPSTREAM_UNAVAILABLE = -32004
 OUTCOME_UNKNOWN = -32005
 SERVICE_UNAVAILABLE = -32006
-RESULT_TOO_LARGE = -32008  # -32007 is AuthRequired (identity)
+AUTH_REQUIRED = -32007
+RESULT_TOO_LARGE = -32008
 CANCELLED = REQUEST_CANCELLED
 
 
@@ -158,6 +160,19 @@ class ResultTooLarge(GiveUp):
 
 class Cancelled(GiveUp):
     code = CANCELLED
+
+
+class AuthRequired(GiveUp):
+    """The call needs the user's credential and muster has none that works: the user signs in to muster again, or
+    (per-server OAuth) opens `login_url` once; the same call then succeeds."""
+
+    code = AUTH_REQUIRED
+
+    def __init__(self, message: str, server: str, login_url: str | None = None) -> None:
+        data: dict[str, Any] = {"server": server}
+        if login_url is not None:
+            data["loginUrl"] = login_url
+        super().__init__(message, data)
 
 
 class InternalError(GiveUp):

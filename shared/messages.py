@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.mcpserver import Family, MCPServerSpec
+from shared.mcpserver import Auth, Family, MCPServerSpec
 
 Fields = Mapping[bytes, bytes]
 
@@ -35,11 +35,15 @@ class Call:
     deadline_ms: int  # wall clock, ms since the epoch
     safe: bool  # read-only or idempotent: may run again after a crash
     key: bytes  # what a cancellation names: session id and request id, or the call's own key
+    # The caller's login (the family id of a muster login or of a forwarded ID token), whose upstream tokens a
+    # server with a user credential is called with; b"" with auth off. Not a secret: it names a login.
+    login: bytes = b""
     # The two below are for metrics, logs and traces; an entry enqueued without them (an older ingress) still runs.
     traceparent: bytes = b""  # W3C traceparent of the ingress's span of the call: sent upstream as a header
     target: bytes = b""  # the upstream's name of the tool or prompt the call runs, b"" for other methods
 
     def fields(self) -> list[bytes]:
+        extra = [b"login", self.login] if self.login else []
         return [
             b"call_id",
             self.call_id,
@@ -65,6 +69,7 @@ class Call:
             self.traceparent,
             b"target",
             self.target,
+            *extra,
         ]
 
     @classmethod
@@ -80,6 +85,7 @@ class Call:
             deadline_ms=int(f[b"deadline"]),
             safe=f[b"safe"] == b"1",
             key=f[b"key"],
+            login=f.get(b"login", b""),
             traceparent=f.get(b"traceparent", b""),
             target=f.get(b"target", b""),
         )
@@ -219,6 +225,11 @@ class ServerRecord(_Frozen):
         """spec.family: servers that share it offer each tool once, with an instance selector (shared/meta/families)."""
         return self.spec.family if self.spec is not None else None
 
+    @property
+    def auth(self) -> Auth | None:
+        """spec.auth: which credential the server is called with (none, or the user's own: shared/identity/modes)."""
+        return self.spec.auth if self.spec is not None else None
+
 
 class CapabilityChange(_Frozen):
     """Published on streams.CAPABILITIES after server records changed; readers reload the named servers."""
@@ -229,7 +240,7 @@ class CapabilityChange(_Frozen):
     prompts: bool = True
 
 
-# streams.CONTROL carries three messages, told apart by `type`.
+# streams.CONTROL carries four messages, told apart by `type`.
 
 
 class CancelCall(_Frozen):
@@ -254,7 +265,16 @@ class SubscriptionsChanged(_Frozen):
     server: str
 
 
-Control = Annotated[CancelCall | SessionEnded | SubscriptionsChanged, Field(discriminator="type")]
+class LoginChanged(_Frozen):
+    """A user logged in to a server of their own (per-server OAuth): every ingress replica lists that server again
+    for that user and tells the user's sessions that their lists changed."""
+
+    type: Literal["login-changed"] = "login-changed"
+    subject: str
+    server: str
+
+
+Control = Annotated[CancelCall | SessionEnded | SubscriptionsChanged | LoginChanged, Field(discriminator="type")]
 _CONTROL: TypeAdapter[Control] = TypeAdapter(Control)
 
 DATA = b"__data__"  # the one field of a control-plane entry

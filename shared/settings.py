@@ -105,6 +105,9 @@ def problems(settings_cls: type[BaseSettings], exc: ValidationError | SettingsEr
     lines = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else ""
+        if not field:  # a check of the whole (one setting needs another): its message names the variables
+            lines.append(_message(error))
+            continue
         name, raw = variable(settings_cls, field)
         what = f"{name}={shown(field, raw)}" if raw is not None else (name or "settings")
         lines.append(f"{what}: {_message(error)}")

@@ -109,13 +109,27 @@ class UpstreamSession:
         self._ids = itertools.count(1)
         self._opening: asyncio.Task[None] | None = None
         self._headers: Headers = []
+        self._authorization: bytes | None = None
         self._rebuild_headers()
 
     def _rebuild_headers(self) -> None:
         headers = [_ACCEPT, _JSON, (b"MCP-Protocol-Version", self.protocol), *self.static_headers]
+        if self._authorization is not None:
+            headers.append((b"Authorization", self._authorization))
         if self.session_id:
             headers.append((b"Mcp-Session-Id", self.session_id))
         self._headers = headers
+
+    def authorize(self, value: bytes | None) -> None:
+        """The Authorization header of the requests that follow: set per call, since a user's token is refreshed
+        while the session lives on (the header list is rebuilt only when the value changed)."""
+        if value != self._authorization:
+            self._authorization = value
+            self._rebuild_headers()
+
+    @property
+    def authorization(self) -> bytes | None:
+        return self._authorization
 
     @property
     def is_open(self) -> bool:

@@ -108,8 +108,8 @@ class Muster:
             "PYTHONPATH": str(ROOT),
         }
 
-    def standin(self, cluster: str, *args: str, register: bool = True, **spec: Any) -> StandIn:
-        port = free_port()
+    def standin(self, cluster: str, *args: str, register: bool = True, port: int | None = None, **spec: Any) -> StandIn:
+        port = port or free_port()
         self.stack.python(
             f"standin {cluster}",
             "demo.kubernetes",
@@ -184,7 +184,10 @@ class Muster:
         return child
 
     def ingress(self, **env: str) -> str:
-        port = free_port()
+        return self.ingress_at(free_port(), **env)
+
+    def ingress_at(self, port: int, **env: str) -> str:
+        """An ingress on this port (one that had to be known before it started, as a public URL's)."""
         self.stack.python(f"ingress {port}", "services.ingress", env={**self.env, "MUSTER_PORT": str(port), **env})
         self.stack.wait_http(f"http://127.0.0.1:{port}/readyz", "ingress")
         self.ingress_ports.append(port)

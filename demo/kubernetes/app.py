@@ -54,7 +54,8 @@ class _Server(Server[Any]):
 class Fault:
     """One injected fault: what it matches, what it does, and how many more times."""
 
-    action: str  # delay | http_status | drop_connection | session_reject | jsonrpc_error | oversize | tool_timeout
+    # delay | http_status | drop_connection | session_reject | jsonrpc_error | oversize | tool_timeout | tool_error
+    action: str
     tool: str | None = None
     method: str | None = None
     count: int | None = None  # None: forever
@@ -159,7 +160,9 @@ class StandIn:
         return _text(text)
 
     async def _tool_faults(self, name: str) -> None:
-        for fault in self._take("tools/call", name, ("delay", "tool_timeout", "oversize")):
+        for fault in self._take("tools/call", name, ("delay", "tool_timeout", "oversize", "tool_error")):
+            if fault.action == "tool_error":  # e.g. "Unauthorized": what the Kubernetes API answered the tool
+                raise ToolError(fault.message)
             if fault.action == "delay":
                 await asyncio.sleep(fault.seconds)
             elif fault.action == "tool_timeout":

@@ -72,6 +72,7 @@ class Discovery:
         self.source = source
         self.leadership = leadership
         self.statuses = statuses  # None: the source has nowhere to write a status (the folder)
+        self.outbox = outbox
         self.probes = Probes(settings, outbox, metrics)
         self.publisher = Publisher(client, outbox)
         self.control = Follow(client, [streams.CONTROL])
@@ -123,10 +124,19 @@ class Discovery:
         while True:
             try:
                 await self.leadership.renew()
+                if isinstance(self.leadership, KubernetesLease) and self.leadership.is_leader:
+                    await self._mirror(self.leadership)
             except (RedisError, ConnectionError, OSError) as exc:
                 logger.warning("the lease cannot be renewed: %s", exc)
             self._wake.set()
             await asyncio.sleep(self.leadership.retry_period)
+
+    async def _mirror(self, lease: KubernetesLease) -> None:
+        """Names the Lease's holder in the key the Valkey lease uses, for as long as the Lease could be held: what
+        `muster status` and the standbys' readers show as the leader in Kubernetes mode too (informational: the
+        Lease alone decides who leads)."""
+        ttl_ms = int(lease.lease_duration * 1000)
+        await self.outbox.send("SET", streams.DISCOVERY_LEADER, lease.holder, "PX", ttl_ms)
 
     async def _serve(self) -> None:
         while True:

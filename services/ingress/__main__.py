@@ -1,6 +1,7 @@
 import resource
 
 from services.ingress.config import IngressSettings
+from services.ingress.oauth.config import OAuthSettings
 from services.ingress.serve import run
 from shared import logs
 from shared.settings import load
@@ -17,7 +18,8 @@ def main() -> None:
     settings = load(IngressSettings)
     logs.configure("ingress", settings.log_level, settings.log_json)
     _more_descriptors()
-    run(settings)
+    oauth = load(OAuthSettings) if settings.auth == "oidc" else None
+    run(settings, oauth)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.ingress.auth_state import PlainAuth
+from services.ingress.auth_state import AuthState, PlainAuth
+from services.ingress.bearer import Bearer
 from services.ingress.broadcasts import Broadcasts
 from services.ingress.calls import Calls
 from services.ingress.config import IngressSettings
@@ -25,23 +27,32 @@ from services.ingress.endpoint import Endpoint
 from services.ingress.forward import Forwarder
 from services.ingress.get_streams import GetStreams
 from services.ingress.handlers import Handlers
-from services.ingress.http import Receive, Scope, Send, respond, respond_text
+from services.ingress.http import Allow, Head, Receive, Scope, Send, respond, respond_text
+from services.ingress.identity_auth import IdentityAuth
 from services.ingress.inputs import Inputs
 from services.ingress.meta import Meta
+from services.ingress.oauth.app import PATHS, OAuthApp, attach
+from services.ingress.oauth.app import create_app as create_oauth_app
+from services.ingress.oauth.authority import Authority, build
+from services.ingress.oauth.config import OAuthSettings
 from services.ingress.sessions import Sessions
 from services.ingress.tapes import Tapes
 from services.ingress.telemetry import Telemetry
+from services.ingress.visibility import Visibility
 from shared import errors, health, streams
 from shared.health import Health
+from shared.identity.errors import ProviderUnavailable
 from shared.instruments import IngressInstruments
 from shared.labels import LabelBounds
 from shared.logs import PrincipalHasher
+from shared.messages import LoginChanged
 from shared.metrics import CATALOG_ENTRIES, GET_STREAMS_OPEN, PENDING_CALLS, SESSIONS_OPEN, Metrics, Samples
 from shared.tracing import Tracing
 from shared.valkey import Outbox, connect
 
 logger = logging.getLogger(__name__)
 
+STARTUP_PATIENCE = 60.0  # seconds the ingress waits for its identity provider at startup
 START_BACKOFF_MAX = 2.0
 NOT_LOADED = errors.ServiceUnavailable("muster is starting: its catalog is not loaded yet; retry shortly", 1)
 
@@ -60,6 +71,34 @@ class Parts:
     get_streams: GetStreams
     sessions: Sessions
     endpoint: Endpoint
+    oauth: OAuthApp | None  # with auth on: the authorization server's routes (/.well-known/..., /oauth/...)
+
+
+def with_public_url(settings: IngressSettings, oauth: OAuthSettings) -> IngressSettings:
+    """Clients reach muster at its public URL: its Host and Origin are let in."""
+    parts = urlsplit(oauth.issuer)
+    return settings.model_copy(
+        update={
+            "allowed_hosts": [*settings.allowed_hosts, parts.netloc],
+            "allowed_origins": [*settings.allowed_origins, f"{parts.scheme}://{parts.netloc}"],
+        }
+    )
+
+
+async def build_authority(settings: OAuthSettings, patience: float = STARTUP_PATIENCE) -> Authority:
+    """The authorization server; a provider still starting (as next to a Dex deployed with muster) is waited for,
+    a while, before the ingress gives up."""
+    deadline = asyncio.get_running_loop().time() + patience
+    delay = 0.5
+    while True:
+        try:
+            return await build(settings)
+        except ProviderUnavailable as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            logger.warning("the identity provider is not reachable yet (%s); trying again in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def principal_key(settings: IngressSettings, client: Redis) -> bytes:
@@ -86,7 +125,33 @@ async def heartbeat(client: Redis, calls: Calls, settings: IngressSettings) -> N
 
 
 @contextlib.asynccontextmanager
-async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBounds) -> AsyncIterator[Parts]:
+async def identity(
+    settings: OAuthSettings | None, outbox: Outbox, visibility: Visibility
+) -> AsyncIterator[tuple[Authority, OAuthApp] | None]:
+    """With auth on: the authorization server, and what a user's login to a server of their own changes."""
+    if settings is None:
+        yield None
+        return
+    authority = await build_authority(settings)
+
+    async def on_login(subject: str, server: str) -> None:
+        await visibility.forget_listing(subject, server)
+        outbox.publish(streams.CONTROL, LoginChanged(subject=subject, server=server))
+
+    authority.on_login = on_login
+    app = create_oauth_app(settings)
+    attach(app, authority)
+    visibility.servers = authority.servers
+    try:
+        yield authority, app
+    finally:
+        await authority.close()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(
+    settings: IngressSettings, metrics: Metrics, bounds: LabelBounds, oauth: OAuthSettings | None = None
+) -> AsyncIterator[Parts]:
     name = f"muster-ingress-{settings.replica_id}"
     client = connect(settings.valkey_url, max_connections=256, name=name)
     outbox = Outbox(settings.valkey_url, name=f"{name}-out")
@@ -114,19 +179,25 @@ async def lifespan(settings: IngressSettings, metrics: Metrics, bounds: LabelBou
         asked=sessions.ask,
     )
     current = CurrentCatalog(instruments.catalog_changed if instruments is not None else bounds.update)
-    broadcasts = Broadcasts(client, current, get_streams, sessions)
+    visibility = Visibility(current, calls, client, settings.replica_id, listing_seconds=settings.listing_seconds)
+    broadcasts = Broadcasts(client, current, get_streams, sessions, visibility)
     tapes = Tapes(client, outbox, keep=settings.resume_seconds, block_ms=int(settings.keepalive_seconds * 1000))
     forwarder = Forwarder(calls, outbox, tapes, sessions, settings.replica_id, settings.call_timeout, telemetry)
     inputs = Inputs(forwarder, tapes, calls)
-    handlers = Handlers(sessions, current, forwarder, outbox, Meta(settings.expose, forwarder, PlainAuth()))
-    endpoint = Endpoint(settings, sessions, handlers, get_streams, tapes, telemetry)
+    auth_state: AuthState = PlainAuth() if oauth is None else IdentityAuth(visibility, outbox)
+    meta = Meta(settings.expose, forwarder, auth_state)
+    handlers = Handlers(sessions, current, forwarder, outbox, meta, visibility)
     tasks: list[asyncio.Task[None]] = []
     try:
-        started = _start_when_valkey_answers(settings, client, telemetry, broadcasts)
-        loops = (calls.read_replies(), calls.sweep(), started, heartbeat(client, calls, settings))
-        tasks = [asyncio.create_task(t) for t in loops]
-        yield Parts(client, calls, current, get_streams, sessions, endpoint)
+        async with identity(oauth, outbox, visibility) as auth:
+            bearer = Bearer(auth[0].guard) if auth is not None else None
+            endpoint = Endpoint(settings, sessions, handlers, get_streams, tapes, telemetry, bearer)
+            started = _start_when_valkey_answers(settings, client, telemetry, broadcasts)
+            loops = (calls.read_replies(), calls.sweep(), started, heartbeat(client, calls, settings))
+            tasks = [asyncio.create_task(t) for t in loops]
+            yield Parts(client, calls, current, get_streams, sessions, endpoint, auth[1] if auth is not None else None)
     finally:
+        visibility.background.cancel()
         inputs.close()
         get_streams.close_all()
         for task in tasks:
@@ -160,8 +231,10 @@ async def _start_when_valkey_answers(
 
 
 class Ingress:
-    def __init__(self, settings: IngressSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: IngressSettings, oauth: OAuthSettings | None = None) -> None:
+        self.settings = with_public_url(settings, oauth) if oauth is not None else settings
+        self.oauth = oauth
+        self.hosts = Allow(self.settings.allowed_hosts)
         self.metrics = Metrics("ingress")
         self.bounds = LabelBounds()
         self.health = Health(self.metrics.registry)
@@ -186,12 +259,21 @@ class Ingress:
                     await respond(send, NOT_LOADED.status, NOT_LOADED.response(b"null"), headers=NOT_LOADED.headers)
                 else:
                     await parts.endpoint(scope, receive, send)
+            elif parts is not None and parts.oauth is not None and path.startswith(PATHS):
+                await self.authorization_server(parts.oauth, scope, receive, send)
             elif path in health.PATHS:
                 await self.health(scope, receive, cast(health.Send, send))
             else:
                 await respond_text(send, 404, "Not Found")
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
+
+    async def authorization_server(self, app: OAuthApp, scope: Scope, receive: Receive, send: Send) -> None:
+        host = Head(scope).host
+        if host and not self.hosts(host):
+            await respond_text(send, 421, f"Invalid Host header: {host.decode('latin-1')}")
+            return
+        await app(scope, receive, send)  # type: ignore[arg-type]  # an ASGI send, typed more narrowly here
 
     async def _draining(self) -> None:
         if self.parts is not None and self.parts.calls.draining:
@@ -244,7 +326,9 @@ class Ingress:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
-                        self.parts = await stack.enter_async_context(lifespan(self.settings, self.metrics, self.bounds))
+                        self.parts = await stack.enter_async_context(
+                            lifespan(self.settings, self.metrics, self.bounds, self.oauth)
+                        )
                     except Exception as exc:
                         logger.exception("ingress failed to start")
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -279,5 +363,6 @@ def _closing(send: Send) -> Send:
     return sending
 
 
-def create_app(settings: IngressSettings) -> Ingress:
-    return Ingress(settings)
+def create_app(settings: IngressSettings, oauth: OAuthSettings | None = None) -> Ingress:
+    """`oauth`: with auth on, the authorization server's settings."""
+    return Ingress(settings, oauth)

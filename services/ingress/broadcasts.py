@@ -10,9 +10,18 @@ from redis.exceptions import RedisError
 from services.ingress.current import CurrentCatalog
 from services.ingress.get_streams import GetStreams
 from services.ingress.sessions import Sessions
+from services.ingress.visibility import Visibility
 from shared import records, streams
 from shared.follow import Follow
-from shared.messages import CapabilityChange, Fields, ServerRecord, SessionEnded, decode, decode_control
+from shared.messages import (
+    CapabilityChange,
+    Fields,
+    LoginChanged,
+    ServerRecord,
+    SessionEnded,
+    decode,
+    decode_control,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +35,19 @@ _CAPABILITIES = streams.CAPABILITIES.encode()
 
 
 class Broadcasts:
-    def __init__(self, client: Redis, current: CurrentCatalog, get_streams: GetStreams, sessions: Sessions) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        current: CurrentCatalog,
+        get_streams: GetStreams,
+        sessions: Sessions,
+        visibility: Visibility | None = None,
+    ) -> None:
         self.client = client
         self.current = current
         self.get_streams = get_streams
         self.sessions = sessions
+        self.visibility = visibility
         self.follow = Follow(client, [streams.CAPABILITIES, streams.CONTROL])
 
     async def start(self) -> None:
@@ -74,3 +91,15 @@ class Broadcasts:
         if isinstance(control, SessionEnded):
             self.sessions.forget(control.session)
             self.get_streams.close(control.session)
+        elif isinstance(control, LoginChanged):
+            self.login_changed(control)
+
+    def login_changed(self, control: LoginChanged) -> None:
+        """A user logged in to a server of their own: their lists change, and only theirs."""
+        if self.visibility is not None:
+            self.visibility.login_changed(control.subject, control.server)
+        for session_id in list(self.get_streams.queues):
+            session = self.sessions.copy(session_id)
+            if session is not None and session.principal == control.subject:
+                for message in LIST_CHANGED.values():
+                    self.get_streams.send(session_id, message)

@@ -19,7 +19,7 @@ LOOPBACK_ORIGINS = [
 
 class IngressSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_INGRESS_")
-    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose", "log_hash_key"}
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"port", "expose", "auth", "log_hash_key"}
 
     host: str = "127.0.0.1"
     port: int = Field(8090, ge=1, le=65535)
@@ -53,6 +53,11 @@ class IngressSettings(ServiceSettings):
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session
     keepalive_seconds: float = Field(15.0, gt=0)  # comment lines on idle event streams, so proxies keep them open
     access_log: bool = False
+    # `muster up --auth`: oidc makes muster an OAuth authorization server in front of an OIDC provider and checks a
+    # bearer token on every /mcp request (OAuthSettings: MUSTER_OIDC_*, MUSTER_ENCRYPTION_KEY, ...); none: no sign-in.
+    auth: Literal["none", "oidc"] = "none"
+    # How long a server of the user's own credential, as listed for one user, is reused before it is listed again.
+    listing_seconds: float = Field(300.0, gt=0)
     # After SIGTERM: how long calls in flight may take to finish (new calls are refused with -32006 meanwhile);
     # what is still unanswered then gets an error it can act on. Within the pod's termination grace period.
     drain_seconds: float = Field(20.0, ge=0)

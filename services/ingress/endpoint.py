@@ -14,6 +14,7 @@ from typing import Any
 from hiredis import ReplyError
 from redis.exceptions import RedisError
 
+from services.ingress.bearer import ANONYMOUS, Bearer, Who, deny
 from services.ingress.callers import Caller, Session
 from services.ingress.config import IngressSettings
 from services.ingress.envelope import is_modern, open_envelope
@@ -35,6 +36,7 @@ from services.ingress.http import (
     read_body,
     respond_text,
 )
+from services.ingress.oauth.resource import Denial
 from services.ingress.sessions import Sessions
 from services.ingress.tapes import Position, Tapes
 from services.ingress.telemetry import Telemetry
@@ -43,8 +45,6 @@ from shared.protocol import HANDSHAKE_VERSIONS
 from shared.rawjson import Document, Malformed, is_integer
 
 logger = logging.getLogger(__name__)
-
-ANONYMOUS = "anonymous"
 
 
 class Endpoint:
@@ -56,6 +56,7 @@ class Endpoint:
         get_streams: GetStreams,
         tapes: Tapes,
         telemetry: Telemetry,
+        bearer: Bearer | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -63,6 +64,7 @@ class Endpoint:
         self.get_streams = get_streams
         self.tapes = tapes
         self.telemetry = telemetry
+        self.bearer = bearer  # with auth on: every request's token is checked before anything else
         self.hosts = Allow(settings.allowed_hosts)
         self.origins = Allow(settings.allowed_origins)
 
@@ -85,12 +87,16 @@ class Endpoint:
 
     async def _serve(self, exchange: Exchange) -> None:
         try:
-            if exchange.head.method == "POST":
-                await self.post(exchange)
+            # With auth on, every request's token is checked before anything else: the principal, once.
+            who = ANONYMOUS if self.bearer is None else await self.bearer.who(exchange.head)
+            if isinstance(who, Denial):
+                await deny(exchange.send, who)
+            elif exchange.head.method == "POST":
+                await self.post(exchange, who)
             elif exchange.head.method == "GET":
-                await self.get(exchange)
+                await self.get(exchange, who)
             elif exchange.head.method == "DELETE":
-                await self.delete(exchange)
+                await self.delete(exchange, who)
             else:
                 await exchange.respond_text(405, "Method Not Allowed", [(b"allow", b"GET, POST, DELETE")])
         except (RedisError, ConnectionError) as exc:  # Valkey unreachable, through redis-py or the hot-path connection
@@ -105,12 +111,12 @@ class Endpoint:
             ) from exc
 
     # --- POST ----------------------------------------------------------------------------------------------
-    async def post(self, exchange: Exchange) -> None:
+    async def post(self, exchange: Exchange, who: Who) -> None:
         doc = await self._message(exchange)
         message: dict[str, Any] = doc.value
         method = message.get("method")
         has_id = "id" in message
-        principal = ANONYMOUS
+        principal = who.owner
         if method is None:
             if not (has_id and ("result" in message or "error" in message)):
                 raise errors.InvalidRequest("Invalid Request: no method")
@@ -125,7 +131,7 @@ class Endpoint:
                 await exchange.accepted()
                 return
             caller = open_envelope(exchange.head, message, principal)
-            await self.request(self._context(exchange, caller), method, params)
+            await self.request(self._context(exchange, caller, who), method, params)
         elif method == "initialize" and has_id:
             started, code = time.perf_counter(), None
             try:
@@ -138,7 +144,7 @@ class Endpoint:
         else:
             session = await self.session(exchange.head, principal)
             if has_id:
-                await self.request(self._context(exchange, session), method, params)
+                await self.request(self._context(exchange, session, who), method, params)
             else:
                 await self.handlers.notification(session, method, params)
                 await exchange.accepted()
@@ -189,8 +195,8 @@ class Endpoint:
                 self.telemetry.answered(method, ctx.caller, value, code, started)
 
     @staticmethod
-    def _context(exchange: Exchange, caller: Caller) -> RequestContext:
-        return RequestContext(exchange.head, exchange.receive, exchange.send, exchange.request_id, caller)
+    def _context(exchange: Exchange, caller: Caller, who: Who) -> RequestContext:
+        return RequestContext(exchange.head, exchange.receive, exchange.send, exchange.request_id, caller, who.login)
 
     async def session(self, head: Head, principal: str) -> Session:
         if head.session is None:
@@ -206,10 +212,10 @@ class Endpoint:
         return session
 
     # --- GET and DELETE ---------------------------------------------------------------------------------------
-    async def get(self, exchange: Exchange) -> None:
+    async def get(self, exchange: Exchange, who: Who) -> None:
         if EVENT_STREAM not in exchange.head.accept:
             raise errors.InvalidRequest("Not Acceptable: Client must accept text/event-stream", status=406)
-        session = await self.session(exchange.head, ANONYMOUS)
+        session = await self.session(exchange.head, who.owner)
         at = Position.parse(exchange.head.last_event_id)
         if at is not None and at.kind == b"p":
             await self._resume(exchange, session, at)
@@ -271,8 +277,8 @@ class Endpoint:
             events.close()
             client_gone.cancel()
 
-    async def delete(self, exchange: Exchange) -> None:
-        session = await self.session(exchange.head, ANONYMOUS)
+    async def delete(self, exchange: Exchange, who: Who) -> None:
+        session = await self.session(exchange.head, who.owner)
         await self.sessions.delete(session)
         self.get_streams.close(session.id)
         logger.info("session %s… closed by the client", session.id[:8])

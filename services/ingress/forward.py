@@ -161,6 +161,7 @@ class Forwarder:
             deadline_ms=int(deadline * 1000),
             safe=target.safe,
             key=key,
+            login=ctx.login,
             traceparent=span.trace.header(),
             target=target.name.encode(),
         )

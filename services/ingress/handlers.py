@@ -15,7 +15,9 @@ from services.ingress.http import Exchange, RequestContext
 from services.ingress.meta import Meta
 from services.ingress.routing import route
 from services.ingress.sessions import Sessions
+from services.ingress.visibility import Visibility
 from shared import errors, streams
+from shared.catalog import Catalog
 from shared.messages import CancelCall, SubscriptionsChanged
 from shared.protocol import HANDSHAKE_VERSIONS, MODERN_VERSIONS, MUSTER_VERSION
 from shared.rawjson import Document
@@ -43,7 +45,8 @@ DISCOVERED = orjson.dumps(
 MAX_URI_BYTES = 8 * 1024  # a subscribed URI is kept in Valkey for the session's lifetime
 
 # A method's handler: the result to answer with, or None when it answered by itself (a forwarded call).
-Method = Callable[[RequestContext, Document | None], Awaitable[bytes | None]]
+# `catalog` is what the caller may see and call (visibility.py): with auth on, the user's own.
+Method = Callable[[RequestContext, Document | None, Catalog], Awaitable[bytes | None]]
 
 
 def _session(ctx: RequestContext, method: str) -> Session:
@@ -56,22 +59,27 @@ def _session(ctx: RequestContext, method: str) -> Session:
 
 class Handlers:
     def __init__(
-        self, sessions: Sessions, current: CurrentCatalog, forwarder: Forwarder, outbox: Outbox, meta: Meta
+        self,
+        sessions: Sessions,
+        current: CurrentCatalog,
+        forwarder: Forwarder,
+        outbox: Outbox,
+        meta: Meta,
+        visibility: Visibility,
     ) -> None:
         self.sessions = sessions
         self.current = current
         self.forwarder = forwarder
         self.outbox = outbox
         self.meta = meta
-        listings = {
-            "tools/list": lambda: (
-                self.meta.listing("tools/list") or b'{"tools":' + self.current.catalog.tools_json + b"}"
-            ),
-            "resources/list": lambda: b'{"resources":' + self.current.catalog.resources_json + b"}",
-            "resources/templates/list": lambda: b'{"resourceTemplates":' + self.current.catalog.templates_json + b"}",
-            "prompts/list": lambda: b'{"prompts":' + self.current.catalog.prompts_json + b"}",
-            "ping": lambda: b"{}",
-            "server/discover": lambda: DISCOVERED,
+        self.visibility = visibility  # which servers each caller sees
+        listings: dict[str, Callable[[Catalog], bytes]] = {
+            "tools/list": lambda c: self.meta.listing("tools/list") or b'{"tools":' + c.tools_json + b"}",
+            "resources/list": lambda c: b'{"resources":' + c.resources_json + b"}",
+            "resources/templates/list": lambda c: b'{"resourceTemplates":' + c.templates_json + b"}",
+            "prompts/list": lambda c: b'{"prompts":' + c.prompts_json + b"}",
+            "ping": lambda c: b"{}",
+            "server/discover": lambda c: DISCOVERED,
         }
         self.methods: dict[str, Method] = {
             **{name: self._answer_with(listing) for name, listing in listings.items()},
@@ -82,15 +90,19 @@ class Handlers:
         }
 
     @staticmethod
-    def _answer_with(listing: Callable[[], bytes]) -> Method:
-        async def answer(ctx: RequestContext, params: Document | None) -> bytes:
-            return listing()
+    def _answer_with(listing: Callable[[Catalog], bytes]) -> Method:
+        async def answer(ctx: RequestContext, params: Document | None, catalog: Catalog) -> bytes:
+            return listing(catalog)
 
         return answer
 
     def _forward(self, method: str) -> Method:
-        async def forward(ctx: RequestContext, params: Document | None) -> None:
-            await self.forwarder.forward(ctx, self.current.catalog, method, params)
+        async def forward(ctx: RequestContext, params: Document | None, catalog: Catalog) -> None:
+            try:
+                await self.forwarder.forward(ctx, catalog, method, params)
+            except (errors.InvalidParams, errors.ResourceNotFound) as exc:  # the name may be a server's the caller
+                value = params.value if params is not None else None  # must log in to first
+                raise await self.visibility.explain(ctx.caller.principal, ctx.login, method, value) or exc from None
 
         return forward
 
@@ -113,32 +125,33 @@ class Handlers:
         await exchange.respond(200, response(exchange.request_id, result), [(b"mcp-session-id", session.session_id)])
 
     async def request(self, ctx: RequestContext, method: str, params: Document | None) -> None:
+        catalog = await self.visibility.catalog(ctx.caller.principal, ctx.login)  # what this caller may see and call
         value = params.value if params is not None else None
         if isinstance(value, dict) and self.meta.answers(method, value):  # meta-tools, auth://status
-            await self.meta.request(ctx, self.current.catalog, method, value)
+            await self.meta.request(ctx, catalog, method, value)
             return
         handler = self.methods.get(method)
         if handler is None:
             raise errors.MethodNotFound(f"Method not found: {method}", status=ctx.caller.unknown_method_status)
-        result = await handler(ctx, params)
+        result = await handler(ctx, params, catalog)
         if result is not None:
             await ctx.respond(200, response(ctx.request_id, ctx.caller.result(method, result)))
 
-    async def set_level(self, ctx: RequestContext, params: Document | None) -> bytes:
+    async def set_level(self, ctx: RequestContext, params: Document | None, catalog: Catalog) -> bytes:
         session = _session(ctx, "logging/setLevel")
         level = params.value.get("level") if params is not None and isinstance(params.value, dict) else None
         if not isinstance(level, str) or level not in LEVELS:
             raise errors.InvalidParams(f"Invalid params: level must be one of {', '.join(LEVELS)}")
         await self.sessions.set_level(session, level)
-        await self.forwarder.notices.level(session, level, self.current.catalog)
+        await self.forwarder.notices.level(session, level, catalog)
         return b"{}"
 
-    async def subscribe(self, ctx: RequestContext, params: Document | None) -> bytes:
-        await self.subscription(_session(ctx, "resources/subscribe"), True, params)
+    async def subscribe(self, ctx: RequestContext, params: Document | None, catalog: Catalog) -> bytes:
+        await self.subscription(_session(ctx, "resources/subscribe"), True, params, catalog)
         return b"{}"
 
-    async def unsubscribe(self, ctx: RequestContext, params: Document | None) -> bytes:
-        await self.subscription(_session(ctx, "resources/unsubscribe"), False, params)
+    async def unsubscribe(self, ctx: RequestContext, params: Document | None, catalog: Catalog) -> bytes:
+        await self.subscription(_session(ctx, "resources/unsubscribe"), False, params, catalog)
         return b"{}"
 
     async def notification(self, session: Session, method: str, params: Document | None) -> None:
@@ -165,10 +178,10 @@ class Handlers:
         assert body is not None
         self.forwarder.answer(ref.encode(), session.session_id, b'"' + name.encode() + b'":' + body)
 
-    async def subscription(self, session: Session, subscribe: bool, params: Document | None) -> None:
-        """Record who listens to which resource. Discovery holds one upstream subscription per resource, on a
-        session it listens to, and fans each update out to every subscriber: so each arrives exactly once."""
-        catalog = self.current.catalog
+    async def subscription(self, session: Session, subscribe: bool, params: Document | None, catalog: Catalog) -> None:
+        """Record who listens to which resource (of the servers the caller sees). Discovery holds one upstream
+        subscription per resource, on a session it listens to, and fans each update out to every subscriber: so
+        each arrives exactly once."""
         target = route(catalog, "resources/subscribe", params)
         assert params is not None
         server, uri = target.server, params.value["uri"]

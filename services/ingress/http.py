@@ -238,6 +238,7 @@ class RequestContext(Exchange):
     """A JSON-RPC request on its exchange, and who sent it: what every method handler takes."""
 
     caller: Caller
+    login: bytes = b""  # the caller's login (Call.login): whose upstream tokens its calls run with; b"" without auth
     routed: bool = False  # it went to an upstream's queue, and its telemetry is the forwarder's (telemetry.py)
 
 

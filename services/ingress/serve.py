@@ -17,6 +17,7 @@ import uvicorn
 from services.ingress.app import Ingress, create_app
 from services.ingress.config import IngressSettings
 from services.ingress.guard import Limits, guarded
+from services.ingress.oauth.config import OAuthSettings
 from shared.lifecycle import Background
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ class Server(uvicorn.Server):
             self.should_exit = True
 
 
-def run(settings: IngressSettings) -> None:
-    ingress = create_app(settings)
+def run(settings: IngressSettings, oauth: OAuthSettings | None = None) -> None:
+    """`oauth`: with auth on, the authorization server's settings."""
+    ingress = create_app(settings, oauth)
     limits = Limits(
         idle_timeout=settings.idle_timeout,
         header_timeout=settings.header_timeout,

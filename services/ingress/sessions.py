@@ -156,6 +156,10 @@ class Sessions:
         for server in servers:
             self.outbox.publish(streams.CONTROL, SubscriptionsChanged(server=server))
 
+    def copy(self, session_id: str) -> Session | None:
+        """This replica's copy of a session (one whose GET stream it holds has one)."""
+        return self._cache.get(session_id)
+
     def forget(self, session_id: str) -> None:
         self._cache.pop(session_id, None)
 

@@ -1,5 +1,5 @@
 from services.worker.app import create_app
-from services.worker.config import WorkerSettings
+from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from shared import logs
 from shared.settings import load
 
@@ -7,7 +7,8 @@ from shared.settings import load
 def main() -> None:
     settings = load(WorkerSettings)
     logs.configure("worker", settings.log_level, settings.log_json)
-    create_app(settings).run()
+    identity = load(WorkerIdentitySettings) if settings.auth == "oidc" else None
+    create_app(settings, identity).run()
 
 
 if __name__ == "__main__":

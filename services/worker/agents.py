@@ -42,12 +42,17 @@ class AgentSessions:
         self.limit = limit  # agent sessions this worker keeps per server
         self.per_agent = per_agent  # False: every call uses the shared pool (MUSTER_WORKER_UPSTREAM_SESSIONS=shared)
 
-    async def session(self, upstream: Upstream, call: Call, deadline: float) -> tuple[UpstreamSession, Bound | None]:
-        """The session the call runs in, and its binding when it is the agent session's own."""
+    async def session(
+        self, upstream: Upstream, call: Call, deadline: float, authorization: bytes | None = None
+    ) -> tuple[UpstreamSession, Bound | None]:
+        """The session the call runs in, and its binding when it is the agent session's own.
+
+        `authorization` is the call's user's own (Upstream.authorization): it goes only on a session of that
+        principal, put there before the session is opened or used."""
         if upstream.removed:
             raise UnknownServer(f"server {upstream.name!r} is not configured")
         if not call.session or upstream.stateful is False or not self.per_agent:
-            return await upstream.shared(call.principal, deadline), None
+            return await upstream.shared(call.principal, deadline, authorization), None
         bound = upstream.bound.get(call.session)
         if bound is None:
             bound = Bound(call.session, call.principal, upstream.new_session(call.principal))
@@ -56,12 +61,13 @@ class AgentSessions:
             raise ForeignSession("this MCP session's upstream session belongs to another principal")
         else:
             upstream.bound.move_to_end(call.session)
+        bound.session.authorize(authorization)  # bound.principal is the call's: checked above, or made so
         if not bound.session.is_open:
             try:
                 await self.open(upstream, bound, deadline)
             except Unbound:
                 self._drop(upstream, bound)
-                return await upstream.shared(call.principal, deadline), None
+                return await upstream.shared(call.principal, deadline, authorization), None
             except ForeignSession:
                 self._drop(upstream, bound)  # made for a principal the binding is not for
                 raise

@@ -23,8 +23,9 @@ from faststream.redis.subscriber.usecases import stream_subscriber
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.worker.config import WorkerSettings
+from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from services.worker.dispatch import Dispatcher, Entries
+from services.worker.identity import Identity
 from services.worker.janitor import Janitor
 from services.worker.reclaim import Reclaimer
 from services.worker.telemetry import Telemetry
@@ -40,6 +41,7 @@ from shared.messages import (
     CancelCall,
     CapabilityChange,
     Fields,
+    LoginChanged,
     ServerRecord,
     SessionEnded,
     decode,
@@ -86,9 +88,13 @@ def _group_names(reply: Any) -> set[str]:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, broker: RedisBroker) -> None:
+    def __init__(
+        self, settings: WorkerSettings, broker: RedisBroker, identity: WorkerIdentitySettings | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
+        self.identity_settings = identity
+        self.identity: Identity | None = None
         self.address = sentinel.parse(settings.valkey_url)
         self.servers: dict[str, Upstream] = {}
         self.loops = Background()  # heartbeat and broadcasts: they run until the drain is over
@@ -145,6 +151,9 @@ class Worker:
             max_deliveries=s.max_deliveries,
         )
         self.broadcasts = Follow(self.client, [streams.CONTROL, streams.CAPABILITIES, streams.inbox(s.id)])
+        if self.identity_settings is not None:
+            self.identity = Identity.build(self.identity_settings)
+            self.identity.on_token = self.telemetry.token  # muster_token_refreshes_total, _exchanges_total
         try:
             async with serve(self.health, s.metrics_host, s.metrics_port):  # readiness answers during the drain too
                 work = asyncio.create_task(self._work())
@@ -236,6 +245,8 @@ class Worker:
         except (ConnectionError, OSError, TimeoutError) as exc:  # Valkey may be gone first at shutdown
             logger.warning("outcomes not written before stopping: %s", exc)
         await asyncio.gather(*(u.close() for u in self.servers.values()))
+        if self.identity is not None:
+            await self.identity.close()
         self.outbox.close()
         try:
             await self.client.delete(streams.worker_alive(self.settings.id))
@@ -260,6 +271,8 @@ class Worker:
                 self.dispatcher.cancel(control.key.encode())
             elif isinstance(control, SessionEnded):
                 self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
+            elif isinstance(control, LoginChanged) and self.identity is not None:
+                self.identity.login_changed(control.subject, control.server)
         elif stream == _CAPABILITIES:
             await self.resync(decode(fields, CapabilityChange).servers)
         else:
@@ -306,7 +319,7 @@ class Worker:
                 self.dispatcher.listeners.drop(record.name)
             return
         upstream = self.servers[record.name] = Upstream.of(
-            record, self.settings.server_concurrency, self.settings.max_result_bytes
+            record, self.settings.server_concurrency, self.settings.max_result_bytes, self.identity
         )
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         await self._subscribe(upstream)
@@ -348,7 +361,8 @@ class Worker:
             await subscriber.stop()
 
 
-def create_app(settings: WorkerSettings) -> Service:
+def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None = None) -> Service:
+    """`identity`: with auth on, what the worker needs to call servers as each user."""
     address = sentinel.parse(settings.valkey_url)
     options: dict[str, Any] = {"logger": None, "client_name": f"muster-worker-{settings.id}"}
     if address.is_sentinel:
@@ -361,5 +375,5 @@ def create_app(settings: WorkerSettings) -> Service:
         )
     else:
         broker = RedisBroker(settings.valkey_url, **options)
-    worker = Worker(settings, broker)
+    worker = Worker(settings, broker, identity)
     return Service(worker.lifespan)

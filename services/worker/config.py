@@ -1,14 +1,17 @@
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.identity.settings import IdentitySettings
 from shared.lifecycle import instance_id
 from shared.settings import ServiceSettings
 
 
 class WorkerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MUSTER_WORKER_")
+    shared_names: ClassVar[frozenset[str]] = ServiceSettings.shared_names | {"auth"}
 
     id: str = Field(default_factory=instance_id, min_length=1)  # the consumer name in every server's group
     # Calls one worker runs at once against one upstream server; further calls wait in that server's stream,
@@ -20,6 +23,8 @@ class WorkerSettings(ServiceSettings):
     dead_after_seconds: float = Field(5.0, gt=0)  # a worker silent this long is dead: its calls are reclaimed
     reclaim_seconds: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, gt=0)  # a call delivered more often goes to the dead-letter stream
+    # `muster up --auth`: oidc calls servers with each user's own credential (WorkerIdentitySettings); none, without.
+    auth: Literal["none", "oidc"] = "none"
     retry_after: float = Field(5.0, gt=0)  # what a caller told -32004 should wait when the upstream says nothing
     # The most an upstream's answer may hold (a JSON body, or one event of a stream): past it the call gets -32008
     # and the worker reads no further, so its memory stays bounded whatever the upstream sends.
@@ -39,3 +44,10 @@ class WorkerSettings(ServiceSettings):
     # /healthz, /readyz and /metrics on a port of their own (0: off; the container image and k8s/ use 9090).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class WorkerIdentitySettings(IdentitySettings):
+    """Read only with auth on: what the worker needs to call servers as each user."""
+
+    # A tokenExchange server's clientCredentialsSecretRef, mounted as files: <folder>/<secret name>/<key>.
+    secret_refs_dir: Path = Path("/etc/muster/secret-refs")

@@ -9,11 +9,13 @@ import orjson
 from redis.exceptions import RedisError
 
 from services.worker.agents import AgentSessions
+from services.worker.identity import refusal
 from services.worker.relays import Relays
 from services.worker.telemetry import CallClock, Telemetry
 from services.worker.upstream import Bound, ForeignSession, UnknownServer, Upstream
 from shared import errors
 from shared.http1 import ConnectFailed, ConnectionLost, HttpError, MalformedResponse, ResponseTooLarge, Timeout
+from shared.identity.errors import IdentityError
 from shared.lifecycle import Background
 from shared.messages import Call, ReplyKind
 from shared.resp import ConnectionClosed
@@ -27,6 +29,26 @@ RETRY_AFTER = 5.0  # the default of WorkerSettings.retry_after
 BUSY = (429, 502, 503, 504)
 # Calls that nobody's request from the upstream can be about: they are not recorded as running.
 UNWATCHED = frozenset({b"logging/setLevel"})
+
+
+class Unauthorized(Exception):
+    """The upstream answered 401 to what was sent with `sent` as Authorization: the call did not run."""
+
+    def __init__(self, sent: bytes | None) -> None:
+        super().__init__("the upstream answered 401")
+        self.sent = sent
+
+
+class NotOpened(Exception):
+    """No session could be had for the call: `outcome` is its answer."""
+
+    def __init__(self, outcome: "Outcome") -> None:
+        super().__init__("no upstream session")
+        self.outcome = outcome
+
+
+def _unauthorized(exc: Exception) -> bool:
+    return isinstance(exc, StatusError) and exc.status == 401
 
 
 def _unavailable(server: str, exc: Exception, fallback: float, retry_after: float | None = None) -> Outcome:
@@ -102,27 +124,33 @@ class Executor:
         self.telemetry = telemetry if telemetry is not None else Telemetry.detached()
 
     async def execute(self, upstream: Upstream, call: Call, deadline: float, clock: CallClock | None = None) -> Outcome:
-        """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises."""
+        """The call's outcome at the upstream. Cancelled (by the caller), it tells the upstream so and re-raises.
+
+        A 401 (the call did not run) gets one more attempt with the refused credential set aside (refreshed or
+        exchanged again), then the caller's AuthRequired; a transport failure is never taken for an auth failure.
+        """
         running: Bound | None = None
+        refreshed = False
         try:
             for attempt in (1, 2, 3):
                 try:
-                    session, bound = await self.agents.session(upstream, call, deadline)
-                except ForeignSession as exc:
-                    return ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body()
-                except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
-                    return ReplyKind.ERROR, errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
-                except OPEN_FAILURES as exc:
-                    if not isinstance(exc, UnknownServer):
-                        self.telemetry.connect_error(upstream.name, exc)
-                    return _not_opened(upstream.name, exc, self.retry_after)
-                if call.method.startswith(b"notifications/"):
-                    outcome = await self._notify(upstream.name, call, session, bound is not None, deadline)
-                else:
-                    if bound is not None and running is None and self._watched(upstream, call):
-                        running = bound  # where the upstream's requests on its GET stream find this call
-                        self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
-                    outcome = await self._request(upstream.name, call, session, attempt, deadline, clock)
+                    session, bound = await self._session(upstream, call, deadline)
+                    if call.method.startswith(b"notifications/"):
+                        outcome = await self._notify(upstream.name, call, session, bound is not None, deadline)
+                    else:
+                        if bound is not None and running is None and self._watched(upstream, call):
+                            running = bound  # where the upstream's requests on its GET stream find this call
+                            self.agents.bindings.running(upstream.name, bound, call, asyncio.get_running_loop().time())
+                        outcome = await self._request(upstream.name, call, session, attempt, deadline, clock)
+                except NotOpened as exc:
+                    return exc.outcome
+                except IdentityError as exc:
+                    return ReplyKind.ERROR, refusal(upstream.name, exc)
+                except Unauthorized as exc:
+                    if refreshed or not self._set_aside(upstream, call, exc.sent):
+                        return ReplyKind.ERROR, await self._refused(upstream, call)
+                    refreshed = True
+                    continue
                 if outcome is not None:
                     return outcome
         finally:
@@ -131,6 +159,24 @@ class Executor:
         return ReplyKind.ERROR, errors.UpstreamUnavailable(
             f"{upstream.name} keeps rejecting new sessions", self.retry_after
         ).body()
+
+    async def _session(self, upstream: Upstream, call: Call, deadline: float) -> tuple[UpstreamSession, Bound | None]:
+        """The open session the call runs in, carrying its user's credential, and its binding when it is the agent
+        session's own. NotOpened: the call's outcome without one; Unauthorized: a 401 to the handshake."""
+        authorization = await upstream.authorization(call)
+        try:
+            return await self.agents.session(upstream, call, deadline, authorization)
+        except ForeignSession as exc:
+            raise NotOpened((ReplyKind.ERROR, errors.InvalidRequest(str(exc)).body())) from exc
+        except (RedisError, ConnectionClosed) as exc:  # its binding could not be read or written
+            body = errors.ServiceUnavailable(f"muster cannot reach Valkey: {exc}", 1).body()
+            raise NotOpened((ReplyKind.ERROR, body)) from exc
+        except OPEN_FAILURES as exc:
+            if _unauthorized(exc):
+                raise Unauthorized(authorization) from exc
+            if not isinstance(exc, UnknownServer):
+                self.telemetry.connect_error(upstream.name, exc)
+            raise NotOpened(_not_opened(upstream.name, exc, self.retry_after)) from exc
 
     @staticmethod
     def _watched(upstream: Upstream, call: Call) -> bool:
@@ -156,6 +202,8 @@ class Executor:
                 f"{server} did not answer before the call's deadline"
             ).body()
         except REQUEST_FAILURES as exc:
+            if _unauthorized(exc):
+                raise Unauthorized(session.authorization) from exc
             return _failed(server, call, attempt, exc, self.retry_after)
         return (ReplyKind.ERROR if outcome.error else ReplyKind.RESULT), outcome.body
 
@@ -199,6 +247,21 @@ class Executor:
         except (*REQUEST_FAILURES, Timeout) as exc:
             return _unavailable(server, exc, self.retry_after)
         return ReplyKind.RESULT, b"{}"
+
+    @staticmethod
+    def _set_aside(upstream: Upstream, call: Call, sent: bytes | None) -> bool:
+        """After a 401: sets the refused credential aside; False when there is none to replace."""
+        if upstream.identity is None or sent is None:
+            return False
+        upstream.identity.reject(upstream.record, call, sent)
+        return True
+
+    @staticmethod
+    async def _refused(upstream: Upstream, call: Call) -> bytes:
+        if upstream.identity is None:
+            message = f"{upstream.name} asks for a login, and muster runs without sign-in"
+            return errors.AuthRequired(message, upstream.name).body()
+        return await upstream.identity.refused(upstream.record, call)
 
     def cancel_upstream(self, session: UpstreamSession, upstream_id: int, reason: str) -> None:
         """Tells the upstream to stop a request, in the background: the caller's outcome does not wait for it."""

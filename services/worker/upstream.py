@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.worker.identity import Identity
 from shared import streams
 from shared.http1 import Headers, Pool
-from shared.messages import ServerRecord
+from shared.identity.errors import ReauthRequired
+from shared.identity.modes import mode_of
+from shared.messages import Call, ServerRecord
 from shared.upstream import UpstreamSession, wire_headers
 
 
@@ -71,11 +74,18 @@ class Upstream:
     streams_after: float = 0.0  # loop time before which the upstream is not asked for a GET stream again (405)
     removed: bool = False
     max_result_bytes: int = 64 * 1024 * 1024  # a JSON body, or one event: what one answer may hold
+    identity: Identity | None = None  # with auth on: the users' credentials
     on_open: Callable[[bool], None] | None = None  # told of each session opened (True: again): telemetry counts
 
     @classmethod
-    def of(cls, record: ServerRecord, concurrency: int, max_result_bytes: int = 64 * 1024 * 1024) -> "Upstream":
-        return cls(record, Lane(record.name, concurrency), max_result_bytes=max_result_bytes)
+    def of(
+        cls,
+        record: ServerRecord,
+        concurrency: int,
+        max_result_bytes: int = 64 * 1024 * 1024,
+        identity: Identity | None = None,
+    ) -> "Upstream":
+        return cls(record, Lane(record.name, concurrency), max_result_bytes=max_result_bytes, identity=identity)
 
     @property
     def name(self) -> str:
@@ -92,10 +102,25 @@ class Upstream:
     def credential(self, principal: bytes) -> tuple[bytes, Headers]:
         """Which credential a principal's calls run with, and the headers that carry it.
 
-        Calls without upstream auth share one anonymous session per server. Per-user credentials plug in
-        here; the key keeps one user's session (and token) from ever serving another.
+        Calls without upstream auth share one anonymous session per server; with a user credential, each user
+        has sessions of their own: the key keeps one user's session (and token) from ever serving another. The
+        token itself is put on the session per call (`authorization`), as it is refreshed while the session lives on.
         """
+        if mode_of(self.record) != "none":
+            return b"user:" + principal, []
         return b"", []
+
+    async def authorization(self, call: Call) -> bytes | None:
+        """The Authorization the call's user's credential gives for this server (None: the server takes none).
+
+        IdentityError: there is none to give (no login, refresh refused, provider down)."""
+        if self.identity is not None:
+            return await self.identity.authorization(self.record, call)
+        if mode_of(self.record) != "none":
+            raise ReauthRequired(
+                f"{self.name} is called with each user's own credential, and muster runs without sign-in"
+            )
+        return None
 
     def new_session(self, principal: bytes) -> UpstreamSession:
         """A session object on the pooled connections, with the principal's credential; not opened yet."""
@@ -109,14 +134,16 @@ class Upstream:
         _, auth_headers = self.credential(principal)
         return UpstreamSession(self.pool, [*wire_headers(self.record.headers), *auth_headers], on_open=self.on_open)
 
-    async def shared(self, principal: bytes, deadline: float) -> UpstreamSession:
-        """The session this worker shares among all calls with the principal's credential."""
+    async def shared(self, principal: bytes, deadline: float, authorization: bytes | None = None) -> UpstreamSession:
+        """The session this worker shares among all calls with the principal's credential, carrying
+        `authorization` (the principal's own: shared sessions are keyed by principal whenever it is not None)."""
         if self.removed:
             raise UnknownServer(f"server {self.name!r} is not configured")
         credential, _ = self.credential(principal)
         session = self.sessions.get(credential)
         if session is None:
             session = self.sessions[credential] = self.new_session(principal)
+        session.authorize(authorization)
         await session.ensure_open(min(deadline, asyncio.get_running_loop().time() + self.record.timeout))
         if self.stateful is None:
             self.stateful = session.session_id is not None

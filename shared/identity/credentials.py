@@ -1,5 +1,7 @@
 """The credentials the worker sends to a remote server as the user, one small class per MCPServer `spec.auth`
-mode, each with one method per call: `authorization(principal)` -> the Authorization header value.
+mode, each with one method per call: `authorization(principal)` -> the Authorization header value, and
+`reject(principal, value)` when the server answered that value with 401 (the next `authorization` then refreshes
+or exchanges again, once).
 
 Each keeps an in-process cache until shortly before expiry, so a call costs a dict lookup in the common case;
 a miss goes to Valkey (and, for an expiring token, to the single-flight refresh). A cache entry is keyed by the
@@ -7,14 +9,14 @@ principal's login, never shared between users.
 """
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 import httpx
 
 from shared.identity import keys
 from shared.identity.cache import Expiring
-from shared.identity.errors import InvalidToken, ProviderRejected, ReauthRequired
+from shared.identity.errors import IdentityError, InvalidToken, ProviderRejected, ReauthRequired
 from shared.identity.oidc import AuthServer, Metadata, unverified_claims
 from shared.identity.principal import Principal
 from shared.identity.refresh import Refresher
@@ -26,6 +28,12 @@ EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 class Credential(Protocol):
     async def authorization(self, principal: Principal) -> str: ...
 
+    def reject(self, principal: Principal, authorization: str) -> None: ...
+
+
+def bearer(authorization: str) -> str:
+    return authorization.removeprefix("Bearer ")
+
 
 class UserTokens:
     """A user's upstream (Dex) ID token, refreshed before it expires, single-flight across processes."""
@@ -35,32 +43,40 @@ class UserTokens:
         self.refresher = refresher
         self.keep_seconds = keep_seconds
         self.cache = Expiring()
+        self.rejected = Expiring()  # per login: the ID token a server refused, until the next refresh
 
     async def id_token(self, principal: Principal) -> str:
         if principal.id_token is not None:
             return principal.id_token  # forwarded by the caller and validated on /mcp
-        if principal.family is None:
+        family = principal.family
+        if family is None:
             raise ReauthRequired("this caller has no upstream login")
-        token = self.cache.get(principal.family)
+        token = self.cache.get(family)
         if token is not None:
             return token
-        async with self.cache.lock(principal.family):
-            token = self.cache.get(principal.family)
+        async with self.cache.lock(family):
+            token = self.cache.get(family)
             if token is not None:
                 return token
             tokens = await self.refresher.fresh(
-                keys.upstream(principal.family), self.upstream.refresh, lambda _: self.keep_seconds
+                keys.upstream(family), self.upstream.refresh, lambda _: self.keep_seconds, self.rejected.get(family)
             )
+            self.rejected.entries.pop(family, None)
             if tokens.id_token is None or tokens.id_expires_at is None:
                 raise ReauthRequired("the upstream login has no ID token; sign in again")
-            seconds = tokens.valid_until - self.refresher.margin - time.time()
+            seconds = tokens.refresh_at(self.refresher.margin) - time.time()
+            if tokens.refresh_token is None:  # a forwarded ID token: nothing to refresh, usable until it expires
+                seconds = tokens.valid_until - time.time()
             if seconds > 0:
-                self.cache.put(principal.family, tokens.id_token, seconds)
+                self.cache.put(family, tokens.id_token, seconds)
             return tokens.id_token
 
-    def forget(self, family: str) -> None:
-        """Drops a cached token (after a downstream 401), so that the next call refreshes."""
-        self.cache.entries.pop(family, None)
+    def reject(self, principal: Principal, token: str) -> None:
+        """A server refused this ID token: the next call refreshes it (once, across every process), unless another
+        refresh replaced it already."""
+        if principal.family is not None:
+            self.cache.entries.pop(principal.family, None)
+            self.rejected.put(principal.family, token, 600)
 
 
 class ForwardToken:
@@ -71,6 +87,9 @@ class ForwardToken:
 
     async def authorization(self, principal: Principal) -> str:
         return "Bearer " + await self.tokens.id_token(principal)
+
+    def reject(self, principal: Principal, authorization: str) -> None:
+        self.tokens.reject(principal, bearer(authorization))
 
 
 class TokenExchange:
@@ -103,6 +122,7 @@ class TokenExchange:
         self.audience = audience
         self.margin = margin
         self.cache = Expiring()
+        self.observe: Callable[[str], None] = lambda outcome: None  # each exchange's outcome (metrics)
 
     async def authorization(self, principal: Principal) -> str:
         key = (principal.family or principal.id_token, principal.subject)
@@ -123,7 +143,15 @@ class TokenExchange:
         }
         if self.audience:
             form["audience"] = self.audience
-        body = await self.server.token(**form)
+        try:
+            body = await self.server.token(**form)
+        except ReauthRequired:
+            self.observe("rejected")
+            raise
+        except IdentityError:
+            self.observe("error")
+            raise
+        self.observe("ok")
         token = str(body["access_token"])
         try:
             claims = unverified_claims(token)
@@ -132,10 +160,12 @@ class TokenExchange:
         if claims.get("iss") != self.expected_issuer:
             raise ProviderRejected("the exchanged token's issuer is not the expected issuer")
         expires = float(claims.get("exp", time.time() + float(body.get("expires_in", 300))))
-        seconds = expires - self.margin - time.time()
+        life = expires - time.time()
+        seconds = life - min(self.margin, life / 2)  # a token shorter-lived than the margin is still reused a while
         if seconds > 0:
             self.cache.put(key, token, seconds)
         return token
 
-    def forget(self, principal: Principal) -> None:
+    def reject(self, principal: Principal, authorization: str) -> None:
+        """The remote server refused the exchanged token: the next call exchanges again."""
         self.cache.entries.pop((principal.family or principal.id_token, principal.subject), None)

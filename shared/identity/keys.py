@@ -2,7 +2,8 @@
 
 Secrets never appear in a key: tokens and codes are named by their SHA-256, users and servers by name.
 Every value under these keys is sealed (shared/identity/sealing.py) with the key itself as associated data,
-except the locks and the family's current-refresh marker, which hold random ids and hashes.
+except the locks and the family's current-refresh marker, which hold random ids and hashes, and the per-user
+listings of servers, which hold tool definitions.
 """
 
 import hashlib
@@ -64,3 +65,9 @@ def refresh(token: str) -> str:
 
 def access(token: str) -> str:
     return f"{PREFIX}access:{digest(token)}"
+
+
+def listing(subject: str, server: str) -> str:
+    """What a server of the user's own credential lists for that user (a ServerRecord's JSON, not sealed: it
+    names tools, not secrets); the ingress keeps it a few minutes so that every replica can reuse it."""
+    return f"{PREFIX}listing:{server}:{digest(subject)}"

@@ -8,7 +8,9 @@ import base64
 import hashlib
 import logging
 import secrets
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -53,6 +55,16 @@ class Pkce:
     def __init__(self, verifier: str | None = None) -> None:
         self.verifier = verifier or secrets.token_urlsafe(48)
         self.challenge = challenge_of(self.verifier)
+
+
+def trust(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What an HTTP client to a provider verifies against: the system's CAs, and `ca_file`'s too (an in-cluster
+    provider's own CA)."""
+    if ca_file is None:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 def challenge_of(verifier: str) -> str:
@@ -226,6 +238,7 @@ class AuthServer:
             scope=body.get("scope"),
             token_endpoint=self.meta.token_endpoint,
             resource=resource,
+            obtained_at=now,
         )
 
     async def refresh(self, tokens: Tokens) -> Tokens:

@@ -1,5 +1,6 @@
 """Who a call is made for: the result of checking the bearer token on /mcp."""
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,3 +22,17 @@ class Principal:
     email: str | None = None
     groups: tuple[str, ...] = ()
     id_token: str | None = None
+
+    @classmethod
+    def of_call(cls, subject: str, family: str | None) -> "Principal":
+        """The principal as a worker knows it from a call: who, and whose login's upstream tokens (what else /mcp
+        checked stays at the ingress)."""
+        return cls(
+            subject=subject, client_id="", scopes=frozenset(), expires_at=float("inf"), source="muster", family=family
+        )
+
+
+def sso_family(id_token: str) -> str:
+    """The login a forwarded upstream ID token stands for: its tokens are kept under this name like a muster
+    login's, so that workers find them without the token ever travelling through a stream."""
+    return "sso-" + hashlib.sha256(id_token.encode()).hexdigest()[:32]

@@ -84,6 +84,7 @@ class ServerOAuth:
         self.redirect_uri = f"{self.public_url}/oauth/proxy/callback"
         self.remotes: dict[str, tuple[Remote, float]] = {}
         self.cache = Expiring()
+        self.rejected = Expiring()  # per (user, server): the access token the server refused
 
     def client_metadata(self) -> dict[str, object]:
         """muster's client ID metadata document, served at /.well-known/oauth-client.json."""
@@ -211,14 +212,16 @@ class ServerOAuth:
         return "Bearer " + token
 
     async def _fresh(self, subject: str, server: str, server_url: str) -> str:
+        rejected = self.rejected.get((subject, server))
         try:
             tokens = await self.refresher.fresh(
-                keys.server_token(subject, server), self._renew, lambda _: self.keep_seconds
+                keys.server_token(subject, server), self._renew, lambda _: self.keep_seconds, rejected
             )
         except ReauthRequired:
             url = await self.login_url(subject, server, server_url)
-            raise LoginRequired(f"log in to {server} first", url) from None
-        seconds = tokens.valid_until - self.refresher.margin - time.time()
+            raise LoginRequired(f"log in to {server} first: open {url}", url) from None
+        self.rejected.entries.pop((subject, server), None)
+        seconds = tokens.refresh_at(self.refresher.margin) - time.time()
         if seconds > 0:
             self.cache.put((subject, server), tokens.access_token, seconds)
         return tokens.access_token
@@ -227,8 +230,10 @@ class ServerOAuth:
         meta = Metadata(issuer=tokens.issuer, token_endpoint=tokens.token_endpoint or "")
         return await self._server(meta).refresh(tokens)
 
-    def forget(self, subject: str, server: str) -> None:
+    def reject(self, subject: str, server: str, token: str) -> None:
+        """The server refused this token: the next call refreshes it once, or asks the user to log in again."""
         self.cache.entries.pop((subject, server), None)
+        self.rejected.put((subject, server), token, 600)
 
 
 class ServerCredential:
@@ -241,3 +246,6 @@ class ServerCredential:
 
     async def authorization(self, principal: Principal) -> str:
         return await self.oauth.authorization(principal, self.server, self.url)
+
+    def reject(self, principal: Principal, authorization: str) -> None:
+        self.oauth.reject(principal.subject, self.server, authorization.removeprefix("Bearer "))

@@ -34,6 +34,7 @@ class Tokens(BaseModel):
     scope: str | None = None
     token_endpoint: str | None = None
     resource: str | None = None
+    obtained_at: float = 0.0  # when the provider issued them (0: not known)
 
     @property
     def valid_until(self) -> float:
@@ -42,8 +43,15 @@ class Tokens(BaseModel):
             return self.expires_at
         return min(self.expires_at, self.id_expires_at)
 
+    def refresh_at(self, margin: float) -> float:
+        """When to refresh: `margin` before they expire, but never earlier than half their life (tokens that live
+        shorter than the margin would otherwise be refreshed on every use)."""
+        if self.obtained_at:
+            margin = min(margin, (self.valid_until - self.obtained_at) / 2)
+        return self.valid_until - margin
+
     def expiring(self, margin: float, now: float | None = None) -> bool:
-        return self.valid_until - margin <= (time.time() if now is None else now)
+        return self.refresh_at(margin) <= (time.time() if now is None else now)
 
 
 class SealedStore:

@@ -42,6 +42,7 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
         assert all(run["calls"] > 0 and run["failed"] == 0 for runs in modes.values() for run in runs.values())
     page = (tmp_path / "README.md").read_text()
     assert results["machine"]["commit"] in page and "## Burst" in page and "## Upstream sessions" in page
+    assert "## Sign-in" in page
 
 
 @pytest.mark.timeout(300)
@@ -58,3 +59,19 @@ def test_load_reports_larger_than_a_pipe_buffer_reach_the_harness_whole(tmp_path
         harness.stop()
     assert result["calls"] == 16 * 1400 and result["failed"] == 0
     assert min((tmp_path / f"load-{n}.json").stat().st_size for n in range(2)) > PIPE_BUFFER
+
+
+def test_the_identity_scenario_loads_muster_with_auth_on_beside_auth_off(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "identity", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((tmp_path / "identity.json").read_text())["cpu"]
+    assert set(table) == {"muster 1 worker", "auth, no downstream auth", "auth, forwardToken"}
+    for loads in table.values():
+        for row in loads.values():
+            assert row["failed"] == 0 and row["muster_cpu_ms_per_call"] > 0 and "vs_auth_off_ms" in row

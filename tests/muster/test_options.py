@@ -13,6 +13,18 @@ from muster.cli import main
 from tests.conftest import ROOT
 
 SECRET = "hunter2-do-not-print"
+# `--auth oidc` with everything it needs; each case below takes one away
+SIGN_IN = {
+    "MUSTER_OIDC_ISSUER": "https://dex.example.com",
+    "MUSTER_OIDC_CLIENT_ID": "muster",
+    "MUSTER_OIDC_CLIENT_SECRET": SECRET,
+    "MUSTER_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+}
+
+
+def _without(name: str) -> dict[str, str]:
+    return {k: v for k, v in SIGN_IN.items() if k != name}
+
 
 # (arguments, environment, what the one line must say)
 BAD = [
@@ -28,6 +40,10 @@ BAD = [
     (["--valkey-port", "-1"], {}, "--valkey-port -1: must be a port number from 1 to 65535, or 0 for a free one"),
     (["--demo-port", "65535"], {}, "--demo-port 65535: must be a whole number from 1 to 65534"),
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
+    (["--auth", "sso"], {}, "--auth sso: must be one of none, oidc"),
+    (["--auth", "oidc"], _without("MUSTER_OIDC_ISSUER"), "MUSTER_OIDC_ISSUER: Field required"),
+    (["--auth", "oidc"], _without("MUSTER_ENCRYPTION_KEY"), "MUSTER_ENCRYPTION_KEY (or MUSTER_ENCRYPTION_KEY_FILE)"),
+    ([], {**_without("MUSTER_OIDC_CLIENT_ID"), "MUSTER_AUTH": "oidc"}, "MUSTER_OIDC_CLIENT_ID: Field required"),
     ([], {"MUSTER_PORT": "abc"}, "MUSTER_PORT='abc': must be a port number from 1 to 65535"),
     ([], {"MUSTER_WORKERS": "-3"}, "MUSTER_WORKERS='-3': must be a whole number from 1 to 64"),
     ([], {"MUSTER_LOG_JSON": "perhaps"}, "MUSTER_LOG_JSON='perhaps': must be true or false"),

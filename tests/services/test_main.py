@@ -34,9 +34,9 @@ def test_each_service_logs_json_lines_through_the_guard(
     for name in ("_fast", "_text"):  # what logs.configure sets, put back afterwards
         monkeypatch.setattr(logs, name, getattr(logs, name))
     if service == "ingress":
-        monkeypatch.setattr(main, "run", lambda settings: None)
+        monkeypatch.setattr(main, "run", lambda settings, oauth=None: None)
     else:
-        monkeypatch.setattr(main, "create_app", lambda settings: NotRun())
+        monkeypatch.setattr(main, "create_app", lambda settings, identity=None: NotRun())
     main.main()
     (handler,) = root_logger.handlers
     assert any(isinstance(f, Redactor) for f in handler.filters)

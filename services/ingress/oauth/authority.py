@@ -1,7 +1,7 @@
 """Everything the authorization server's endpoints share, built once in the application's lifespan."""
 
-import ssl
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import httpx
 from redis.asyncio import Redis
@@ -10,7 +10,7 @@ from services.ingress.oauth.clients import Clients, MetadataFetcher, Registratio
 from services.ingress.oauth.config import OAuthSettings
 from services.ingress.oauth.grants import Grants
 from services.ingress.oauth.resource import ResourceGuard, Sso
-from shared.identity.oidc import AuthServer, Jwks, discover
+from shared.identity.oidc import AuthServer, Jwks, discover, trust
 from shared.identity.refresh import Refresher
 from shared.identity.sealing import Keyring
 from shared.identity.server_oauth import ServerOAuth
@@ -33,6 +33,9 @@ class Authority:
     guard: ResourceGuard
     refresher: Refresher
     servers: ServerOAuth
+    # Called after a user logged in to a server of their own (subject, server): the ingress tells that user's
+    # sessions that their lists changed.
+    on_login: Callable[[str, str], Awaitable[None]] | None = field(default=None)
 
     @property
     def secure_cookies(self) -> bool:
@@ -46,18 +49,19 @@ class Authority:
 
 async def build(settings: OAuthSettings, valkey: Redis | None = None) -> Authority:
     """Connects, discovers the upstream provider (its metadata and JWKS), and wires the parts together."""
-    assert settings.encryption_key is not None
-    keyring = Keyring.from_base64(settings.encryption_key.get_secret_value())
+    keyring = Keyring.from_base64(settings.key)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=trust(settings.oidc_ca_file))
+    try:
+        meta = await discover(http, settings.oidc_issuer)
+    except BaseException:
+        await http.aclose()
+        raise
     valkey = valkey or connect(settings.valkey_url, max_connections=64, name="muster-oauth")
-    verify: ssl.SSLContext | bool = True
-    if settings.oidc_ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(settings.oidc_ca_file))
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=verify)
-    metadata_http = httpx.AsyncClient(timeout=httpx.Timeout(settings.oauth_metadata_timeout))
+    metadata_http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.oauth_metadata_timeout), verify=trust(settings.oauth_metadata_ca_file)
+    )
     sealed = SealedStore(valkey, keyring)
-    meta = await discover(http, settings.oidc_issuer)
-    secret = settings.oidc_client_secret.get_secret_value() if settings.oidc_client_secret else None
-    upstream = AuthServer(http, meta, settings.oidc_client_id, secret)
+    upstream = AuthServer(http, meta, settings.oidc_client_id, settings.client_secret)
     tokens = TokenStore(sealed)
 
     async def end_upstream_login(family_id: str) -> None:
@@ -92,7 +96,7 @@ async def build(settings: OAuthSettings, valkey: Redis | None = None) -> Authori
     )
     sso = None
     if settings.oauth_trusted_audiences and meta.jwks_uri:
-        sso = Sso(meta.issuer, settings.oauth_trusted_audiences, Jwks(http, meta.jwks_uri))
+        sso = Sso(meta.issuer, settings.oauth_trusted_audiences, Jwks(http, meta.jwks_uri), tokens)
     guard = ResourceGuard(
         grants,
         resources=(settings.resource, settings.issuer, settings.issuer + "/"),

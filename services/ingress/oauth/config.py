@@ -1,28 +1,19 @@
-"""The authorization server's settings. The names PRODUCT.md fixes (MUSTER_OIDC_*, MUSTER_REGISTRATION_TOKEN,
-MUSTER_ENCRYPTION_KEY, MUSTER_PUBLIC_URL) map onto the seed's secrets; each secret can also come from a file
-(`..._FILE`, a mounted Kubernetes secret)."""
+"""The authorization server's settings, on top of what the worker shares (shared/identity/settings.py): the
+registration token, client identification, muster's own tokens' lifetimes and scopes."""
 
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
 
-SECRETS = ("oidc_client_secret", "registration_token", "encryption_key")
+from shared.identity.settings import IdentitySettings
 
 
-class OAuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MUSTER_", extra="ignore")
+class OAuthSettings(IdentitySettings):
+    secrets: ClassVar[tuple[str, ...]] = (*IdentitySettings.secrets, "registration_token")
 
-    public_url: str = "http://127.0.0.1:8090"  # what clients reach muster at; the issuer and the resource's base
-    valkey_url: str = "redis://127.0.0.1:6379/0"
-    oidc_issuer: str
-    oidc_client_id: str
-    oidc_client_secret: SecretStr | None = None
-    oidc_client_secret_file: Path | None = None
     registration_token: SecretStr | None = None
     registration_token_file: Path | None = None
-    encryption_key: SecretStr | None = None  # base64 of 32 bytes; several comma-separated, the first encrypts
-    encryption_key_file: Path | None = None
     # What muster asks the upstream provider for; each required audience becomes Dex's cross-client scope.
     oidc_scopes: str = "openid profile email groups offline_access"
     oidc_required_audiences: list[str] = Field(default_factory=list)
@@ -40,29 +31,12 @@ class OAuthSettings(BaseSettings):
     oauth_consent_days: int = 30
     # A validated token is trusted in-process this long (the bound on how late a revocation takes effect).
     oauth_cache_seconds: float = 15.0
-    oauth_upstream_refresh_margin: float = 300.0
-    # Client ID metadata documents: size and time limits; private addresses only for tests.
+    # Client ID metadata documents: size and time limits; private addresses only for tests; an extra CA bundle
+    # (unset: the system's) for documents served by an internal CA.
     oauth_metadata_max_bytes: int = 5120
     oauth_metadata_timeout: float = 5.0
     oauth_metadata_allow_private: bool = False
-    # Per-server OAuth: muster's client at remote authorization servers; unset, its client ID metadata document.
-    oauth_proxy_client_id: str | None = None
-    # The upstream provider on a private address is normal (an in-cluster Dex); this only names the CA bundle.
-    oidc_ca_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _read_secret_files(self) -> "OAuthSettings":
-        for name in SECRETS:
-            path: Path | None = getattr(self, f"{name}_file")
-            if getattr(self, name) is None and path is not None:
-                setattr(self, name, SecretStr(path.read_text().strip()))
-        if self.encryption_key is None:
-            raise ValueError("MUSTER_ENCRYPTION_KEY (or MUSTER_ENCRYPTION_KEY_FILE) is needed with auth on")
-        return self
-
-    @property
-    def issuer(self) -> str:
-        return self.public_url.rstrip("/")
+    oauth_metadata_ca_file: Path | None = None
 
     @property
     def resource(self) -> str:

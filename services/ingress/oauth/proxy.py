@@ -42,4 +42,6 @@ async def callback(a: Authority, request: Request) -> Response:
         login = await a.servers.finish(params["state"], params["code"], params.get("iss"))
     except (OAuthError, IdentityError) as exc:
         return _page(400, "Login failed", str(exc))
+    if a.on_login is not None:
+        await a.on_login(login.subject, login.server)
     return _page(200, "Logged in", f"muster can now call {login.server} as you. You can close this page.")

@@ -17,7 +17,8 @@ import orjson
 from services.ingress.oauth.grants import Grants
 from shared.identity.errors import IdentityError
 from shared.identity.oidc import Jwks
-from shared.identity.principal import Principal
+from shared.identity.principal import Principal, sso_family
+from shared.identity.store import Tokens, TokenStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +32,13 @@ class Denial:
 
 @dataclass
 class Sso:
-    """Upstream ID tokens accepted on /mcp: this issuer, these audiences, its JWKS."""
+    """Upstream ID tokens accepted on /mcp: this issuer, these audiences, its JWKS. An accepted token is kept
+    (sealed) as the upstream tokens of a login of its own, so that workers can forward it or exchange it."""
 
     issuer: str
     audiences: list[str]
     jwks: Jwks
+    tokens: TokenStore | None = None
 
 
 class ResourceGuard:
@@ -115,13 +118,21 @@ class ResourceGuard:
         aud = claims.get("aud")
         audience = aud if isinstance(aud, str) else next(a for a in aud or () if a in self.sso.audiences)
         groups = claims.get("groups")
+        expires = float(claims["exp"])
+        family = sso_family(token)
+        if self.sso.tokens is not None and expires > time.time():
+            kept = Tokens(
+                issuer=self.sso.issuer, access_token=token, expires_at=expires, id_token=token, id_expires_at=expires
+            )
+            await self.sso.tokens.put_upstream(family, kept, expires - time.time())
         return Principal(
             subject=str(claims["sub"]),
             client_id=audience,
             # an ID token carries no scopes; the caller's login at the trusted client stands for all of muster's
             scopes=self.required,
-            expires_at=float(claims["exp"]),
+            expires_at=expires,
             source="sso",
+            family=family,
             email=claims.get("email"),
             groups=tuple(groups) if isinstance(groups, list) else (),
             id_token=token,

@@ -121,15 +121,15 @@ async def test_a_server_muster_cannot_serve_is_failed_with_the_field_named_and_n
         auth={"tokenExchange": {"enabled": True, "dexTokenEndpoint": "https://dex/token", "connectorId": "c"}},
     )
     plain = server("plain", "http://127.0.0.1:9/mcp", auth={"type": "none"})
-    probes.apply({"local": stdio, "remote": token_exchange}, {})
+    probes.apply({"local": stdio}, {})
     records = probes.records()
     assert records["local"].state == "Failed" and records["local"].error.startswith("spec.type stdio")  # type: ignore[union-attr]
-    assert records["remote"].error.startswith("spec.auth.tokenExchange")  # type: ignore[union-attr]
-    assert all(p.task is None for p in probes.probes.values())
+    assert probes.probes["local"].task is None
     health = probes.health(records)
-    assert health["remote"].state == "Failed" and health["remote"].last_error == records["remote"].error
-    probes.apply({"plain": plain}, {})
+    assert health["local"].state == "Failed" and health["local"].last_error == records["local"].error
+    probes.apply({"plain": plain, "remote": token_exchange}, {})
     assert probes.probes["plain"].task is not None, "auth type none asks for nothing muster lacks"
+    assert probes.probes["remote"].task is not None, "the workers call it with each user's exchanged token"
 
 
 async def test_a_new_probe_adopts_the_published_record_of_the_same_spec_and_keeps_it_through_its_grace(

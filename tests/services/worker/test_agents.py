@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from services.worker.bindings import Binding
-from services.worker.upstream import Upstream
+from services.worker.upstream import ForeignSession, Upstream
 from shared import errors, streams
+from shared.mcpserver import Auth, MCPServerSpec
 from shared.messages import Call, ReplyKind
 from tests.conftest import StandIn
 from tests.services.worker.conftest import NS, Bench
@@ -99,6 +100,36 @@ async def test_a_binding_is_never_used_for_another_principal(bench: Bench, other
     assert k8s.stats()["tools"]["get"] == before  # nothing ran
     binding = await _binding(bench, agent, "k8s")
     assert binding is not None and binding.principal == b"alice@example.com"
+
+
+async def test_an_agent_sessions_own_upstream_session_carries_only_its_users_credential(
+    bench: Bench, k8s: StandIn
+) -> None:
+    agent = await bench.agent("agent-1", "alice@example.com")
+    upstream, agents = bench.upstream(k8s), bench.dispatcher.agents
+    alice = bench.call("k8s", "get", NS, session=agent, principal=b"alice@example.com")
+    session, bound = await agents.session(upstream, alice, _deadline(), b"Bearer alice-1")
+    assert bound is not None and session.authorization == b"Bearer alice-1"
+    mallory = bench.call("k8s", "get", NS, session=agent, principal=b"mallory@example.com")
+    with pytest.raises(ForeignSession):
+        await agents.session(upstream, mallory, _deadline(), b"Bearer mallory")
+    assert session.authorization == b"Bearer alice-1"  # mallory's token never went on alice's session
+    again, _ = await agents.session(upstream, alice, _deadline(), b"Bearer alice-2")  # her refreshed token
+    assert again is session and session.authorization == b"Bearer alice-2"
+
+
+async def test_a_servers_shared_sessions_are_one_per_user_when_it_takes_each_users_own_credential(
+    bench: Bench, k8s: StandIn
+) -> None:
+    spec = MCPServerSpec(type="streamable-http", url=k8s.url, auth=Auth.model_validate({"forwardToken": True}))
+    upstream = bench.upstream(k8s, spec=spec)
+    deadline = _deadline()
+    alice = await upstream.shared(b"alice@example.com", deadline, b"Bearer alice")
+    bob = await upstream.shared(b"bob@example.com", deadline, b"Bearer bob")
+    assert alice is not bob
+    assert (alice.authorization, bob.authorization) == (b"Bearer alice", b"Bearer bob")
+    plain = bench.upstream(k8s)  # no user credential: every caller shares one
+    assert await plain.shared(b"alice@example.com", deadline) is await plain.shared(b"bob@example.com", deadline)
 
 
 async def test_two_workers_opening_at_once_end_with_one_binding_and_the_other_session_is_closed(
