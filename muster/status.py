@@ -4,7 +4,9 @@
     queue          per server: depth (accepted, not yet answered: what the queue bound is checked against),
                    lag (not yet taken by any worker), running (taken by a worker, not yet answered), consumers
     in flight      calls the ingress replicas wait for (from their heartbeats)
-    workers        alive (their heartbeats), ingress replicas alive, the discovery leader, dead letters
+    circuit        per server: the workers whose circuit breaker to it is open or half-open
+    workers        alive (their heartbeats), outcomes they hold for Valkey, ingress replicas alive, the discovery
+                   leader, dead letters
 
 `--json` prints the same as one JSON object, for scripts.
 """
@@ -34,6 +36,7 @@ class ServerStatus:
     lag: int | None = None  # Valkey cannot tell the lag after entries were deleted out of order
     running: int = 0
     consumers: int = 0
+    circuits: dict[str, str] = field(default_factory=dict)  # worker -> its breaker's state, where not closed
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Status:
     workers: list[str] = field(default_factory=list)
     ingress: list[Replica] = field(default_factory=list)
     dead_letters: int = 0
+    unsettled: int = 0  # outcomes of calls that ran, waiting in workers for Valkey to take them
     servers: list[ServerStatus] = field(default_factory=list)
 
     @property
@@ -87,6 +91,14 @@ async def _alive(client: Redis, pattern: str) -> dict[str, bytes]:
     return found
 
 
+def _field(value: bytes, name: str) -> int:
+    """A count from a heartbeat's status (JSON); 0 when it has none."""
+    try:
+        return int(orjson.loads(value).get(name, 0))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 0
+
+
 def _workers_group(reply: Any) -> dict[str, Any]:
     if isinstance(reply, list):
         for group in reply:
@@ -103,6 +115,7 @@ async def read(client: Redis, url: str) -> Status:
         pipe.get(streams.depth(name))
         pipe.xlen(streams.calls(name))
         pipe.xinfo_groups(streams.calls(name))
+        pipe.hgetall(streams.circuits(name))
     pipe.xlen(streams.DEAD_LETTER)
     pipe.get(streams.DISCOVERY_LEADER)
     replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -114,7 +127,7 @@ async def read(client: Redis, url: str) -> Status:
     for i, name in enumerate(names):
         record = loaded[name]
         assert record is not None
-        depth, length, groups = replies[3 * i : 3 * i + 3]
+        depth, length, groups, circuits = replies[4 * i : 4 * i + 4]
         group = _workers_group(groups)
         lag = group.get("lag")
         status.servers.append(
@@ -130,15 +143,14 @@ async def read(client: Redis, url: str) -> Status:
                 lag=int(lag) if lag is not None else None,
                 running=int(group.get("pending", 0)),
                 consumers=int(group.get("consumers", 0)),
+                circuits={_text(k): _text(v) for k, v in circuits.items()} if isinstance(circuits, dict) else {},
             )
         )
-    status.workers = sorted(await _alive(client, streams.WORKERS_ALIVE))
+    workers = await _alive(client, streams.WORKERS_ALIVE)
+    status.workers = sorted(workers)
+    status.unsettled = sum(_field(value, "unsettled") for value in workers.values())
     for replica, value in sorted((await _alive(client, streams.INGRESS_ALIVE)).items()):
-        try:
-            pending = int(orjson.loads(value).get("pending", 0))
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            pending = 0
-        status.ingress.append(Replica(replica, pending))
+        status.ingress.append(Replica(replica, _field(value, "pending")))
     return status
 
 
@@ -148,11 +160,11 @@ def render(status: Status) -> str:
         f"muster on {status.valkey}",
         f"  discovery leader  {status.leader or '-- none --'}",
         f"  ingress replicas  {len(status.ingress)}   calls in flight {status.in_flight}",
-        f"  workers alive     {len(status.workers)}",
+        f"  workers alive     {len(status.workers)}   outcomes waiting for valkey {status.unsettled}",
         f"  dead letters      {status.dead_letters}",
         "",
     ]
-    header = ("SERVER", "STATE", "TOOLS", "DEPTH", "LAG", "RUNNING", "WORKERS", "ERROR")
+    header = ("SERVER", "STATE", "TOOLS", "DEPTH", "LAG", "RUNNING", "WORKERS", "CIRCUIT", "ERROR")
     rows = [
         (
             s.name,
@@ -162,6 +174,7 @@ def render(status: Status) -> str:
             "?" if s.lag is None else str(s.lag),
             str(s.running),
             str(s.consumers),
+            _circuit(s.circuits),
             (s.error or "")[:60],
         )
         for s in status.servers
@@ -172,6 +185,14 @@ def render(status: Status) -> str:
     for row in (header, *rows):
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def _circuit(circuits: dict[str, str]) -> str:
+    """How many workers hold the server's circuit open or half-open; "closed" when none does."""
+    if not circuits:
+        return "closed"
+    states = sorted(set(circuits.values()))
+    return ", ".join(f"{state} on {sum(1 for v in circuits.values() if v == state)}" for state in states)
 
 
 async def status(url: str, seconds: float = 5.0) -> Status:

@@ -154,6 +154,14 @@ IN_FLIGHT = Spec(
     services=("worker",),
     source="sampled",
 )
+UNSETTLED_OUTCOMES = Spec(
+    "muster_worker_unsettled_outcomes",
+    "gauge",
+    "Outcomes of calls that ran, waiting for Valkey to take them (written as soon as it does; not ready meanwhile)",
+    labels=(),
+    services=("worker",),
+    source="sampled",
+)
 PENDING_CALLS = Spec(
     "muster_ingress_pending_calls",
     "gauge",
@@ -168,6 +176,23 @@ UPSTREAM_SESSIONS = Spec(
     "muster_upstream_sessions",
     "gauge",
     "Upstream MCP sessions open in this worker's pool",
+    labels=("server",),
+    services=("worker",),
+    source="sampled",
+)
+CIRCUIT_STATE = Spec(
+    "muster_upstream_circuit_state",
+    "gauge",
+    "1 for each server, its label `state` the state of this worker's circuit breaker to it: closed, open (calls "
+    "fail fast with -32004), half-open (one probe call goes through)",
+    labels=("server", "state"),
+    services=("worker",),
+    source="sampled",
+)
+CIRCUIT_OPENINGS = Spec(
+    "muster_upstream_circuit_openings",
+    "gauge",
+    "How often this worker's circuit breaker to each server opened since the worker started",
     labels=("server",),
     services=("worker",),
     source="sampled",
@@ -332,8 +357,9 @@ VALKEY_UP = Spec(
 
 CATALOGUE: Final[tuple[Spec, ...]] = (
     SERVER_OPERATION, CLIENT_OPERATION,
-    CALLS, CALL_DURATION, QUEUE_WAIT, REJECTIONS, REDELIVERIES, DEAD_LETTERS, IN_FLIGHT, PENDING_CALLS,
-    UPSTREAM_SESSIONS, UPSTREAM_INITIALIZATIONS, UPSTREAM_CONNECT_ERRORS,
+    CALLS, CALL_DURATION, QUEUE_WAIT, REJECTIONS, REDELIVERIES, DEAD_LETTERS, IN_FLIGHT, UNSETTLED_OUTCOMES,
+    PENDING_CALLS,
+    UPSTREAM_SESSIONS, CIRCUIT_STATE, CIRCUIT_OPENINGS, UPSTREAM_INITIALIZATIONS, UPSTREAM_CONNECT_ERRORS,
     TOKEN_REFRESHES, TOKEN_EXCHANGES,
     SERVER_STATE, CATALOG_ENTRIES, LIST_DURATION, LEADER,
     NOTIFICATIONS, SESSIONS_OPEN, GET_STREAMS_OPEN,

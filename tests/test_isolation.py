@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from muster import status
 from tests.conftest import HEADERS, Muster, StandIn, initialize, make_muster
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -113,6 +114,8 @@ async def _open_circuit_then_recover(muster: Muster, sick: StandIn, url: str, fa
             assert answer["error"]["code"] == -32004 and OPEN in answer["error"]["message"], answer
             assert took < 0.5 and 0 < answer["error"]["data"]["retryAfter"] <= 3
         assert sum(sick.stats()["requests"].values()) - reached <= 2  # a probe per worker, at most
+        shown = next(s for s in (await status.status(muster.valkey_url)).servers if s.name == "sick")
+        assert set(shown.circuits.values()) <= {"open", "half-open"} and shown.circuits  # what `muster status` shows
         sick.clear_faults()
         recovered = time.monotonic()
         with anyio.fail_after(20):  # well again: after the cooldown a probe closes the circuit by itself

@@ -274,6 +274,11 @@ def test_the_worker_counts_queue_wait_and_upstream_time_of_each_call_it_ran(traf
         and moved(before, after, "muster_dead_letters_total") == 0
     )
     assert value(after, "muster_upstream_sessions", server="alpha") == 1
+    # one 500 and one timeout are far from the failures in a row that open a circuit; every outcome was written
+    assert value(after, "muster_upstream_circuit_state", server="alpha", state="closed") == 1
+    assert value(after, "muster_upstream_circuit_state", server="alpha", state="open") == 0
+    assert value(after, "muster_upstream_circuit_openings", server="alpha") == 0
+    assert value(after, "muster_worker_unsettled_outcomes") == 0
     assert value(traffic.held["worker"], "muster_calls_in_flight", server="alpha") == 1
     assert value(after, "muster_calls_in_flight") == 0
 
@@ -358,7 +363,7 @@ def test_muster_status_json_lists_the_servers_as_connected_with_workers_and_repl
         check=True,
         text=True,
     ).stdout
-    assert re.search(r"^alpha\s+Connected\s+6\s+0\s+0\s+0\s+1\s*$", text, re.MULTILINE), text
+    assert re.search(r"^alpha\s+Connected\s+6\s+0\s+0\s+0\s+1\s+closed\s*$", text, re.MULTILINE), text
     assert re.search(r"workers alive\s+1", text) and re.search(r"ingress replicas\s+1", text)
 
 

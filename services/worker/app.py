@@ -51,7 +51,7 @@ from shared.messages import (
     decode,
     decode_control,
 )
-from shared.metrics import Metrics
+from shared.metrics import CIRCUIT_OPENINGS, CIRCUIT_STATE, UNSETTLED_OUTCOMES, Metrics, Samples
 from shared.tracing import Tracing
 from shared.valkey import Outbox, connect, ensure_group, follow_failovers
 
@@ -138,6 +138,7 @@ class Worker:
         self.tracing = Tracing.configured(s.tracing, "worker")
         self.telemetry = Telemetry(self.metrics, bounds, instruments, self.tracing)
         self.telemetry.sessions(self.servers.values)
+        self._sample(bounds)
         liveness = Liveness.of(
             s.id,
             heartbeat=s.heartbeat_seconds,
@@ -240,6 +241,19 @@ class Worker:
         for loop in (self.reclaimer.run(), self._maintain(), self.janitor.run()):
             self.claiming.spawn(loop)
         logger.info("worker %s started with %d servers", self.settings.id, len(self.servers))
+
+    def _sample(self, bounds: LabelBounds) -> None:
+        """What the breakers and the outcomes waiting for Valkey look like, read at scrape time."""
+
+        def circuits() -> Samples:
+            return {(bounds.server(n), u.breaker.state.value): 1.0 for n, u in list(self.servers.items())}
+
+        def openings() -> Samples:
+            return {(bounds.server(n),): float(u.breaker.opened) for n, u in list(self.servers.items())}
+
+        self.metrics.sample(CIRCUIT_STATE, circuits)
+        self.metrics.sample(CIRCUIT_OPENINGS, openings)
+        self.metrics.sample(UNSETTLED_OUTCOMES, lambda: {(): float(self.dispatcher.outcomes.unsettled)})
 
     async def _heartbeat(self) -> None:
         if self.heartbeat.failing:

@@ -26,8 +26,9 @@ async def fill(client: Redis) -> None:
         await client.xadd(streams.calls("alpha"), {b"n": b"%d" % n})
     await client.set(streams.depth("alpha"), 3)
     await client.xreadgroup(streams.GROUP_WORKERS, "w1", {streams.calls("alpha"): ">"}, count=1)
-    await client.set(streams.worker_alive("w1"), b"1", px=10_000)
+    await client.set(streams.worker_alive("w1"), b'{"running":1,"unsettled":2,"circuits":["beta"]}', px=10_000)
     await client.set(streams.worker_alive("w2"), b"1", px=10_000)
+    await client.hset(streams.circuits("beta"), mapping={"w1": "open", "w2": "half-open"})
     await client.set(streams.ingress_alive("i1"), b'{"pending":4}', px=10_000)
     await client.set(streams.ingress_alive("i2"), b"not json", px=10_000)
     for _ in range(2):
@@ -51,6 +52,7 @@ async def test_status_reads_servers_queues_workers_replicas_and_dead_letters(val
         0,
     )
     assert found.workers == ["w1", "w2"] and found.leader == "discovery-1" and found.dead_letters == 2
+    assert (alpha.circuits, beta.circuits, found.unsettled) == ({}, {"w1": "open", "w2": "half-open"}, 2)
     assert [(r.id, r.pending) for r in found.ingress] == [("i1", 4), ("i2", 0)] and found.in_flight == 4
     as_json = found.as_json()
     assert as_json["in_flight"] == 4 and as_json["servers"][0]["lag"] == 2 and as_json["servers"][1]["lag"] is None
@@ -61,11 +63,13 @@ async def test_the_terminal_view_has_a_summary_and_one_row_per_server(valkey: Re
     text = status.render(await status.read(valkey, "redis://127.0.0.1:1/0"))
     lines = text.splitlines()
     assert "discovery leader  discovery-1" in text and "ingress replicas  2   calls in flight 4" in text
-    assert "workers alive     2" in text and "dead letters      2" in text
+    assert "workers alive     2   outcomes waiting for valkey 2" in text and "dead letters      2" in text
     header = next(n for n, line in enumerate(lines) if line.startswith("SERVER"))
-    assert lines[header].split() == ["SERVER", "STATE", "TOOLS", "DEPTH", "LAG", "RUNNING", "WORKERS", "ERROR"]
-    assert lines[header + 1].split() == ["alpha", "Connected", "2", "3", "2", "1", "1"]
-    assert lines[header + 2].split() == ["beta", "Failed", "0", "0", "?", "0", "0", "connection", "refused"]
+    columns = ["SERVER", "STATE", "TOOLS", "DEPTH", "LAG", "RUNNING", "WORKERS", "CIRCUIT", "ERROR"]
+    assert lines[header].split() == columns
+    assert lines[header + 1].split() == ["alpha", "Connected", "2", "3", "2", "1", "1", "closed"]
+    beta = ["beta", "Failed", "0", "0", "?", "0", "0", "half-open", "on", "1,", "open", "on", "1", "connection"]
+    assert lines[header + 2].split() == [*beta, "refused"]
 
 
 async def test_an_empty_valkey_says_so(valkey: Redis) -> None:
