@@ -30,7 +30,7 @@ promtool: $(STAMP)
 	$(BIN)/python -m tests.monitoring.promtool
 
 test: check npm-tools promtool
-	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n 4 --dist loadfile --durations=15
 
 bench: $(STAMP) npm-tools
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'

@@ -229,11 +229,17 @@ class Stack:
                 raise RuntimeError(f"{child.name} exited ({exit_reason(code)})")
 
     def stop_child(self, child: Child, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Stops one child and forgets it, so that `check` does not count its exit as a failure."""
+        """Stops one child and forgets it, so that `check` does not count its exit as a failure: `sig`, then
+        SIGKILL if it still runs after `timeout` (as `stop` does)."""
         assert child.process is not None
         if child.process.poll() is None:
             child.process.send_signal(sig)
-            child.process.wait(timeout)
+            try:
+                child.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.log(f"{child.name} did not stop within {timeout:g} s of {signal.Signals(sig).name}: SIGKILL")
+                child.process.kill()
+                child.process.wait()
         self.children.remove(child)
 
     def stop(self) -> None:
