@@ -26,9 +26,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from bench.harness import UPSTREAMS, Harness, Target, Upstream
+from bench.load import INIT
 from muster.stack import free_port
 from services.ingress.oauth.grants import Family, Grants
 from shared.identity import keys
@@ -102,14 +104,18 @@ def start(harness: Harness) -> Signed:
     stack.wait_tcp(sso_port, "k8s stand-in (validates tokens)")
     assert child.process is not None
     harness.upstream_pids[FORWARDED.name] = child.process.pid
-    plain = next(t for t in harness.targets if t.name == "muster 1 worker")
     servers = harness.root / "servers-auth"
     servers.mkdir(exist_ok=True)
     k8s_url = next(t for t in harness.targets if t.name == "direct").urls["k8s"]
     (servers / "k8s.yaml").write_text(_server("k8s", k8s_url))
     forward = "  auth:\n    forwardToken: true\n"
     (servers / "k8ssso.yaml").write_text(_server("k8ssso", f"http://127.0.0.1:{sso_port}/mcp", forward))
+    # A Valkey of its own, in a folder of its own: in the harness's, it would start from the harness's catalog and
+    # discovery lease (and write into its append-only file), and serve those until its own discovery took over.
+    stack.data = harness.root / "data-auth"
     valkey_url = stack.valkey(free_port())
+    valkey = stack.children[-1].process
+    assert valkey is not None
     key = base64.b64encode(os.urandom(32)).decode()
     env = {
         **harness.env,
@@ -126,14 +132,36 @@ def start(harness: Harness) -> Signed:
     ingress = stack.python("ingress (auth)", "services.ingress", env={**env, "MUSTER_PORT": str(port)})
     stack.wait_http(f"{public}/readyz", "ingress (auth)")
     token = asyncio.run(_mint(valkey_url, key, public, dex))
-    assert worker.process is not None and ingress.process is not None
-    roles = {"ingress": [ingress.process.pid], "worker": [worker.process.pid], "valkey": plain.roles["valkey"]}
     endpoint = f"{public}/mcp"
+    _wait_listed(endpoint, token, {"x_k8s_get", "x_k8ssso_get"})
+    assert worker.process is not None and ingress.process is not None
+    roles = {"ingress": [ingress.process.pid], "worker": [worker.process.pid], "valkey": [valkey.pid]}
     targets = [
         Target("auth, no downstream auth", {"k8s": endpoint}, {"k8s": "x_k8s_get"}, roles, bearer=token),
         Target("auth, forwardToken", {FORWARDED.name: endpoint}, {FORWARDED.name: "x_k8ssso_get"}, roles, bearer=token),
     ]
     return Signed(targets, dex)
+
+
+def _wait_listed(endpoint: str, token: str, tools: set[str], timeout: float = 60.0) -> None:
+    """Until the bench's user sees `tools`: discovery has published the servers, and the user's listing of the
+    forwardToken server (made through the worker with the user's ID token) has succeeded."""
+    from tests.conftest import HEADERS, result
+
+    headers = {**HEADERS, "Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + timeout
+    missing = tools
+    with httpx.Client(headers=headers, timeout=15) as http:
+        while time.monotonic() < deadline:
+            opened = http.post(endpoint, content=INIT)
+            opened.raise_for_status()
+            session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+            listed = http.post(endpoint, headers=session, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            missing = tools - {t["name"] for t in result(listed)["result"]["tools"]}
+            if not missing:
+                return
+            time.sleep(0.5)
+    raise RuntimeError(f"muster with auth on did not list {sorted(missing)} to the bench's user within {timeout:.0f} s")
 
 
 def _muster_ms(result: dict[str, Any]) -> float | None:
@@ -161,9 +189,10 @@ def run(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, An
                 for label, result in (("1 caller", one), (f"{CALLERS} callers", many)):
                     result.pop("latencies", None)
                     found.setdefault(target.name, {}).setdefault(label, []).append(result)
+                    why = f" {result['failures']}" if result["failures"] else ""  # what the failed calls got back
                     log(
                         f"  {target.name:25} {label:10} muster CPU {_muster_ms(result)} ms/call "
-                        f"({result['rate']}/s, p50 {result['p50']} ms, failed {result['failed']})"
+                        f"({result['rate']}/s, p50 {result['p50']} ms, failed {result['failed']}{why})"
                     )
     finally:
         signed.dex.stop()

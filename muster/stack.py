@@ -160,8 +160,15 @@ class Stack:
         """Valkey on 127.0.0.1, bounded in memory: full, it refuses writes (noeviction) instead of evicting queued
         calls, sessions or replies without a word, and muster answers -32006 until there is room again. Its
         append-only file is in data/valkey; `appendfsync` "always" loses no acknowledged write when it is killed,
-        "everysec" (muster up's) up to the last second of them."""
+        "everysec" (muster up's) up to the last second of them.
+
+        A second Valkey of the stack needs a `data` of its own while the first runs: on the same folder it would
+        load the first one's data (its catalog, leases and queues) and both would append to one file."""
         directory = self.data / "valkey"
+        for child in self.children:
+            running = child.process is not None and child.process.poll() is None
+            if running and child.name == "valkey" and str(directory) in child.argv:
+                raise RuntimeError(f"a Valkey of this stack runs on {directory} already; the next needs its own data")
         directory.mkdir(parents=True, exist_ok=True)
         self.start(
             "valkey",
