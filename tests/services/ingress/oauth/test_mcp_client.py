@@ -13,11 +13,12 @@ import pytest
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 
 from muster.stack import free_port
 from tests.oidc import code_of
 from tests.oidc.harness import Browser, provider_for, register, serve, settings_for, start_valkey
+from tests.oidc.storage import Memory
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # slow: runs oidc-provider
 REDIRECT = "http://127.0.0.1:7777/callback"
@@ -34,26 +35,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         provider.stop()
         stack.stop()
-
-
-@dataclass
-class Memory:
-    """The client's token storage."""
-
-    tokens: OAuthToken | None = None
-    client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 @dataclass
