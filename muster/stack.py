@@ -9,6 +9,7 @@ only `muster up`, which stops them in order: the ingress drains while the worker
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,11 +30,37 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+PORTS = "MUSTER_PORTS"  # LOW-HIGH: where free_port looks (default: wherever the kernel puts an ephemeral port)
+_next_port: dict[tuple[int, int], int] = {}
+
+
+def port_range(raw: str) -> tuple[int, int]:
+    """MUSTER_PORTS's value, LOW-HIGH within 1024-65535, else a one-line SystemExit naming it."""
+    low, dash, high = raw.partition("-")
+    if dash and low.strip().isdigit() and high.strip().isdigit() and 1024 <= int(low) <= int(high) <= 65535:
+        return int(low), int(high)
+    raise SystemExit(f"{PORTS}={raw!r}: expected LOW-HIGH, two ports from 1024 to 65535, LOW first")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now. With MUSTER_PORTS, from that range, each call in a process the next free one
+    after the last (from a random start): ports outside the kernel's ephemeral range are never taken meanwhile by
+    an outgoing connection, and processes given ranges of their own (parallel test runs) never pick each other's."""
+    raw = os.environ.get(PORTS)
+    if not raw:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    low, high = span = port_range(raw)
+    size = high - low + 1
+    start = _next_port.get(span, low + random.randrange(size))
+    for step in range(size):
+        candidate = low + (start - low + step) % size
+        if not port_in_use("127.0.0.1", candidate):
+            _next_port[span] = low + (candidate - low + 1) % size
+            return candidate
+    raise SystemExit(f"{PORTS}={raw!r}: every port of the range is in use")
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -34,7 +34,7 @@ from muster.options import (
     resolve,
     valkey_url,
 )
-from muster.stack import Child, Stack, Stopping, free_port, port_in_use
+from muster.stack import PORTS, Child, Stack, Stopping, free_port, port_in_use, port_range
 from muster.supervise import CrashLoop, Supervisor
 from services.discovery.config import DiscoverySettings
 from services.ingress.config import IngressSettings
@@ -160,6 +160,11 @@ def _check_settings(o: dict[str, Any]) -> tuple[IngressSettings, WorkerSettings,
     if o["auth"] == "oidc":  # the sign-in's own settings (MUSTER_OIDC_*, the secrets), read by ingress and workers
         _settings(OAuthSettings, valkey_url=url, public_url=_public_url(o))
         _settings(WorkerIdentitySettings, valkey_url=url, public_url=_public_url(o))
+    if os.environ.get(PORTS):  # where free ports are looked for (metrics, the embedded Valkey)
+        try:
+            port_range(os.environ[PORTS])
+        except SystemExit as exc:
+            fail(PROG, str(exc))
     servers = o["servers"] or DEMO_SERVERS
     discovery = _settings(DiscoverySettings, valkey_url=url, servers=servers, prefix_mode=o["prefix_mode"])
     return ingress, worker, discovery

@@ -28,6 +28,19 @@ from tests.conformance import tools
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _ports_of_this_test_process() -> str:
+    """Ports 20000-31999, below the kernel's ephemeral range (32768 up), split among pytest-xdist's processes: a
+    port free_port picked is not taken before its server binds it, by another test process or by an outgoing
+    connection (the cause of a sign-in test once reaching another test's server)."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = 12_000 // max(count, 1)
+    return f"{20_000 + index * size}-{20_000 + (index + 1) * size - 1}"
+
+
+os.environ.setdefault("MUSTER_PORTS", _ports_of_this_test_process())  # children inherit it (muster up's own picks)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -91,9 +91,15 @@ def test_a_bad_option_or_variable_is_one_line_that_names_it(
 
 SERVICES = [
     ("services.ingress", {"MUSTER_INGRESS_PORT": "70000"}, "MUSTER_INGRESS_PORT='70000': Input should be less than"),
+    (
+        "services.ingress",
+        {"MUSTER_INGRESS_MAX_CONNECTIONS": str(1 << 30)},
+        f"MUSTER_INGRESS_MAX_CONNECTIONS={1 << 30}: more than the open-file limit allows",
+    ),
     ("services.worker", {"MUSTER_WORKER_HEARTBEAT_SECONDS": "-1"}, "MUSTER_WORKER_HEARTBEAT_SECONDS='-1': Input"),
     ("services.discovery", {"MUSTER_VALKEY_URL": f"http://u:{SECRET}@h"}, "MUSTER_VALKEY_URL='http://u:***@h': must"),
     ("muster", {"MUSTER_WORKERS": "0"}, "muster up: MUSTER_WORKERS='0': must be a whole number from 1 to 64"),
+    ("muster", {"MUSTER_PORTS": "9000"}, "muster up: MUSTER_PORTS='9000': expected LOW-HIGH"),
 ]
 
 
@@ -109,7 +115,7 @@ def run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
-@pytest.mark.parametrize(("module", "env", "expected"), SERVICES, ids=[m for m, _, _ in SERVICES])
+@pytest.mark.parametrize(("module", "env", "expected"), SERVICES, ids=[f"{m} {next(iter(e))}" for m, e, _ in SERVICES])
 def test_a_service_started_with_a_bad_variable_says_so_in_one_line_without_a_traceback(
     module: str, env: dict[str, str], expected: str
 ) -> None:
