@@ -15,6 +15,9 @@ and at `max_connections`, a new connection closes the connection idle the longes
 """
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,6 +25,7 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _IDLE, _HEAD, _BODY, _BUSY = range(4)
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() discards what is unsent and sends RST
 _STATUS = {
     408: b"408 Request Timeout",
     431: b"431 Request Header Fields Too Large",
@@ -135,8 +139,14 @@ class Guard(HttpToolsProtocol):
             self._write_timer = None
 
     def _abandon(self) -> None:
-        """The client has not read its response for write_timeout: the response is not worth a socket."""
+        """The client has not read its response for write_timeout: the response is not worth a socket. Closed with
+        a reset (SO_LINGER 0): a plain close would leave up to the kernel's send buffer (4 MB here) to trickle out
+        to a client that reads a few KB a second, for minutes."""
         self._write_timer = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
