@@ -55,13 +55,15 @@ class IngressSettings(ServiceSettings):
     # Bounds on connections (services/ingress/guard.py): a request head must be complete within header_timeout of
     # its first byte and within max_head_bytes, its body within body_timeout of the head; a connection with no
     # request in progress is closed after idle_timeout; a response the client does not read for write_timeout is
-    # abandoned; beyond max_connections a new connection closes the longest-idle one (or is refused).
+    # abandoned; beyond max_connections a new connection closes the longest-idle one (or is refused). 0: as many
+    # as the open-file limit allows less 512, at most 65,536 (a burst of 10,000 agents each on a connection of its
+    # own is served); more than it allows is refused at start.
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
     idle_timeout: float = Field(5.0, gt=0)
     write_timeout: float = Field(30.0, gt=0)
     max_head_bytes: int = Field(64 * 1024, ge=1024)
-    max_connections: int = Field(4096, gt=0)
+    max_connections: int = Field(0, ge=0)
     session_recheck: float = Field(10.0, ge=0)  # seconds a replica trusts its cached copy of a session
     keepalive_seconds: float = Field(15.0, gt=0)  # comment lines on idle event streams, so proxies keep them open
     access_log: bool = False
