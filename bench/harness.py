@@ -70,7 +70,9 @@ class Harness:
     def __post_init__(self) -> None:
         self.stack = Stack(self.root, log=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
 
-    def start(self, peer: bool = True) -> None:
+    def start(self, peer: bool = True, muster: bool = True) -> None:
+        """The upstreams and the direct target; muster's stacks unless `muster` is false; the peer unless `peer`
+        is false."""
         urls: dict[str, str] = {}
         for upstream in UPSTREAMS:
             port = free_port()
@@ -85,7 +87,8 @@ class Harness:
             self.upstream_pids[upstream.name] = child.process.pid
             urls[upstream.name] = f"http://127.0.0.1:{port}/mcp"
         self.targets.append(Target("direct", urls, {u.name: u.tool for u in UPSTREAMS}))
-        self._start_muster(urls)
+        if muster:
+            self._start_muster(urls)
         if peer:
             self._start_peer(urls)
 
