@@ -32,7 +32,6 @@ import json  # noqa: TID251  # only for what orjson cannot write: strings with l
 from typing import Any, ClassVar
 
 import orjson
-from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp_types import HEADER_MISMATCH, REQUEST_TIMEOUT, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types import INTERNAL_ERROR as INTERNAL_ERROR
 from mcp_types import INVALID_PARAMS as INVALID_PARAMS
@@ -51,7 +50,10 @@ OUTCOME_UNKNOWN = -32005
 SERVICE_UNAVAILABLE = -32006
 AUTH_REQUIRED = -32007
 RESULT_TOO_LARGE = -32008
-CANCELLED = REQUEST_CANCELLED
+# The mcp package's REQUEST_CANCELLED (mcp.server.streamable_http), written out: importing that module imports the
+# whole `mcp` package, half a second of CPU at every worker's and discovery's start (tests/shared/test_errors.py
+# checks that the two agree).
+CANCELLED = -32800
 
 
 class MusterError(Exception):

@@ -43,3 +43,9 @@ def test_a_response_echoes_the_request_id_as_bytes_and_a_lone_surrogate_is_escap
     assert response.startswith(b'{"jsonrpc":"2.0","id":1180591620717411303424,"error":{"code":-32602')
     assert b"\\ud800" in response and error.status == 200
     assert errors.InvalidRequest("x").status == 400 and errors.ServiceUnavailable("x", 1).status == 503
+
+
+def test_the_cancelled_code_is_the_mcp_package_s() -> None:
+    from mcp.server.streamable_http import REQUEST_CANCELLED
+
+    assert errors.CANCELLED == REQUEST_CANCELLED
