@@ -16,7 +16,9 @@ SHAPES = "414b5ad"  # issue 13 renamed the worker's id variable (and the discove
 
 
 def commit(rev: str) -> str:
-    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True)
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"{rev} is not in this clone's history")
     return done.stdout.decode().strip()
