@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: up test check npm-tools promtool bench clean
+.PHONY: up test check npm-tools promtool bench bench-ab clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("muster needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -35,6 +35,11 @@ test: check npm-tools promtool
 bench: $(STAMP) npm-tools
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench
+
+# Two revisions in one run, interleaved: make bench-ab BASE=414b5ad^1 HEAD=414b5ad [ROUNDS=5] [NAME=ab]
+bench-ab: $(STAMP)
+	@test -n "$(BASE)" -a -n "$(HEAD)" || { echo "usage: make bench-ab BASE=<rev> HEAD=<rev> [ROUNDS=5] [NAME=ab]"; exit 2; }
+	$(BIN)/python -m bench.ab --base '$(BASE)' --head '$(HEAD)' --rounds $(or $(ROUNDS),5) --name $(or $(NAME),ab)
 
 clean:
 	rm -rf $(VENV) .muster .cache

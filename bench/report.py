@@ -25,11 +25,27 @@ def _ms(value: float | None) -> str:
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    (out / "README.md").write_text(markdown(results))
+    (out / "README.md").write_text(markdown(results, comparisons(out)))
     plot(results, out / "throughput.png")
 
 
-def markdown(results: dict[str, Any]) -> str:
+def refresh(out: Path) -> None:
+    """Writes the page again from the saved results, so that it links the A/B pages beside it (bench/ab.py)."""
+    if (out / "results.json").exists():
+        (out / "README.md").write_text(markdown(orjson.loads((out / "results.json").read_bytes()), comparisons(out)))
+
+
+def comparisons(out: Path) -> list[tuple[str, str]]:
+    """The A/B pages in `out` (bench/ab.py's): file name and title."""
+    found = []
+    for page in sorted(out.glob("*.md")):
+        title = page.read_text().split("\n", 1)[0]
+        if page.name != "README.md" and title.startswith("# A/B"):
+            found.append((page.name, title.removeprefix("# ")))
+    return found
+
+
+def markdown(results: dict[str, Any], comparisons: list[tuple[str, str]] | None = None) -> str:
     m = results["machine"]
     s = results["settings"]
     lines = [
@@ -130,8 +146,15 @@ def markdown(results: dict[str, Any]) -> str:
         "all land on the upstream at once; through muster they wait in the queue and reach the upstream at "
         "the workers' pace, which is why muster drains the burst sooner.",
         "",
+        *links(comparisons or []),
     ]
     return "\n".join(lines)
+
+
+def links(comparisons: list[tuple[str, str]]) -> list[str]:
+    if not comparisons:
+        return []
+    return ["## Two revisions compared (`make bench-ab`)", "", *(f"- [{t}]({name})" for name, t in comparisons), ""]
 
 
 def fairness_and_scripts(results: dict[str, Any]) -> list[str]:

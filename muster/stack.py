@@ -111,6 +111,7 @@ class Child:
     group: str = ""  # children of one group stop together; "" is a group of its own
     stop_timeout: float = 10.0  # how long it may take to stop after SIGTERM before it is killed
     stderr: Path | None = None  # a file its log lines go to (appended, across restarts), else ours
+    cwd: Path | None = None  # its working directory, else ours (`python -m` imports from there first)
 
     @property
     def pid(self) -> int:
@@ -136,6 +137,7 @@ class Stack:
         group: str = "",
         stop_timeout: float = 10.0,
         stderr: Path | None = None,
+        cwd: Path | None = None,
     ) -> Child:
         """Starts a child; `quiet` discards its standard output (servers that log every request there); `stderr`
         names a file that gets its standard error (its log lines) instead of ours."""
@@ -147,6 +149,7 @@ class Stack:
             group=group,
             stop_timeout=stop_timeout,
             stderr=stderr,
+            cwd=cwd,
         )
         self._spawn(child)
         self.children.append(child)
@@ -161,6 +164,7 @@ class Stack:
                 env=child.env,
                 stdout=stdout,
                 stderr=errors,
+                cwd=child.cwd,
                 preexec_fn=_die_with_parent,
                 process_group=0 if self.own_groups else None,
             )
@@ -179,9 +183,10 @@ class Stack:
         group: str = "",
         stop_timeout: float = 10.0,
         stderr: Path | None = None,
+        cwd: Path | None = None,
     ) -> Child:
         argv = [sys.executable, "-m", module, *args]
-        return self.start(name, argv, env, group=group, stop_timeout=stop_timeout, stderr=stderr)
+        return self.start(name, argv, env, group=group, stop_timeout=stop_timeout, stderr=stderr, cwd=cwd)
 
     def valkey(self, port: int, *extra: str, maxmemory: str = "1gb", appendfsync: str = "everysec") -> str:
         """Valkey on 127.0.0.1, bounded in memory: full, it refuses writes (noeviction) instead of evicting queued
