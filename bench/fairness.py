@@ -77,6 +77,10 @@ async def measure(
         queued_after = time.perf_counter() - released
         during = await _sequential(caller, tool_b, arguments_b, quiet)
         quiet_done = time.perf_counter() - released
+        steady: list[float] = []
+        if depth is not None and await _until_draining(depth):
+            steady = await _sequential(caller, tool_b, arguments_b, quiet)
+        steady_done = time.perf_counter() - released
         await process.wait()
         flooded = orjson.loads(report.read_bytes())
     caller.pool.close()
@@ -88,12 +92,38 @@ async def measure(
         "during_p50": round(statistics.median(during) * 1000, 3),
         "during_p99": round(p99(during) * 1000, 3),
         "ratio": round(p99(during) / p99(idle), 2),
+        # The same calls once the whole flood is queued and draining: fairness of the queue alone, without the
+        # intake of the flood's first thousand requests at once that the calls above compete with at the ingress.
+        **(
+            {
+                "steady_p50": round(statistics.median(steady) * 1000, 3),
+                "steady_p99": round(p99(steady) * 1000, 3),
+                "steady_ratio": round(p99(steady) / p99(idle), 2),
+                "steady_done_after": round(steady_done, 3),
+            }
+            if steady
+            else {}
+        ),
         "quiet_started_after": round(queued_after, 3),  # s after the flood was released
         "quiet_done_after": round(quiet_done, 3),
         "flood_elapsed": round(flooded["elapsed"], 3),
         "flood_failed": flooded["failed"],
         "flood_failures": flooded["failures"],
     }
+
+
+async def _until_draining(depth: Depth) -> bool:
+    """Until the queue's depth has passed its peak (the flood is all in, and going down); False if it ended first."""
+    peak = 0
+    for _ in range(600):  # 30 s at most
+        now = await depth()
+        if now == 0:
+            return False
+        peak = max(peak, now)
+        if now < peak * 0.95:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def _until_queued(depth: Depth | None, flood: int) -> None:

@@ -126,6 +126,9 @@ def start(harness: Harness) -> Signed:
         "MUSTER_OIDC_CLIENT_ID": MUSTER_CLIENT,
         "MUSTER_OIDC_CLIENT_SECRET": MUSTER_SECRET,
         "MUSTER_ENCRYPTION_KEY": key,
+        # Every caller here is user "bench", one principal: with the default fair share its 64 callers would
+        # queue behind 8 at a time, where the auth-off target's 64 sessions do not; this measures sign-in's cost.
+        "MUSTER_INGRESS_FAIR_SHARE": "1024",
     }
     stack.python("discovery (auth)", "services.discovery", env={**env, "MUSTER_SERVERS": str(servers)})
     worker = stack.python("worker (auth)", "services.worker", env={**env, "MUSTER_WORKER_ID": "bench-auth"})

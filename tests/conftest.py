@@ -39,6 +39,7 @@ def _ports_of_this_test_process() -> str:
 
 
 os.environ.setdefault("MUSTER_PORTS", _ports_of_this_test_process())  # children inherit it (muster up's own picks)
+ONE_AGENT_SHARE = 1024  # MUSTER_INGRESS_FAIR_SHARE of the tests' stacks
 
 
 @pytest.fixture
@@ -120,6 +121,9 @@ class Muster:
             "MUSTER_VALKEY_URL": self.valkey_url,
             "MUSTER_LOG_JSON": "false",
             "MUSTER_DISCOVERY_REFRESH_SECONDS": "5",
+            # Tests that load a server from one agent session count on its calls running at once, beyond the
+            # default fair share (8); test_fairness runs with the default.
+            "MUSTER_INGRESS_FAIR_SHARE": str(ONE_AGENT_SHARE),
             "PYTHONPATH": str(ROOT),
         }
 

@@ -9,12 +9,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.fairness import measure
+from services.ingress.config import IngressSettings
 from shared import streams
 from tests.conftest import Muster, make_muster
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-FAIR_SHARE = 32  # the workers' total concurrency for one server: 2 x 16
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,8 @@ def muster(muster_root: Path) -> Iterator[Muster]:
         m.discovery()
         for _ in range(2):
             m.worker(MUSTER_WORKER_SERVER_CONCURRENCY="16", MUSTER_WORKER_BATCH="16")
-        m.ingress(MUSTER_INGRESS_FAIR_SHARE=str(FAIR_SHARE), MUSTER_LOG_LEVEL="WARNING")
+        default = IngressSettings.model_fields["fair_share"].default
+        m.ingress(MUSTER_INGRESS_FAIR_SHARE=str(default), MUSTER_LOG_LEVEL="WARNING")
         m.wait_tools(6)
         for child in m.workers:
             m.beating(child)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from muster.stack import Stack, free_port
-from tests.conftest import HEADERS, ROOT, StandIn, initialize, server_yaml, tool_names
+from tests.conftest import HEADERS, ONE_AGENT_SHARE, ROOT, StandIn, initialize, server_yaml, tool_names
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ FAST_RECLAIM = {
     "MUSTER_WORKER_DEAD_AFTER_SECONDS": "2",
     "MUSTER_WORKER_RECLAIM_SECONDS": "0.5",
     "MUSTER_WORKER_HEARTBEAT_SECONDS": "0.5",
+    "MUSTER_INGRESS_FAIR_SHARE": str(ONE_AGENT_SHARE),  # 200 calls of one session run at once
 }
 
 
@@ -49,7 +50,7 @@ class Up:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def start(self) -> None:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_") or k == "MUSTER_PORTS"}
         argv = [sys.executable, "-m", "muster", "up", "--port", str(self.port), "--servers", str(self.servers),
                 "--data", str(self.root / "data"), *self.args]  # fmt: skip
         with self.log.open("ab") as log:

@@ -39,10 +39,11 @@ class IngressSettings(ServiceSettings):
     max_pending_per_server: int = Field(5_000, gt=0)
     # Calls one principal (the signed-in user; without sign-in, the agent session) may have in a server's queue
     # or running; beyond it they wait in the principal's own overflow, so that one agent's burst cannot starve
-    # another's call. At least the total concurrency of the workers for one server (workers x
-    # MUSTER_WORKER_SERVER_CONCURRENCY), or one principal alone cannot use them all; each share beyond that
-    # only adds to how long other principals' calls may wait.
-    fair_share: int = Field(128, gt=0)
+    # another's call. Small on purpose: another principal's call runs beside this many of a flood's at the
+    # upstream, which shares its time among them (with 128, the workers' total concurrency, a quiet agent's calls
+    # took 290 ms at p50 during a 5,000-call flood, with 8: 24 ms, the flood no slower; docs/benchmarks).
+    # One principal's throughput to one server is at most fair_share / the upstream's latency.
+    fair_share: int = Field(8, gt=0)
     # Seconds between this replica's heartbeats in Valkey: workers judge the replica alive while its beat
     # advances, and `muster status` counts it while its status key (renewed with each beat) has not expired.
     heartbeat_seconds: float = Field(1.0, gt=0)
