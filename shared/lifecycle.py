@@ -6,6 +6,7 @@ them: the ingress an ASGI app (run by uvicorn), the worker a FastStream app, dis
 """
 
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -15,6 +16,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import uvloop
+
+
+def freeze_heap() -> None:
+    """Moves everything alive now (modules, classes, the application) out of the garbage collector's sight: a full
+    collection otherwise walks those few hundred thousand objects each time, a 30-100 ms pause of the event loop
+    under load (measured in the ingress during a 5,000-call flood), for objects that live as long as the process.
+    Called once a service has built its application, before it serves."""
+    gc.collect()
+    gc.freeze()
 
 
 def instance_id() -> str:

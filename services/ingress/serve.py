@@ -18,7 +18,7 @@ from services.ingress.app import Ingress, create_app
 from services.ingress.config import IngressSettings
 from services.ingress.guard import Limits, guarded
 from services.ingress.oauth.config import OAuthSettings
-from shared.lifecycle import Background
+from shared.lifecycle import Background, freeze_heap
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Server(uvicorn.Server):
 def run(settings: IngressSettings, oauth: OAuthSettings | None = None) -> None:
     """`oauth`: with auth on, the authorization server's settings."""
     ingress = create_app(settings, oauth)
+    freeze_heap()
     limits = Limits(
         idle_timeout=settings.idle_timeout,
         header_timeout=settings.header_timeout,
