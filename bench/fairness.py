@@ -87,20 +87,12 @@ async def measure(
     return {
         "flood": flood,
         "quiet": quiet,
-        "idle_p50": round(statistics.median(idle) * 1000, 3),
-        "idle_p99": round(p99(idle) * 1000, 3),
-        "during_p50": round(statistics.median(during) * 1000, 3),
-        "during_p99": round(p99(during) * 1000, 3),
-        "ratio": round(p99(during) / p99(idle), 2),
+        **_summary("idle", idle),
+        **_summary("during", during, idle, "ratio"),
         # The same calls once the whole flood is queued and draining: fairness of the queue alone, without the
         # intake of the flood's first thousand requests at once that the calls above compete with at the ingress.
         **(
-            {
-                "steady_p50": round(statistics.median(steady) * 1000, 3),
-                "steady_p99": round(p99(steady) * 1000, 3),
-                "steady_ratio": round(p99(steady) / p99(idle), 2),
-                "steady_done_after": round(steady_done, 3),
-            }
+            {**_summary("steady", steady, idle, "steady_ratio"), "steady_done_after": round(steady_done, 3)}
             if steady
             else {}
         ),
@@ -110,6 +102,14 @@ async def measure(
         "flood_failed": flooded["failed"],
         "flood_failures": flooded["failures"],
     }
+
+
+def _summary(name: str, took: list[float], idle: list[float] | None = None, ratio: str = "") -> dict[str, float]:
+    """p50 and p99 (ms) of a run of quiet calls and, named `ratio`, its p99 over the idle run's."""
+    found = {f"{name}_p50": round(statistics.median(took) * 1000, 3), f"{name}_p99": round(p99(took) * 1000, 3)}
+    if idle is not None:
+        found[ratio] = round(p99(took) / p99(idle), 2)
+    return found
 
 
 async def _until_draining(depth: Depth) -> bool:

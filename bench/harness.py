@@ -245,34 +245,10 @@ class Harness:
             self.stack.stop_child(self.spare_worker)
             self.spare_worker = None
 
-    def load(
-        self,
-        target: Target,
-        upstream: Upstream,
-        *,
-        callers: int,
-        calls: int = 0,
-        seconds: float = 0.0,
-        burst: bool = False,
-        fresh: bool = False,
-        warm: bool = False,
-        processes: int = 1,
-    ) -> dict[str, Any]:
-        """Brings muster to the worker count the target measures, then loads it (`run_load`)."""
+    def load(self, target: Target, upstream: Upstream, **load: Any) -> dict[str, Any]:
+        """Brings muster to the worker count the target measures, then loads it (`run_load`'s keywords)."""
         self.prepare(target)
-        return run_load(
-            self.root,
-            target,
-            upstream,
-            self.upstream_pids[upstream.name],
-            callers=callers,
-            calls=calls,
-            seconds=seconds,
-            burst=burst,
-            fresh=fresh,
-            warm=warm,
-            processes=processes,
-        )
+        return run_load(self.root, target, upstream, self.upstream_pids[upstream.name], **load)
 
     def stop(self) -> None:
         self.stack.stop()

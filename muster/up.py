@@ -37,7 +37,7 @@ from muster.options import (
 from muster.stack import PORTS, Child, Stack, Stopping, free_port, port_in_use, port_range
 from muster.supervise import CrashLoop, Supervisor
 from services.discovery.config import DiscoverySettings
-from services.ingress.config import IngressSettings
+from services.ingress.config import IngressSettings, connection_bound, open_file_limit
 from services.ingress.oauth.config import OAuthSettings
 from services.worker.config import WorkerIdentitySettings, WorkerSettings
 from shared.settings import problems
@@ -163,8 +163,12 @@ def _check_settings(o: dict[str, Any]) -> tuple[IngressSettings, WorkerSettings,
     if os.environ.get(PORTS):  # where free ports are looked for (metrics, the embedded Valkey)
         try:
             port_range(os.environ[PORTS])
-        except SystemExit as exc:
+        except SystemExit as exc:  # port_range's one line, said as muster up says every other
             fail(PROG, str(exc))
+    try:
+        connection_bound(ingress.max_connections, open_file_limit())  # checked as the ingress will check it
+    except ValueError as exc:
+        fail(PROG, str(exc))
     servers = o["servers"] or DEMO_SERVERS
     discovery = _settings(DiscoverySettings, valkey_url=url, servers=servers, prefix_mode=o["prefix_mode"])
     return ingress, worker, discovery

@@ -80,7 +80,7 @@ class Calls:
         max_pending: int,
         retry_after: float,
         max_pending_per_server: int | None = None,
-        fair_share: int = 8,
+        fair_share: int,
         enqueue_seconds: float | None = None,
         asked: Callable[[bytes, bytes], None] | None = None,
     ) -> None:

@@ -1,3 +1,4 @@
+import resource
 from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
@@ -79,3 +80,25 @@ class IngressSettings(ServiceSettings):
     # The key of the principal's hash in the per-call log line (at least 16 bytes). Unset: one random key kept in
     # Valkey, shared by every replica, so that one user hashes alike everywhere.
     log_hash_key: SecretStr | None = None
+
+
+RESERVED_DESCRIPTORS = 512  # Valkey pools (256 + 64), logs, files, the health server: never given to clients
+AUTO_MAX_CONNECTIONS = 65_536  # the bound when none is set, however high the limit (memory is the next bound)
+
+
+def open_file_limit() -> int:
+    """The open-file limit the ingress runs with: it raises its soft limit to the hard one at start."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard if hard != resource.RLIM_INFINITY else 65_536
+
+
+def connection_bound(configured: int, open_files: int) -> int:
+    """MUSTER_INGRESS_MAX_CONNECTIONS, or (0) what `open_files` leaves for clients; a ValueError naming the setting
+    when it asks for more than that."""
+    room = max(open_files - RESERVED_DESCRIPTORS, 64)
+    if configured > room:
+        raise ValueError(
+            f"MUSTER_INGRESS_MAX_CONNECTIONS={configured}: more than the open-file limit allows ({open_files}, "
+            f"{RESERVED_DESCRIPTORS} kept for Valkey and files): raise `ulimit -n` or set at most {room}"
+        )
+    return configured or min(room, AUTO_MAX_CONNECTIONS)

@@ -100,6 +100,11 @@ SERVICES = [
     ("services.discovery", {"MUSTER_VALKEY_URL": f"http://u:{SECRET}@h"}, "MUSTER_VALKEY_URL='http://u:***@h': must"),
     ("muster", {"MUSTER_WORKERS": "0"}, "muster up: MUSTER_WORKERS='0': must be a whole number from 1 to 64"),
     ("muster", {"MUSTER_PORTS": "9000"}, "muster up: MUSTER_PORTS='9000': expected LOW-HIGH"),
+    (
+        "muster",
+        {"MUSTER_INGRESS_MAX_CONNECTIONS": str(1 << 30)},
+        f"muster up: MUSTER_INGRESS_MAX_CONNECTIONS={1 << 30}: more than the open-file limit allows",
+    ),
 ]
 
 

@@ -38,7 +38,7 @@ async def outbox(valkey: Redis, valkey_url: str) -> AsyncIterator[Outbox]:
 
 
 def _calls(valkey: Redis, outbox: Outbox, get_streams: GetStreams | None = None, **bounds: Any) -> Calls:
-    limits = {"queue_limit": 100, "max_pending": 100, "retry_after": 1.5, **bounds}
+    limits = {"queue_limit": 100, "max_pending": 100, "retry_after": 1.5, "fair_share": 8, **bounds}
     return Calls(valkey, outbox, REPLICA, get_streams or GetStreams(), **limits)
 
 

@@ -26,7 +26,7 @@ LOGS: dict[str, object] = {"tools": {}, "logging": {}}
 @pytest.fixture
 async def notices(valkey: Redis, valkey_url: str) -> AsyncIterator[tuple[Notices, Calls]]:
     outbox = Outbox(valkey_url)
-    calls = Calls(valkey, outbox, REPLICA, GetStreams(), queue_limit=100, max_pending=100, retry_after=1)
+    calls = Calls(valkey, outbox, REPLICA, GetStreams(), queue_limit=100, max_pending=100, retry_after=1, fair_share=8)
     try:
         yield Notices(calls, outbox, REPLICA, 30), calls
     finally:

@@ -59,7 +59,9 @@ async def world(
 ) -> AsyncIterator[tuple[Visibility, list[Call]]]:
     outbox = Outbox(valkey_url)
     follows = connect(valkey_url, name="test-replies")  # the replica's reply stream, on a connection of its own
-    calls = Calls(follows, outbox, REPLICA, GetStreams(), queue_limit=100, max_pending=100, retry_after=1.0)
+    calls = Calls(
+        follows, outbox, REPLICA, GetStreams(), queue_limit=100, max_pending=100, retry_after=1.0, fair_share=8
+    )
     current = CurrentCatalog()
     current.update({r.name: r for r in records})
     seen: list[Call] = []
