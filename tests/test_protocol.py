@@ -106,14 +106,10 @@ async def test_log_messages_arrive_in_order_and_respect_the_sessions_level(muste
 
 async def test_a_cancelled_long_call_stops_at_the_upstream(muster: Muster, fixture: StandIn) -> None:
     before = fixture.fixture_stats()["stats"].get("cancelled test_slow", 0)
+    started = time.monotonic()
     async with mcp_client(muster.url(0), mode="legacy") as client:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.call_tool, "test_slow", {"seconds": 30})
-            with anyio.fail_after(10):  # the call runs upstream (on a loaded machine, not always within a second)
-                while fixture.fixture_stats()["running"] < 1:
-                    await anyio.sleep(0.02)
-            started = time.monotonic()
-            tg.cancel_scope.cancel()
+        with anyio.move_on_after(1.0):
+            await client.call_tool("test_slow", {"seconds": 30})
         with anyio.fail_after(5):
             while fixture.fixture_stats()["stats"].get("cancelled test_slow", 0) == before:
                 await anyio.sleep(0.05)
