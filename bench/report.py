@@ -159,29 +159,42 @@ def links(comparisons: list[tuple[str, str]]) -> list[str]:
 
 def fairness_and_scripts(results: dict[str, Any]) -> list[str]:
     lines = []
-    fair = results.get("fairness")
-    if fair:
+    runs = [r for r in (results.get("fairness"), results.get("fairness_remote")) if r]
+    if runs:
+        fair = runs[0]
         lines += [
             "",
             f"## Fairness: one agent floods {fair['flood']} calls, another makes {fair['quiet']} sequential calls "
             "(muster 2 workers, k8s stand-in)",
             "",
-            "| quiet p50 idle ms | quiet p99 idle ms | quiet p50 during ms | quiet p99 during ms | p99 ratio | "
-            "quiet done after s | flood drained in s | flood failed |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| {_ms(fair['idle_p50'])} | {_ms(fair['idle_p99'])} | {_ms(fair['during_p50'])} | "
-            f"{_ms(fair['during_p99'])} | {fair['ratio']:.2f} | {fair['quiet_done_after']:.2f} | "
-            f"{fair['flood_elapsed']:.2f} | {fair['flood_failed']} |",
+            "| upstream answers in | quiet p50 idle ms | quiet p99 idle ms | quiet p50 during ms | "
+            "quiet p99 during ms | p99 ratio | quiet done after s | flood drained in s | flood failed |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        if "steady_p99" in fair:
-            lines += [
-                "",
-                f"The same {fair['quiet']} calls again once the flood was all queued and draining (its depth past "
-                f"its peak), done {fair['steady_done_after']:.2f} s after it started: p50 {_ms(fair['steady_p50'])} "
-                f"ms, p99 {_ms(fair['steady_p99'])} ms, {fair['steady_ratio']:.2f}x the idle p99. At most "
-                "`MUSTER_INGRESS_FAIR_SHARE` (8) of the flood's calls run beside each quiet call; what is left of the "
-                "gap is two cores shared by the flood's generator, the ingress, two workers, Valkey and the upstream.",
-            ]
+        for run in runs:
+            lines.append(
+                f"| {_answers_in(run)} | {_ms(run['idle_p50'])} | {_ms(run['idle_p99'])} | {_ms(run['during_p50'])} | "
+                f"{_ms(run['during_p99'])} | {run['ratio']:.2f} | {run['quiet_done_after']:.2f} | "
+                f"{run['flood_elapsed']:.2f} | {run['flood_failed']} |"
+            )
+        lines += [
+            "",
+            "At most `MUSTER_INGRESS_FAIR_SHARE` (8) of the flood's calls are in the server's queue or running at a "
+            "time; the rest wait in the flood's own overflow stream, so a quiet call is read at once and runs beside "
+            "at most 8 of the flood's, never behind the whole flood. When the stand-in answers at its "
+            "own speed it is the bottleneck, on the same two cores as the flood's generator, the ingress, two "
+            "workers and Valkey: the quiet call then shares the stand-in's event loop with 8 of the flood's calls "
+            "(the ingress's log shows 10-33 ms of its time at the upstream), and that is most of its ratio.",
+        ]
+        for run in runs:
+            if "steady_p99" in run:
+                lines += [
+                    "",
+                    f"Upstream {_answers_in(run)}: the same {run['quiet']} calls again once the flood was all queued "
+                    f"and draining (its depth past its peak), done {run['steady_done_after']:.2f} s after it "
+                    f"started: p50 {_ms(run['steady_p50'])} ms, p99 {_ms(run['steady_p99'])} ms, "
+                    f"{run['steady_ratio']:.2f}x the idle p99.",
+                ]
     scripts = results.get("scripts")
     if scripts:
         lines += [
@@ -261,13 +274,18 @@ def telemetry(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _answers_in(fairness: dict[str, Any]) -> str:
+    seconds = fairness.get("upstream_seconds", 0.0)
+    return f"{seconds * 1000:.0f} ms" if seconds else "its own speed"
+
+
 def verdicts(results: dict[str, Any]) -> list[str]:
     out = []
-    fair = results.get("fairness")
-    if fair:
+    for fair in (r for r in (results.get("fairness"), results.get("fairness_remote")) if r):
         out.append(
-            f"- fairness: the quiet agent's p99 during the flood is {fair['ratio']:.1f}x its idle p99 (target ≤ "
-            f"{TARGETS['fairness ratio']:.0f}x): {'met' if fair['ratio'] <= TARGETS['fairness ratio'] else 'missed'}"
+            f"- fairness, upstream answering {_answers_in(fair)}: the quiet agent's p99 during the flood is "
+            f"{fair['ratio']:.1f}x its idle p99 (target ≤ {TARGETS['fairness ratio']:.0f}x): "
+            f"{'met' if fair['ratio'] <= TARGETS['fairness ratio'] else 'missed'}"
             f"; at p50 {fair['during_p50'] / fair['idle_p50']:.1f}x"
         )
     for upstream, callers, on, off in telemetry_costs(results):

@@ -36,7 +36,9 @@ def test_the_harness_loads_every_target_and_writes_its_report(tmp_path: Path) ->
     muster = results["throughput"]["k8s"]["muster 1 worker"]["4"]["cpu_ms_per_call"]
     assert muster["ingress"] > 0 and muster["worker"] > 0 and muster["valkey"] >= 0
     assert all(run["failed"] == 0 for run in results["burst"].values())
-    assert results["fairness"]["flood_failed"] == 0 and results["fairness"]["ratio"] > 0
+    for fair in (results["fairness"], results["fairness_remote"]):  # the stand-in at its own speed, and at 50 ms
+        assert fair["flood_failed"] == 0 and fair["ratio"] > 0
+    assert results["fairness_remote"]["upstream_seconds"] == 0.05 and results["fairness_remote"]["idle_p50"] > 50
     assert [v["name"] for v in results["scripts"]] == ["before", "after", "after, one principal beyond its share"]
     for upstream in ("k8s", "everything"):  # per-agent upstream sessions against the shared pool
         modes = results["sessions"][upstream]
