@@ -47,8 +47,40 @@ def works_again(muster: Muster, within: float) -> float:
                 return time.monotonic() - started
         except (httpx.HTTPError, KeyError, ValueError):
             pass
-        assert time.monotonic() - started < within, "calls did not work again"
+        assert time.monotonic() - started < within, f"calls did not work again; valkey: {what_valkey_holds(muster)}"
         time.sleep(0.2)
+
+
+def what_valkey_holds(muster: Muster) -> dict[str, Any]:
+    """Where the calls that got no answer are (for the failure message): the queue, its pending entries, the
+    replies waiting, the heartbeats."""
+
+    async def look() -> dict[str, Any]:
+        from shared import streams
+        from shared.valkey import connect
+
+        client = connect(muster.valkey_url)
+        try:
+            queue = streams.calls("alpha")
+            found: dict[str, Any] = {"queue": await client.xlen(queue)}
+            found["groups"] = await client.xinfo_groups(queue)
+            for pattern in ("muster:replies:*", "muster:*beat*", "*depth*", "*shares*"):
+                for key in await client.keys(pattern):
+                    kind = await client.type(key)
+                    if kind == b"stream":
+                        found[str(key)] = await client.xlen(key)
+                    elif kind == b"hash":
+                        found[str(key)] = await client.hgetall(key)
+                    else:
+                        found[str(key)] = await client.get(key)
+            return found
+        finally:
+            await client.aclose()
+
+    try:
+        return anyio.run(look)
+    except Exception as exc:  # noqa: BLE001 - only a failure message: what is there to see, or why not
+        return {"unreadable": repr(exc)}
 
 
 def valkey_port(muster: Muster) -> int:
