@@ -1,17 +1,21 @@
 """free_port with MUSTER_PORTS: ports from the range, never one that something listens on, each call a new one."""
 
+import os
 import socket
 
 import pytest
 
-from muster.stack import free_port, port_range
+from muster.stack import free_port, port_in_use, port_range
 
 
 def test_ports_come_from_the_range_in_turn_and_skip_a_taken_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three free ports from this test process's own range (tests/conftest.py): nothing else takes those meanwhile,
+    # where a port next to one the kernel picked may be any outgoing connection's.
+    first, last = port_range(os.environ["MUSTER_PORTS"])
+    port = next(p for p in range(first + 1, last) if not any(port_in_use("127.0.0.1", q) for q in (p - 1, p, p + 1)))
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", port))
         taken.listen()
-        port = taken.getsockname()[1]
         low, high = port - 1, port + 1  # three ports, the middle one taken
         monkeypatch.setenv("MUSTER_PORTS", f"{low}-{high}")
         picked = [free_port() for _ in range(4)]
