@@ -270,7 +270,6 @@ class Connection:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        timeout = self.command_timeout
         setup: list[tuple[str | int, ...]] = []
         if self.password is not None:
             setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -279,11 +278,7 @@ class Connection:
         if self.name:
             setup.append(("CLIENT", "SETNAME", self.name))
         async with asyncio.timeout(self.connect_timeout):
-            if self.address.is_sentinel:
-                self.host, self.port = await primary(self.address, self.connect_timeout)
-            _, protocol = await loop.create_connection(
-                lambda: _Protocol(timeout), self.host, self.port, ssl=self.tls or None
-            )
+            protocol = await self._open(loop)
             try:
                 futures: list[Waiter] = [loop.create_future() for _ in setup]
                 if setup:
@@ -299,6 +294,25 @@ class Connection:
             except BaseException:
                 protocol.drop(Unreachable("cannot reach valkey: connection set-up failed"))
                 raise
+        return protocol
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        """A connection to the node: the primary the Sentinels name, with a Sentinel URL."""
+        timeout = self.command_timeout
+        named = await primary(self.address, self.connect_timeout) if self.address.is_sentinel else None
+        for attempt in (1, 2):
+            if named is not None:
+                self.host, self.port = named
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(timeout), self.host, self.port, ssl=self.tls or None
+            )
+            if named is None or attempt == 2:
+                break
+            # Asked again once connected: a failover announced meanwhile found no connection to drop, and the old
+            # primary takes writes (and loses them) until the Sentinels demote it, seconds later.
+            if (named := await primary(self.address, self.connect_timeout)) == (self.host, self.port):
+                break
+            protocol.drop(ConnectionClosed("valkey failed over while connecting; connection dropped"))
         return protocol
 
     def _switched(self, new: tuple[str, int]) -> None:

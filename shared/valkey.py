@@ -10,13 +10,19 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -86,10 +92,53 @@ def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis
         ssl=address.tls,
         **credentials,
     )
-    client: _FollowingRedis = group.master_for(address.primary_name, redis_class=_FollowingRedis, **options)
+    connection = _FollowingSSLConnection if address.tls else _FollowingConnection
+    client: _FollowingRedis = group.master_for(
+        address.primary_name,
+        redis_class=_FollowingRedis,
+        connection_pool_class=_FollowingPool,
+        connection_class=connection,
+        **options,
+    )
+    pool = cast(_FollowingPool, client.connection_pool)
+    pool.address, pool.within = address, options["socket_connect_timeout"]
     client.sentinel_group = group
     follow_failovers(address, client)
     return client
+
+
+class _FollowingPool(SentinelConnectionPool):
+    """Finds the primary as the pipelining connection does (`sentinel.primary`: the address the Sentinels give out,
+    checked with ROLE), not from SENTINEL MASTERS, which goes on naming the old primary until a failover has ended,
+    while the old one still takes writes (and loses them once it is demoted)."""
+
+    address: sentinel.Address
+    within: float
+
+    async def get_master_address(self) -> tuple[str, int]:
+        try:
+            found = await sentinel.primary(self.address, self.within)
+        except sentinel.NoPrimary as exc:
+            raise MasterNotFoundError(str(exc)) from exc
+        if self.master_address != found:
+            self.master_address = found
+            await self.disconnect(inuse_connections=False)  # idle ones connect to the new primary when next used
+        return found
+
+
+class _FollowingConnection(SentinelManagedConnection):
+    """Asks the Sentinels again once connected: a failover announced while it connected found no connection to
+    drop (follow_failovers), and the old primary takes writes, and loses them, until it is demoted seconds later."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        if self.connection_pool.is_master and await self.connection_pool.get_master_address() != address:
+            await self.disconnect()
+            raise RedisConnectionError(f"valkey failed over while connecting to {address[0]}:{address[1]}")
+
+
+class _FollowingSSLConnection(_FollowingConnection, SentinelManagedSSLConnection):
+    pass
 
 
 class _FollowingRedis(Redis):

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from shared.resp import Connection, NotPrimary, pack
@@ -166,3 +167,65 @@ async def test_a_write_refused_by_a_replica_is_reported_as_not_run_and_the_conne
         assert await future is None  # a read on a new connection: the replica answers it
     finally:
         plain.close()
+
+
+class FailOverOnce:
+    """The injected fault: a forced failover, once, right after a client was told the primary and before it
+    connects to it, so that the failover's announcement finds no connection of it to drop (the old primary is not
+    demoted for a few seconds more, and takes writes meanwhile). Wraps `sentinel.primary` and redis-py's own
+    `Sentinel.discover_master`, whichever a client asks."""
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.done = False
+
+    async def _after(self, answer: Any) -> Any:
+        if not self.done:
+            self.done = True
+            self.group.ask(self.group.sentinel_port, "SENTINEL", "FAILOVER", PRIMARY_NAME)
+            await anyio.to_thread.run_sync(self.group.wait_primary, self.group.ports[1])
+        return answer
+
+    def install(self, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+        discover = Sentinel.discover_master
+
+        async def named(address: Address, within: float) -> tuple[str, int]:
+            return await self._after(await primary(address, within))  # type: ignore[no-any-return]
+
+        async def discovered(sentinels: Sentinel, service_name: str) -> Any:
+            return await self._after(await discover(sentinels, service_name))
+
+        monkeypatch.setattr(where, named)
+        monkeypatch.setattr(Sentinel, "discover_master", discovered)
+
+
+def only_on_the_new_primary(group: Group, key: str) -> bool:
+    old, new = group.ports
+    return group.ask(new, "GET", key) == b"1" and group.ask(old, "GET", key) is None
+
+
+async def test_the_pipelining_connection_does_not_stay_with_a_primary_that_failed_over_while_it_connected(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group.wait_replica_known()
+    FailOverOnce(group).install(monkeypatch, "shared.resp.primary")
+    outbox = Outbox(group.url, name="test-sentinel", timeout=20)
+    try:
+        assert await outbox.send(b"SET", b"connected", b"1") == b"OK"
+        # on the new primary, not on the old one that took it and would lose it once demoted
+        assert outbox.connection.port == group.ports[1] and only_on_the_new_primary(group, "connected")
+    finally:
+        outbox.close()
+
+
+async def test_the_pooled_client_does_not_stay_with_a_primary_that_failed_over_while_it_connected(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group.wait_replica_known()
+    FailOverOnce(group).install(monkeypatch, "shared.sentinel.primary")
+    client = connect(group.url, name="test-sentinel", timeout=20)
+    try:
+        await client.set("connected-pooled", b"1")
+        assert only_on_the_new_primary(group, "connected-pooled")
+    finally:
+        await client.aclose()
