@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar
 
 from hiredis import ReplyError
 from pydantic import BaseModel
@@ -19,7 +19,6 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
     Sentinel,
-    SentinelConnectionPool,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
@@ -92,53 +91,50 @@ def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis
         ssl=address.tls,
         **credentials,
     )
-    connection = _FollowingSSLConnection if address.tls else _FollowingConnection
+    connection = following_connection(address, options["socket_connect_timeout"])
     client: _FollowingRedis = group.master_for(
-        address.primary_name,
-        redis_class=_FollowingRedis,
-        connection_pool_class=_FollowingPool,
-        connection_class=connection,
-        **options,
+        address.primary_name, redis_class=_FollowingRedis, connection_class=connection, **options
     )
-    pool = cast(_FollowingPool, client.connection_pool)
-    pool.address, pool.within = address, options["socket_connect_timeout"]
     client.sentinel_group = group
     follow_failovers(address, client)
     return client
 
 
-class _FollowingPool(SentinelConnectionPool):
-    """Finds the primary as the pipelining connection does (`sentinel.primary`: the address the Sentinels give out,
-    checked with ROLE), not from SENTINEL MASTERS, which goes on naming the old primary until a failover has ended,
-    while the old one still takes writes (and loses them once it is demoted)."""
+class _Following(SentinelManagedConnection):
+    """A connection to the primary that finds it as the pipelining connection does (`sentinel.primary`: the address
+    the Sentinels give out, checked with ROLE), not from redis-py's SENTINEL MASTERS, which names the old primary
+    until a failover has ended; and asks again once connected, since a failover announced meanwhile found no
+    connection to drop (follow_failovers). Either way it would write to the old primary, which takes writes and
+    loses them when it is demoted, seconds later."""
 
-    address: sentinel.Address
-    within: float
-
-    async def get_master_address(self) -> tuple[str, int]:
-        try:
-            found = await sentinel.primary(self.address, self.within)
-        except sentinel.NoPrimary as exc:
-            raise MasterNotFoundError(str(exc)) from exc
-        if self.master_address != found:
-            self.master_address = found
-            await self.disconnect(inuse_connections=False)  # idle ones connect to the new primary when next used
-        return found
-
-
-class _FollowingConnection(SentinelManagedConnection):
-    """Asks the Sentinels again once connected: a failover announced while it connected found no connection to
-    drop (follow_failovers), and the old primary takes writes, and loses them, until it is demoted seconds later."""
+    address: ClassVar[sentinel.Address]
+    within: ClassVar[float]
 
     async def connect_to(self, address: tuple[str, int]) -> None:
-        await super().connect_to(address)  # type: ignore[no-untyped-call]
-        if self.connection_pool.is_master and await self.connection_pool.get_master_address() != address:
+        if not self.connection_pool.is_master:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+            return
+        named = await self._primary()
+        await super().connect_to(named)  # type: ignore[no-untyped-call]
+        if await self._primary() != named:
             await self.disconnect()
-            raise RedisConnectionError(f"valkey failed over while connecting to {address[0]}:{address[1]}")
+            raise RedisConnectionError(f"valkey failed over while connecting to {named[0]}:{named[1]}")
+
+    async def _primary(self) -> tuple[str, int]:
+        try:
+            return await sentinel.primary(self.address, self.within)
+        except sentinel.NoPrimary as exc:
+            raise MasterNotFoundError(str(exc)) from exc
 
 
-class _FollowingSSLConnection(_FollowingConnection, SentinelManagedSSLConnection):
+class _FollowingSSL(_Following, SentinelManagedSSLConnection):
     pass
+
+
+def following_connection(address: sentinel.Address, within: float) -> type[SentinelManagedConnection]:
+    """The connection class for redis-py's (and FastStream's) Sentinel clients of `address`."""
+    base = _FollowingSSL if address.tls else _Following
+    return type("FollowingConnection", (base,), {"address": address, "within": within})
 
 
 class _FollowingRedis(Redis):

@@ -53,7 +53,7 @@ from shared.messages import (
 )
 from shared.metrics import CIRCUIT_OPENINGS, CIRCUIT_STATE, UNSETTLED_OUTCOMES, Metrics, Samples
 from shared.tracing import Tracing
-from shared.valkey import Outbox, connect, ensure_group, follow_failovers
+from shared.valkey import Outbox, connect, ensure_group, follow_failovers, following_connection
 
 logger = logging.getLogger(__name__)
 
@@ -474,6 +474,7 @@ def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None
             sentinels=address.sentinels,
             sentinel_master_name=address.primary_name,
             sentinel_kwargs=None if not address.sentinel_auth else {"password": address.password},
+            connection_class=following_connection(address, settings.valkey_timeout),
             **options,
         )
     else:

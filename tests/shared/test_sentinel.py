@@ -7,16 +7,17 @@ import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
+from faststream.redis import RedisSentinelBroker
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from shared.resp import Connection, NotPrimary, pack
-from shared.sentinel import Address, NoPrimary, parse, primary
-from shared.valkey import Outbox, connect
+from shared.sentinel import Address, NoPrimary, on_switch, parse, primary
+from shared.valkey import Outbox, connect, following_connection
 from tests.sentinel import PRIMARY_NAME, Group, start_group
 
 pytestmark = pytest.mark.anyio
@@ -98,6 +99,8 @@ async def follow_a_failover(group: Group, fail_over: Any) -> None:
     old, new = group.ports
     stop = anyio.Event()
     failures: list[str] = []
+    announced = anyio.Event()
+    unfollow = on_switch(parse(group.url), lambda new: announced.set())
     try:
         assert await outbox.send(b"SET", b"before", b"1") == b"OK"
         async with anyio.create_task_group() as tg:
@@ -110,6 +113,10 @@ async def follow_a_failover(group: Group, fail_over: Any) -> None:
             await anyio.sleep(0.5)
             await anyio.to_thread.run_sync(fail_over)
             await anyio.to_thread.run_sync(group.wait_primary, new)
+            # The Sentinels name the new primary a moment before they announce the switch (and seconds before they
+            # demote the old one): until the announcement a client that kept its connection writes where it was.
+            with anyio.fail_after(15):
+                await announced.wait()
             await anyio.sleep(1.0)  # the writers go on against the new primary
             before = counted
             stop.set()
@@ -127,6 +134,7 @@ async def follow_a_failover(group: Group, fail_over: Any) -> None:
         assert set(failures) <= CLEAR_ERRORS, failures
         assert outbox.connection.port == new
     finally:
+        unfollow()
         outbox.close()
         await client.aclose()
         await anyio.sleep(0.1)  # for the closed connections to be let go of
@@ -229,3 +237,25 @@ async def test_the_pooled_client_does_not_stay_with_a_primary_that_failed_over_w
         assert only_on_the_new_primary(group, "connected-pooled")
     finally:
         await client.aclose()
+
+
+async def test_the_workers_faststream_client_does_not_stay_with_a_primary_that_failed_over_while_it_connected(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group.wait_replica_known()
+    FailOverOnce(group).install(monkeypatch, "shared.sentinel.primary")
+    address = parse(group.url)
+    broker = RedisSentinelBroker(  # as services/worker/app.py builds it
+        address.node_url("127.0.0.1", 6379),
+        sentinels=address.sentinels,
+        sentinel_master_name=address.primary_name,
+        connection_class=following_connection(address, 20),
+    )
+    client = await broker.connect()
+    try:
+        await client.set("connected-faststream", b"1")
+        assert only_on_the_new_primary(group, "connected-faststream")
+    finally:
+        await broker.stop()
+        for asked in cast(Any, client.connection_pool).sentinel_manager.sentinels:  # the broker leaves these open
+            await asked.aclose()
