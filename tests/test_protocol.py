@@ -125,10 +125,11 @@ async def test_a_cancelled_queued_call_never_runs(muster: Muster, fixture: Stand
         mcp_client(muster.url(1), mode="legacy") as b,
         anyio.create_task_group() as tg,
     ):
-        # both workers take one slow call each; a third call can only wait in the queue
-        tg.start_soon(a.call_tool, "test_slow", {"seconds": 2})
-        tg.start_soon(b.call_tool, "test_slow", {"seconds": 2})
-        with anyio.fail_after(5):
+        # both workers take one slow call each; a third call can only wait in the queue (each first call opens
+        # its agent's upstream session, which on a loaded machine took more than 5 s once)
+        tg.start_soon(a.call_tool, "test_slow", {"seconds": 4})
+        tg.start_soon(b.call_tool, "test_slow", {"seconds": 4})
+        with anyio.fail_after(15):
             while fixture.fixture_stats()["running"] < 2:
                 await anyio.sleep(0.02)
         with anyio.move_on_after(0.5):
