@@ -1,12 +1,15 @@
 """make bench-ab: two revisions of muster measured in one run, interleaved, against one shared upstream.
 
 python -m bench.ab --base REV --head REV [--rounds N] [--out DIR] [--name NAME] [--quick]
+                   [--base-env NAME=VALUE ...] [--head-env NAME=VALUE ...]
 
 Each revision's tree is exported from git and runs as a stack of its own (Valkey, discovery on a folder of
 MCPServers, one worker, ingress) with this interpreter, in front of one k8s stand-in from the current tree, so
 that only muster's code differs. Both stacks run for the whole measurement; each workload runs on base and head
 in turn, the order swapped every round, so that drift of a shared machine reaches both alike. The report pairs
-the rounds: head - base of each round, its median and its range.
+the rounds: head - base of each round, its median and its range. With --base-env / --head-env, one revision
+against itself measures what a setting costs (MUSTER_CALL_METRICS=false, ...): every service of that side gets
+the variable.
 """
 
 import argparse
@@ -77,6 +80,17 @@ def measure(
     return runs
 
 
+def variables(given: list[str]) -> dict[str, str]:
+    """--base-env / --head-env values: NAME=VALUE, each a MUSTER_ variable."""
+    found = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals or not name.startswith("MUSTER_"):
+            raise SystemExit(f"bench.ab: {item!r}: expected MUSTER_NAME=VALUE")
+        found[name] = value
+    return found
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--base", required=True, help="the revision compared against (git rev)")
@@ -85,6 +99,14 @@ def main() -> None:
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--name", default="ab", help="the report's files are OUT/NAME.json and OUT/NAME.md")
     p.add_argument("--quick", action="store_true", help="a tiny workload: checks the tool, measures nothing")
+    for side in ("base", "head"):
+        p.add_argument(
+            f"--{side}-env",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"a MUSTER_ variable every service of the {side} stack gets (repeatable)",
+        )
     p.add_argument(
         "--allow-dependency-change",
         action="store_true",
@@ -95,6 +117,7 @@ def main() -> None:
     for name in [k for k in os.environ if k.startswith("MUSTER_")]:
         print(f"bench.ab: ignoring {name} from the environment", file=sys.stderr)
         del os.environ[name]
+    extra = {side: variables(getattr(args, f"{side}_env")) for side in ("base", "head")}
     settings = plan(args.quick)
     rounds = args.rounds or (1 if args.quick else 5)
     stamp, load_before = machine(), loadavg()
@@ -106,6 +129,7 @@ def main() -> None:
             head = revision.export("head", args.head, root)
         except revision.RevisionError as exc:
             raise SystemExit(f"bench.ab: {exc}") from None
+        base.extra, head.extra = extra["base"], extra["head"]
         dropped, added = revision.dependency_change(base, head)
         if (dropped or added) and not args.allow_dependency_change:
             raise SystemExit(

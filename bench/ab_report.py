@@ -116,6 +116,20 @@ def largest(entry: dict[str, Any]) -> str:
     return f"the largest change by role is the {role}'s ({entry['difference'][role]['median']:+.3f} ms per round)"
 
 
+def _env(side: dict[str, Any]) -> str:
+    """What a side was given beyond its revision's settings (--base-env, --head-env)."""
+    env = side.get("env") or {}
+    return " with " + ", ".join(f"`{k}={v}`" for k, v in env.items()) if env else ""
+
+
+def _env_args(base: dict[str, Any], head: dict[str, Any]) -> str:
+    return "".join(
+        f" --{label}-env {k}={v}"
+        for label, side in (("base", base), ("head", head))
+        for k, v in (side.get("env") or {}).items()
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     m, s, base, head = results["machine"], results["settings"], results["base"], results["head"]
     rounds = s["rounds"]
@@ -130,12 +144,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['date']}; {m['cores']} cores ({m['cpu']}), Python {m['python']}, kernel {m['kernel']}; load average "
         f"{m['loadavg_before']} before the run, {m['loadavg_after']} after it. {rounds} round{plural} "
         f"in {results['minutes']} min, base and head in turn (the order swapped every round). Made by "
-        f"`python -m bench.ab --base {base['rev']} --head {head['rev']}` from `{m['commit']}`"
+        f"`python -m bench.ab --base {base['rev']} --head {head['rev']}{_env_args(base, head)}` from `{m['commit']}`"
         + (" (`--quick`: it measures nothing)" if s["quick"] else "")
         + "; the raw numbers are in the JSON file of the same name.",
         "",
-        f"- base `{base['commit'][:7]}` (`{base['rev']}`): {base['subject']}",
-        f"- head `{head['commit'][:7]}` (`{head['rev']}`): {head['subject']}",
+        f"- base `{base['commit'][:7]}` (`{base['rev']}`){_env(base)}: {base['subject']}",
+        f"- head `{head['commit'][:7]}` (`{head['rev']}`){_env(head)}: {head['subject']}",
         "",
         "Each revision ran from its own exported tree with the same interpreter, as a stack of its own (Valkey, "
         "discovery, one worker, ingress), both in front of one k8s stand-in (tool `get`) from the current tree. "

@@ -63,11 +63,14 @@ class Revision:
     names: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> value key -> variable it reads
     unread: dict[str, list[str]] = field(default_factory=dict)  # role -> optional values this revision has no field for
     fields: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> value key -> field name
+    extra: dict[str, str] = field(default_factory=dict)  # variables given to every role as they are (--head-env)
 
     def environment(self, role: str, values: dict[str, str]) -> dict[str, str]:
-        """The variables that give `role` of this revision `values` (plus CONSTANTS), and its code's path."""
+        """The variables that give `role` of this revision `values` (plus CONSTANTS), the extra ones, and its
+        code's path."""
         given = {**CONSTANTS, **values}
-        return {"PYTHONPATH": str(self.tree), **{name: given[key] for key, name in self.names[role].items()}}
+        named = {name: given[key] for key, name in self.names[role].items()}
+        return {"PYTHONPATH": str(self.tree), **named, **self.extra}
 
     def record(self) -> dict[str, Any]:
         return {
@@ -77,6 +80,7 @@ class Revision:
             "settings": self.classes,
             "names": self.names,
             "unread": self.unread,
+            "env": self.extra,
         }
 
 

@@ -33,11 +33,14 @@ def ab(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(120)
 def test_ab_loads_both_revisions_in_turn_and_writes_a_paired_report(tmp_path: Path) -> None:
     head = commit("HEAD")
-    done = ab("--quick", "--base", "HEAD", "--head", "HEAD", "--out", str(tmp_path), "--name", "check")
+    # one revision against itself with a setting changed: what the per-call log line costs
+    done = ab("--quick", "--base", "HEAD", "--head", "HEAD", "--head-env", "MUSTER_CALL_LOG=false", "--out",
+              str(tmp_path), "--name", "check")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "runs from" in done.stderr and "its settings read what they were given" in done.stderr
     results = json.loads((tmp_path / "check.json").read_text())
     assert results["base"]["commit"] == results["head"]["commit"] == head
+    assert results["base"]["env"] == {} and results["head"]["env"] == {"MUSTER_CALL_LOG": "false"}
     assert results["settings"]["rounds"] == 1
     assert len(results["machine"]["loadavg_before"].split()) == 3
     for workload in ("sequential", "concurrent"):
@@ -56,6 +59,7 @@ def test_ab_loads_both_revisions_in_turn_and_writes_a_paired_report(tmp_path: Pa
     assert all(loaded[label]["median"][role] > 0 for label in ("base", "head") for role in ("ingress", "worker"))
     page = (tmp_path / "check.md").read_text()
     assert page.startswith(f"# A/B: `{head[:7]}` against `{head[:7]}`")
+    assert "--head-env MUSTER_CALL_LOG=false" in page and "with `MUSTER_CALL_LOG=false`" in page
     assert "## What the numbers show" in page and "Both revisions read the same environment variables." in page
     assert not (tmp_path / "README.md").exists()  # no benchmark results there, so no page to link it from
 
@@ -69,6 +73,11 @@ def test_each_revision_is_given_the_variable_names_its_own_settings_read(tmp_pat
     values = {"valkey_url": "redis://127.0.0.1:1/0", "servers": "/srv", "worker_id": "w-1", "port": "1"}
     assert before.environment("worker", values)["MUSTER_WORKER_WORKER_ID"] == "w-1"
     assert before.environment("worker", values)["PYTHONPATH"] == str(before.tree)
+
+
+def test_a_side_s_variables_are_muster_s_own_or_refused(tmp_path: Path) -> None:
+    done = ab("--quick", "--base", "HEAD", "--head", "HEAD", "--head-env", "PATH=/nowhere", "--out", str(tmp_path))
+    assert done.returncode != 0 and "'PATH=/nowhere': expected MUSTER_NAME=VALUE" in done.stderr
 
 
 def test_revisions_that_declare_different_requirements_are_refused(tmp_path: Path) -> None:
