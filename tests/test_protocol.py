@@ -12,7 +12,9 @@ import httpx
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPDeprecationWarning
+from redis import Redis as SyncRedis
 
+from shared import streams
 from tests.conftest import HEADERS, Muster, StandIn, initialize, make_muster, mcp_client
 from tests.fixtures.conformance_server import TOOLS
 
@@ -38,6 +40,12 @@ def muster(muster_root: Path) -> Iterator[Muster]:
 @pytest.fixture
 def fixture(muster: Muster) -> StandIn:
     return muster.standins["fixture"]
+
+
+def workers_running(muster: Muster) -> dict[str, Any]:
+    """What each worker says it runs, holds for Valkey and has opened (its `muster status` record)."""
+    with SyncRedis.from_url(muster.valkey_url) as valkey:
+        return {w.name: valkey.get(streams.worker_alive(w.name)) for w in muster.workers}
 
 
 async def test_an_upstream_asking_for_sampling_mid_call_gets_the_agents_answer(muster: Muster) -> None:
@@ -129,9 +137,10 @@ async def test_a_cancelled_queued_call_never_runs(muster: Muster, fixture: Stand
         # its agent's upstream session, which on a loaded machine took more than 5 s once)
         tg.start_soon(a.call_tool, "test_slow", {"seconds": 4})
         tg.start_soon(b.call_tool, "test_slow", {"seconds": 4})
-        with anyio.fail_after(15):
-            while fixture.fixture_stats()["running"] < 2:
-                await anyio.sleep(0.02)
+        deadline = time.monotonic() + 15
+        while fixture.fixture_stats()["running"] < 2:
+            assert time.monotonic() < deadline, f"not both running; the workers say {workers_running(muster)}"
+            await anyio.sleep(0.02)
         with anyio.move_on_after(0.5):
             await a.call_tool("test_slow", {"seconds": 0.1})
     await anyio.sleep(1.0)  # the queued call's turn has come and gone
