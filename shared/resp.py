@@ -32,7 +32,7 @@ from typing import Any
 
 import hiredis
 
-from shared.sentinel import NoPrimary, on_switch, parse, primary
+from shared.sentinel import NoPrimary, connect_to_primary, on_switch, parse
 
 logger = logging.getLogger(__name__)
 
@@ -297,23 +297,23 @@ class Connection:
         return protocol
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
-        """A connection to the node: the primary the Sentinels name, with a Sentinel URL."""
+        """A connection to the node: with a Sentinel URL, to the primary the Sentinels name (connect_to_primary)."""
         timeout = self.command_timeout
-        named = await primary(self.address, self.connect_timeout) if self.address.is_sentinel else None
-        for attempt in (1, 2):
-            if named is not None:
-                self.host, self.port = named
-            _, protocol = await loop.create_connection(
-                lambda: _Protocol(timeout), self.host, self.port, ssl=self.tls or None
-            )
-            if named is None or attempt == 2:
-                break
-            # Asked again once connected: a failover announced meanwhile found no connection to drop, and the old
-            # primary takes writes (and loses them) until the Sentinels demote it, seconds later.
-            if (named := await primary(self.address, self.connect_timeout)) == (self.host, self.port):
-                break
-            protocol.drop(ConnectionClosed("valkey failed over while connecting; connection dropped"))
-        return protocol
+        opened: list[_Protocol] = []
+
+        async def connect(node: tuple[str, int]) -> None:
+            self.host, self.port = node
+            _, protocol = await loop.create_connection(lambda: _Protocol(timeout), *node, ssl=self.tls or None)
+            opened.append(protocol)
+
+        async def drop() -> None:
+            opened[-1].drop(ConnectionClosed("valkey failed over while connecting; connection dropped"))
+
+        if self.address.is_sentinel:
+            await connect_to_primary(self.address, self.connect_timeout, connect, drop)
+        else:
+            await connect((self.host, self.port))
+        return opened[-1]
 
     def _switched(self, new: tuple[str, int]) -> None:
         protocol = self._protocol

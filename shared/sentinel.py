@@ -20,7 +20,7 @@ announcement (`on_switch`) and drops its connections to the old primary at once.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -137,6 +137,25 @@ async def primary(address: Address, within: float) -> tuple[str, int]:
             return candidate
         problems.append(f"{candidate[0]}:{candidate[1]}, named by {host}:{port}, is not a primary (yet)")
     raise NoPrimary(f"no primary {address.primary_name!r}: {'; '.join(problems)}")
+
+
+async def connect_to_primary(
+    address: Address,
+    within: float,
+    connect: Callable[[tuple[str, int]], Awaitable[object]],
+    drop: Callable[[], Awaitable[object]],
+) -> tuple[str, int]:
+    """`connect`s to the primary the Sentinels name, then asks them again: a failover announced while it connected
+    found no connection of it to drop, and the old primary takes writes (and loses them) until the Sentinels demote
+    it, seconds later. When the answer changed, `drop`s that connection and connects to the new primary. Returns
+    the node connected to. Every client of a Sentinel group connects this way (shared/resp.py, shared/valkey.py)."""
+    named = await primary(address, within)
+    await connect(named)
+    now = await primary(address, within)
+    if now != named:
+        await drop()
+        await connect(now)
+    return now
 
 
 async def _ask(

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from hiredis import ReplyError
@@ -101,28 +101,21 @@ def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis
 
 
 class _Following(SentinelManagedConnection):
-    """A connection to the primary that finds it as the pipelining connection does (`sentinel.primary`: the address
-    the Sentinels give out, checked with ROLE), not from redis-py's SENTINEL MASTERS, which names the old primary
-    until a failover has ended; and asks again once connected, since a failover announced meanwhile found no
-    connection to drop (follow_failovers). Either way it would write to the old primary, which takes writes and
+    """A connection to the primary that finds it as the pipelining connection does (`sentinel.connect_to_primary`:
+    the address the Sentinels give out, checked with ROLE, and asked again once connected), not from redis-py's
+    SENTINEL MASTERS, which names the old primary until a failover has ended, while the old one takes writes and
     loses them when it is demoted, seconds later."""
 
     address: ClassVar[sentinel.Address]
     within: ClassVar[float]
 
     async def connect_to(self, address: tuple[str, int]) -> None:
+        connect: Callable[[tuple[str, int]], Awaitable[None]] = super().connect_to
         if not self.connection_pool.is_master:
-            await super().connect_to(address)  # type: ignore[no-untyped-call]
+            await connect(address)
             return
-        named = await self._primary()
-        await super().connect_to(named)  # type: ignore[no-untyped-call]
-        if await self._primary() != named:
-            await self.disconnect()
-            raise RedisConnectionError(f"valkey failed over while connecting to {named[0]}:{named[1]}")
-
-    async def _primary(self) -> tuple[str, int]:
         try:
-            return await sentinel.primary(self.address, self.within)
+            await sentinel.connect_to_primary(self.address, self.within, connect, self.disconnect)
         except sentinel.NoPrimary as exc:
             raise MasterNotFoundError(str(exc)) from exc
 

@@ -194,7 +194,7 @@ class FailOverOnce:
             await anyio.to_thread.run_sync(self.group.wait_primary, self.group.ports[1])
         return answer
 
-    def install(self, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         discover = Sentinel.discover_master
 
         async def named(address: Address, within: float) -> tuple[str, int]:
@@ -203,7 +203,7 @@ class FailOverOnce:
         async def discovered(sentinels: Sentinel, service_name: str) -> Any:
             return await self._after(await discover(sentinels, service_name))
 
-        monkeypatch.setattr(where, named)
+        monkeypatch.setattr("shared.sentinel.primary", named)
         monkeypatch.setattr(Sentinel, "discover_master", discovered)
 
 
@@ -216,7 +216,7 @@ async def test_the_pipelining_connection_does_not_stay_with_a_primary_that_faile
     group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group.wait_replica_known()
-    FailOverOnce(group).install(monkeypatch, "shared.resp.primary")
+    FailOverOnce(group).install(monkeypatch)
     outbox = Outbox(group.url, name="test-sentinel", timeout=20)
     try:
         assert await outbox.send(b"SET", b"connected", b"1") == b"OK"
@@ -230,7 +230,7 @@ async def test_the_pooled_client_does_not_stay_with_a_primary_that_failed_over_w
     group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group.wait_replica_known()
-    FailOverOnce(group).install(monkeypatch, "shared.sentinel.primary")
+    FailOverOnce(group).install(monkeypatch)
     client = connect(group.url, name="test-sentinel", timeout=20)
     try:
         await client.set("connected-pooled", b"1")
@@ -243,7 +243,7 @@ async def test_the_workers_faststream_client_does_not_stay_with_a_primary_that_f
     group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group.wait_replica_known()
-    FailOverOnce(group).install(monkeypatch, "shared.sentinel.primary")
+    FailOverOnce(group).install(monkeypatch)
     address = parse(group.url)
     broker = RedisSentinelBroker(  # as services/worker/app.py builds it
         address.node_url("127.0.0.1", 6379),
