@@ -35,9 +35,9 @@ class AuthState(Protocol):
         """The servers whose tools the caller may see and call; None: all of them."""
         ...
 
-    async def login(self, caller: Caller, catalog: Catalog, target: AuthTarget) -> dict[str, Any]:
+    async def login(self, caller: Caller, catalog: Catalog, target: AuthTarget, login: bytes) -> dict[str, Any]:
         """core_auth_login once its prechecks passed: the sign-in challenge (core.login_challenge) or the
-        connected answer (core.login_connected)."""
+        connected answer (core.login_connected); `login` is the caller's own login."""
         ...
 
     async def logout(self, caller: Caller, catalog: Catalog, server: str) -> None:
@@ -88,7 +88,7 @@ class PlainAuth:
     async def visible(self, caller: Caller, catalog: Catalog) -> Collection[str] | None:
         return None
 
-    async def login(self, caller: Caller, catalog: Catalog, target: AuthTarget) -> dict[str, Any]:
+    async def login(self, caller: Caller, catalog: Catalog, target: AuthTarget, login: bytes) -> dict[str, Any]:
         # Unreachable through core_auth_login: its prechecks refuse every caller that is not a session.
         return text_result("Error: sign-in is not available without auth", True)
 

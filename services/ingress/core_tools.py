@@ -31,8 +31,10 @@ class CoreTools:
     def __init__(self, auth: AuthState) -> None:
         self.auth = auth
 
-    async def call(self, name: str, arguments: dict[str, Any], caller: Caller, catalog: Catalog) -> dict[str, Any]:
-        """The result of core tool `name` (one of CORE_TOOL_NAMES)."""
+    async def call(
+        self, name: str, arguments: dict[str, Any], caller: Caller, catalog: Catalog, login: bytes
+    ) -> dict[str, Any]:
+        """The result of core tool `name` (one of CORE_TOOL_NAMES); `login` is the caller's own login, if any."""
         if name == core.MCPSERVER_LIST:
             return core.mcpserver_list([_status(r) for r in catalog.servers.values()], arguments, _mode(catalog))
         if name == core.MCPSERVER_GET:
@@ -44,7 +46,7 @@ class CoreTools:
             if refused is not None:
                 return refused
             assert target is not None  # the prechecks refuse a server nobody knows
-            return await self.auth.login(caller, catalog, target)
+            return await self.auth.login(caller, catalog, target, login)
         refused = core.logout_precheck(arguments, session, target)
         if refused is not None:
             return refused

@@ -12,7 +12,7 @@ from shared.catalog import Catalog
 from shared.messages import LoginChanged
 from shared.meta.auth_status import ServerAuth
 from shared.meta.content import text_result
-from shared.meta.core import AuthTarget, login_challenge
+from shared.meta.core import AuthTarget, already_authenticated, login_challenge
 from shared.valkey import Outbox
 
 
@@ -32,8 +32,15 @@ class IdentityAuth:
     async def visible(self, caller: Caller, catalog: Catalog) -> Collection[str] | None:
         return None  # the catalog a request is served from is already the caller's own
 
-    async def login(self, caller: Caller, catalog: Catalog, target: AuthTarget) -> dict[str, Any]:
-        url = await self.visibility.login_url(caller.principal, target.name)
+    async def login(self, caller: Caller, catalog: Catalog, target: AuthTarget, login: bytes) -> dict[str, Any]:
+        owner = caller.principal
+        if await self.visibility.signed_in(owner, target.name):
+            # The user has just logged in through another replica, whose news has not reached this one yet: the
+            # agent was told to run core_auth_login again once signed in, and it may be served here first.
+            self.visibility.login_changed(owner, target.name)
+            if any(s.name == target.name and s.authenticated for s in await self.visibility.auth_status(owner, login)):
+                return already_authenticated(target.name)
+        url = await self.visibility.login_url(owner, target.name)
         if url is None:
             return text_result(f"Error: muster cannot start a login to '{target.name}' now; try again later", True)
         return login_challenge(target.name, "auth_required", url)

@@ -125,7 +125,7 @@ class QueueBackend:
 
     async def call_tool(self, name: str, arguments: dict[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
         if name in CORE_TOOL_NAMES:
-            return await self.core.call(name, arguments, self.ctx.caller, self.catalog)
+            return await self.core.call(name, arguments, self.ctx.caller, self.catalog, self.ctx.login)
         try:
             route, forwarded = families.resolve(self.catalog.tools, name, arguments)
         except ToolNotFound:

@@ -195,12 +195,18 @@ class Visibility:
             logger.warning("no login URL for %s: %s", server, exc)
             return None
 
+    async def signed_in(self, owner: str, server: str) -> bool:
+        """The user holds a token of their own for a per-server-OAuth server (whichever replica they logged in at)."""
+        return self.servers is not None and await self.servers.store.server(owner, server) is not None
+
     async def logout(self, owner: str, server: str) -> None:
-        """The user's own token for a per-server-OAuth server goes, and with it their listing of it."""
+        """The user's own token for a per-server-OAuth server goes, and with it their listing of it (at once on this
+        replica: the agent's next request may come before the news on the control stream)."""
         if self.servers is not None:
             await self.servers.store.drop_server(owner, server)
             self.servers.cache.entries.pop((owner, server), None)
         await self.forget_listing(owner, server)
+        self.login_changed(owner, server)
 
     async def auth_status(self, owner: str, login: bytes = b"") -> list[ServerAuth]:
         """auth://status for one caller: per server, whether it can be called and what the caller must do (from

@@ -174,7 +174,7 @@ def login_precheck(
             return text_result(f"Server '{server}' is already authenticated and connected.")
         return text_result(f"Server '{server}' does not require authentication.")
     if target.authenticated:
-        return text_result(f"Server '{server}' is already authenticated.")
+        return already_authenticated(server)
     if not oauth_enabled:
         return text_result(
             f"OAuth is not configured. Server '{server}' requires authentication but OAuth proxy is not enabled. "
@@ -190,6 +190,10 @@ def login_precheck(
             True,
         )
     return None
+
+
+def already_authenticated(server: str) -> dict[str, Any]:
+    return text_result(f"Server '{server}' is already authenticated.")
 
 
 def _refused(args: Mapping[str, Any], session: bool, target: AuthTarget | None, hint: str) -> dict[str, Any] | None:

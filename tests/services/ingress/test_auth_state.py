@@ -77,7 +77,7 @@ async def test_list_tools_names_the_servers_that_need_a_login_but_not_sso_ones()
 async def test_login_and_logout_change_nothing_for_a_caller_that_is_not_a_session() -> None:
     tools = CoreTools(PlainAuth())
     for name in (core.AUTH_LOGIN, core.AUTH_LOGOUT):
-        answer = await tools.call(name, {"server": "login"}, CALLER, CATALOG)
+        answer = await tools.call(name, {"server": "login"}, CALLER, CATALOG, b"")
         assert answer == {"content": [{"type": "text", "text": core.MISSING_SESSION}], "isError": True}
 
 

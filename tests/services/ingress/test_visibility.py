@@ -4,23 +4,33 @@ ingress sends through the queue as each user, as a worker with the user's creden
 import asyncio
 import contextlib
 import dataclasses
+import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
 
+from services.ingress.callers import Session
 from services.ingress.calls import Calls
 from services.ingress.current import CurrentCatalog
 from services.ingress.get_streams import GetStreams
+from services.ingress.identity_auth import IdentityAuth
 from services.ingress.visibility import Visibility
 from shared import errors, streams
 from shared.catalog import Route
 from shared.identity import keys
+from shared.identity.refresh import Refresher
+from shared.identity.sealing import Keyring
+from shared.identity.server_oauth import ServerOAuth
+from shared.identity.store import SealedStore, Tokens, TokenStore
 from shared.mcpserver import Auth, MCPServerSpec
 from shared.messages import Call, CallReply, ReplyKind, ServerRecord
+from shared.meta.core import AuthTarget
 from shared.valkey import Outbox, connect
 
 pytestmark = pytest.mark.anyio
@@ -178,3 +188,33 @@ async def test_an_expired_listing_is_served_while_it_is_listed_again(valkey: Red
             while visibility.views["alice"].catalog is first:
                 await asyncio.sleep(0.01)
         assert len(seen) > listed and names(visibility.views["alice"].catalog) == {"x_sso_list"}
+
+
+async def test_a_login_through_another_replica_counts_before_its_news_arrives(valkey: Redis, valkey_url: str) -> None:
+    """The agent is told to run core_auth_login again once signed in; the browser's callback may have been served by
+    another replica, whose news on the control stream has not reached this one when the agent asks."""
+    logged_in: set[bytes] = set()
+
+    def answer(call: Call) -> tuple[ReplyKind, bytes]:
+        if call.principal not in logged_in:
+            return ReplyKind.ERROR, errors.AuthRequired("log in first", "oauth", "http://muster/login").body()
+        return lists_for_users(call)
+
+    async with world(valkey, valkey_url, [OAUTH], answer) as (visibility, _), httpx.AsyncClient() as http:
+        sealed = SealedStore(valkey, Keyring([os.urandom(32)]))
+        store = TokenStore(sealed)
+        visibility.servers = ServerOAuth(http, store, Refresher(valkey, sealed), public_url="http://muster")
+        auth, carl = IdentityAuth(visibility, Outbox(valkey_url)), Session("s1", "2025-11-25", {}, "carl")
+        target = AuthTarget("oauth", requires_auth=True, sso=False, connected=False, authenticated=False)
+        catalog = await visibility.catalog("carl", b"family-c")
+        assert names(catalog) == set()
+        # the other replica's callback: the token stored, the server now lists for carl; no LoginChanged here
+        await store.put_server("carl", "oauth", Tokens(issuer="x", access_token="t", expires_at=time.time() + 60), 60)
+        logged_in.add(b"carl")
+        answered = await auth.login(carl, catalog, target, b"family-c")
+        assert answered["content"][0]["text"] == "Server 'oauth' is already authenticated."
+        assert names(await visibility.catalog("carl", b"family-c")) == {"x_oauth_list"}
+        await auth.logout(carl, catalog, "oauth")  # at once on this replica, before its own news comes back
+        assert names(await visibility.catalog("carl", b"family-c")) == set()
+        assert await store.server("carl", "oauth") is None
+        auth.outbox.close()
