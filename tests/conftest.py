@@ -1,17 +1,20 @@
 """Real parts for every test that crosses a process boundary: a valkey-server, stand-in upstreams, and muster's
 own services, each a process on 127.0.0.1, started by the same code that `muster up` uses."""
 
+import functools
+import inspect
 import json
 import os
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -45,6 +48,42 @@ ONE_AGENT_SHARE = 1024  # MUSTER_INGRESS_FAIR_SHARE of the tests' stacks
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# pytest-timeout interrupts a test that overran its time with a signal; in an async test stuck on an await that
+# leaves the test's coroutine waiting in anyio's runner, so the fixtures' teardown (run by the same runner) waits
+# behind it for ever and the whole run hangs with no report. An async test is therefore given a deadline of its own
+# a little before pytest-timeout's: it fails with the traceback of where it waited, and its teardown runs.
+OWN_DEADLINE_MARGIN = 5.0
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    item.stash[_STARTED] = time.monotonic()
+    yield
+
+
+_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+    test = pyfuncitem.obj
+    marker = pyfuncitem.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker is not None and marker.args else float(pyfuncitem.config.getini("timeout"))
+    if not inspect.iscoroutinefunction(test) or limit <= 0:
+        return
+    left = limit - (time.monotonic() - pyfuncitem.stash.get(_STARTED, time.monotonic())) - OWN_DEADLINE_MARGIN
+    pyfuncitem.obj = _within(test, max(left, 1.0))
+
+
+def _within(test: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        with anyio.fail_after(seconds):
+            return await test(*args, **kwargs)
+
+    return bounded
 
 
 @dataclass
