@@ -1,6 +1,7 @@
 """Protocol fidelity through the queue: relays in both directions, cancellation, subscriptions across replicas,
 untouched payloads, and both protocol generations. The upstream is the conformance fixture server."""
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -123,6 +124,34 @@ async def test_a_cancelled_long_call_stops_at_the_upstream(muster: Muster, fixtu
                 await anyio.sleep(0.05)
     assert time.monotonic() - started < 6
     assert fixture.fixture_stats()["running"] == 0
+
+
+async def test_a_call_whose_session_the_agent_ends_stops_and_is_not_run_again(muster: Muster, fixture: StandIn) -> None:
+    """An agent that ends its session (DELETE) while a call runs, without cancelling it: nobody can receive the
+    outcome. The call stops at the upstream, and is not sent again on a new upstream session (it is safe to repeat,
+    and the end of its upstream session looked like a failure): that ran the tool again for nobody and held the
+    worker's lane for the rest of the call's deadline."""
+    before = fixture.fixture_stats()["stats"]
+    session = initialize(muster.url(0))
+    headers = {**HEADERS, "Mcp-Session-Id": session}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    body["params"] = {"name": "test_slow", "arguments": {"seconds": 20}}
+
+    def counted(what: str) -> int:
+        return int(fixture.fixture_stats()["stats"].get(f"{what} test_slow", 0) - before.get(f"{what} test_slow", 0))
+
+    async with httpx.AsyncClient(timeout=30) as http, anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(http.post, muster.url(0), headers=headers, json=body))
+        with anyio.fail_after(15):
+            while counted("started") < 1:
+                await anyio.sleep(0.05)
+        assert (await http.delete(muster.url(0), headers=headers)).status_code == 200
+        with anyio.fail_after(5):
+            while counted("cancelled") < 1:
+                await anyio.sleep(0.05)
+        await anyio.sleep(2.0)  # a call sent again was running within 0.3 s
+        assert counted("started") == 1 and fixture.fixture_stats()["running"] == 0
+        tg.cancel_scope.cancel()
 
 
 async def test_a_cancelled_queued_call_never_runs(muster: Muster, fixture: StandIn) -> None:

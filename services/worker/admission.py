@@ -21,13 +21,14 @@ class Admission:
         self.worker_id = worker_id.encode()
         self.liveness = liveness
         self.cancelled: dict[bytes, float] = {}  # call key -> until when it is remembered
+        self.ended: dict[bytes, float] = {}  # agent session -> until when its end is remembered
         self.callers_gone = 0
 
     def cancel(self, key: bytes) -> None:
-        now = time.monotonic()
-        self.cancelled[key] = now + CANCEL_MEMORY
-        if len(self.cancelled) > MAX_REMEMBERED:
-            self.cancelled = {k: until for k, until in self.cancelled.items() if until > now}
+        self.cancelled = _remember(self.cancelled, key)
+
+    def session_ended(self, agent: bytes) -> None:
+        self.ended = _remember(self.ended, agent)
 
     async def admit(self, queue: streams.QueueKeys, entry_id: bytes, call: Call, redelivered: bool) -> bytes | None:
         """None when the call may run now; otherwise the error that is its outcome."""
@@ -37,6 +38,8 @@ class Admission:
             ).body()
         if call.key in self.cancelled:
             return errors.Cancelled("cancelled before it ran").body()
+        if call.session and call.session in self.ended:
+            return errors.Cancelled("its session ended before it ran").body()
         if self.liveness.replica_gone(call.replica):
             self.callers_gone += 1
             return errors.Cancelled(
@@ -59,3 +62,12 @@ class Admission:
             ).body()
         await self.outbox.send(b"SET", marker, self.worker_id, b"EX", streams.STARTED_TTL)
         return None
+
+
+def _remember(memory: dict[bytes, float], key: bytes) -> dict[bytes, float]:
+    """`memory` with `key` remembered for CANCEL_MEMORY seconds, and what has expired forgotten once it is large."""
+    now = time.monotonic()
+    memory[key] = now + CANCEL_MEMORY
+    if len(memory) > MAX_REMEMBERED:
+        return {k: until for k, until in memory.items() if until > now}
+    return memory

@@ -359,6 +359,7 @@ class Worker:
             if isinstance(control, CancelCall):
                 self.dispatcher.cancel(control.key.encode())
             elif isinstance(control, SessionEnded):
+                self.dispatcher.session_ended(control.session.encode())  # its calls first, then its upstream sessions
                 self.dispatcher.background.spawn(self.janitor.session_ended(control.session.encode()))
             elif isinstance(control, LoginChanged) and self.identity is not None:
                 self.identity.login_changed(control.subject, control.server)

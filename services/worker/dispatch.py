@@ -61,7 +61,8 @@ class Dispatcher:
             self.bindings, self.listeners, self.background, limit=agent_sessions, per_agent=per_agent
         )
         self.executor = Executor(self.relays, self.background, self.agents, self.telemetry, retry_after, retry)
-        self.running: dict[bytes, asyncio.Task[None]] = {}  # call key -> the task running it: what cancel stops
+        # call key -> its agent session and the task running it: what cancel and the end of the session stop
+        self.running: dict[bytes, tuple[bytes, asyncio.Task[None]]] = {}
         # (server, entry id) of every entry this process took from a queue and has not let go of yet, started or
         # waiting for room: the pending entries of this consumer that are not here belong to nobody
         self.held: set[tuple[str, bytes]] = set()
@@ -84,15 +85,28 @@ class Dispatcher:
                 self.held.discard((server, entry_id))
                 self.outcomes.discard(lane.queue, entry_id, f"malformed: missing or bad field {exc}")
                 continue
-            self.running[call.key] = self.background.spawn(self._run(upstream, entry_id, call, redelivered))
+            self.running[call.key] = (
+                call.session,
+                self.background.spawn(self._run(upstream, entry_id, call, redelivered)),
+            )
         await asyncio.sleep(0)  # let the calls go out upstream before the reader asks Valkey for more
         await lane.room()
 
     def cancel(self, key: bytes) -> None:
         self.admission.cancel(key)
-        task = self.running.get(key)
-        if task is not None:
-            task.cancel()
+        running = self.running.get(key)
+        if running is not None:
+            running[1].cancel()
+
+    def session_ended(self, agent: bytes) -> None:
+        """The agent ended its session: nobody can receive the outcome of its calls any more. Those running here stop
+        (the upstream is told, and they are not sent again on a new upstream session), and those still queued do not
+        start. The session's upstream sessions end after this (the janitor), which the upstream takes as the end of
+        their calls too: a call still running here then would fail, and a call safe to repeat be sent again."""
+        self.admission.session_ended(agent)
+        for session, task in list(self.running.values()):
+            if session == agent:
+                task.cancel()
 
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
         if call.traceparent:  # every line logged about the call carries its trace id (shared/tracecontext.py)

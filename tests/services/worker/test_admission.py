@@ -51,6 +51,10 @@ async def test_late_or_cancelled_calls_are_refused(bench: Bench) -> None:
     cancelled = bench.call("k8s", "get", NS)
     admission.cancel(cancelled.key)
     assert _code(await admission.admit(queue, ENTRY, cancelled, redelivered=False)) == errors.CANCELLED
+    admission.session_ended(b"session-1")  # the agent ended its session with calls still queued
+    of_it, of_another = bench.call("k8s", "get", NS), bench.call("k8s", "get", NS, session=b"session-2")
+    assert _code(await admission.admit(queue, ENTRY, of_it, redelivered=False)) == errors.CANCELLED
+    assert await admission.admit(queue, ENTRY, of_another, redelivered=False) is None
 
 
 def test_cancellations_are_remembered_for_a_while_and_not_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
