@@ -62,7 +62,10 @@ class IngressSettings(ServiceSettings):
     # own is served); more than it allows is refused at start.
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
-    idle_timeout: float = Field(5.0, gt=0)
+    # Longer than clients keep an idle pooled connection (httpx, so the Python SDK: 5 s; Node's undici 4 s; Go 90 s):
+    # a server that closes an idle connection first races the client's next request on it, which then fails with
+    # no response (a clean-clone run saw it with httpx against 5 s).
+    idle_timeout: float = Field(120.0, gt=0)
     write_timeout: float = Field(30.0, gt=0)
     max_head_bytes: int = Field(64 * 1024, ge=1024)
     max_connections: int = Field(0, ge=0)
