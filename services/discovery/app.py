@@ -151,7 +151,8 @@ class Discovery:
                 continue
             # Woken by a change, or at least every poll interval: a lease that lapses on the clock is noticed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                async with asyncio.timeout(self.settings.poll_seconds):
+                    await self._wake.wait()
 
     async def _step(self, woken: bool) -> None:
         """Follows the lease; as leader, gives the probes the desired servers and publishes what they found."""

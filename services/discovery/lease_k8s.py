@@ -60,7 +60,8 @@ class KubernetesLease:
         was_leader = self.is_leader
         started = self.clock()
         try:
-            won = await asyncio.wait_for(self._attempt(), self.renew_deadline)
+            async with asyncio.timeout(self.renew_deadline):
+                won = await self._attempt()
         except (client.ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
             logger.warning("lease %s/%s: renewal failed: %s", self.namespace, self.name, _brief(exc))
             won = False

@@ -157,7 +157,8 @@ class Probes:
             probe.attempts += 1
             started = time.perf_counter()
             try:
-                listing = await asyncio.wait_for(list_server(probe.server, s.list_timeout), s.list_timeout + 1)
+                async with asyncio.timeout(s.list_timeout + 1):
+                    listing = await list_server(probe.server, s.list_timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - however listing fails, it is the server's state to report
@@ -175,7 +176,8 @@ class Probes:
             self.changed.set()
             probe.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(probe.wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await probe.wake.wait()
 
     def _observe(self, server: str, started: float, failure: Exception | None) -> None:
         # Servers are the desired ones: a handful, each named by an operator, so the label stays bounded.

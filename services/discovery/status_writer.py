@@ -77,7 +77,8 @@ class StatusWriter:
             if wait is None:
                 self._idle.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _write_due(self) -> float | None:

@@ -183,7 +183,8 @@ class Calls:
         if self.pending:
             self._quiet.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), within)
+                async with asyncio.timeout(within):
+                    await self._quiet.wait()
 
     async def read_replies(self) -> None:
         async for batch in self._replies:

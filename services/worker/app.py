@@ -320,7 +320,8 @@ class Worker:
 
     async def _close(self) -> None:
         try:
-            await asyncio.wait_for(self.outbox.drain(), CLOSE_SECONDS)
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self.outbox.drain()
         except (ConnectionError, OSError, TimeoutError) as exc:  # Valkey may be gone first at shutdown
             logger.warning("outcomes not written before stopping: %s", exc)
         await asyncio.gather(*(u.close() for u in self.servers.values()))

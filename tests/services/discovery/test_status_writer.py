@@ -1,6 +1,7 @@
 """The status writer against the test API server: fields and conditions, one write per change, conflicts, leader."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -226,3 +227,19 @@ async def test_a_server_s_status_is_written_at_most_once_per_interval_and_the_ne
     assert 2 <= api.count("update", "/mcpservers/a/status") <= 1 + elapsed / 1.0 + 1
     assert api.get("a")["status"]["consecutiveFailures"] == 39, "the last submission is what stays"
     assert b_written
+
+
+async def test_the_writer_stops_when_cancelled_at_the_moment_it_is_woken() -> None:
+    """Python 3.11's asyncio.wait_for loses a cancellation that arrives as what it waits for is done, and a loop
+    around it runs on: discovery did not stop (a clean-clone run hung for good in its teardown). Its waits are
+    asyncio.timeout blocks, which keep the cancellation; ruff bans asyncio.wait_for."""
+    async with client.ApiClient(client.Configuration(host="http://127.0.0.1:1")) as api:
+        writer = StatusWriter(api, lambda: True)
+        writer._pending[("muster", "a")] = None  # type: ignore[assignment]  # due in a minute: never written here
+        writer._not_before[("muster", "a")] = time.monotonic() + 60
+        task = asyncio.create_task(writer.run())
+        await asyncio.sleep(0.05)  # waiting, with a time bound, to be woken
+        writer._wake.set()
+        task.cancel()  # in the same turn of the loop as the wake-up
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert task in done and task.cancelled()
