@@ -46,8 +46,12 @@ class Background:
         return task
 
     async def wait(self, seconds: float) -> None:
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=seconds)
+        """Until every task is done, those spawned meanwhile too, or `seconds` have passed. (A worker's drain: calls
+        it had taken but not started start as others end, and were left running when only the first were awaited.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self.tasks), timeout=left)
 
     def cancel(self) -> None:
         for task in self.tasks:
