@@ -23,6 +23,7 @@ import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared.lifecycle import within
 from shared.logs import redact
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,14 @@ class Health:
 
     async def ready(self) -> tuple[bool, dict[str, str]]:
         # Every way a probe can fail is an answer (not ready, and why): gather returns the exceptions as results.
-        results = await asyncio.gather(*(_within(c.probe(), c.timeout) for c in self.checks), return_exceptions=True)
+        results = await asyncio.gather(*(within(c.probe(), c.timeout) for c in self.checks), return_exceptions=True)
         checks = {c.name: _verdict(c, r) for c, r in zip(self.checks, results, strict=True)}
         return all(v == "ok" for v in checks.values()), checks
 
     async def metrics(self) -> bytes:
         # A failing hook leaves its gauges as it left them; the scrape still renders what the process knows.
         results = await asyncio.gather(
-            *(_within(hook(), timeout) for hook, timeout in self.scrape_hooks), return_exceptions=True
+            *(within(hook(), timeout) for hook, timeout in self.scrape_hooks), return_exceptions=True
         )
         for (hook, _), result in zip(self.scrape_hooks, results, strict=True):
             if isinstance(result, BaseException):
@@ -91,11 +92,6 @@ class Health:
             await _respond(send, 200, await self.metrics(), CONTENT_TYPE_LATEST.encode())
         else:
             await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")
-
-
-async def _within(awaitable: Awaitable[object], seconds: float) -> object:
-    async with asyncio.timeout(seconds):
-        return await awaitable
 
 
 def _verdict(check: Check, result: object) -> str:

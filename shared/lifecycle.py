@@ -6,16 +6,19 @@ them: the ingress an ASGI app (run by uvicorn), the worker a FastStream app, dis
 """
 
 import asyncio
+import contextlib
 import gc
 import os
 import secrets
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
+
+T = TypeVar("T")
 
 
 def freeze_heap() -> None:
@@ -30,6 +33,21 @@ def freeze_heap() -> None:
 def instance_id() -> str:
     """host-pid-random: unique per process start, readable in CLIENT LIST, consumer groups and logs."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+async def woken(event: asyncio.Event, seconds: float | None) -> None:
+    """Returns when `event` is set or after `seconds` (None: no bound), whichever comes first. asyncio.timeout, not
+    wait_for: Python 3.11's wait_for loses a cancellation that comes as the event is set, and a loop around it runs
+    on."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
+    """`awaitable`'s result, or TimeoutError after `seconds` (for asyncio.gather, which takes awaitables)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 class Background:

@@ -39,7 +39,7 @@ from services.discovery.watch import MCPServerWatch, resource
 from shared import streams
 from shared.follow import Follow
 from shared.health import Health, serve
-from shared.lifecycle import Service, instance_id
+from shared.lifecycle import Service, instance_id, woken
 from shared.messages import ServerRecord, SubscriptionsChanged, decode_control
 from shared.metrics import CATALOG_ENTRIES, LEADER, SERVER_STATE, Metrics, Samples
 from shared.queue_metrics import QueueCollector
@@ -140,19 +140,17 @@ class Discovery:
 
     async def _serve(self) -> None:
         while True:
-            woken = self._wake.is_set()
+            was_woken = self._wake.is_set()
             self._wake.clear()
             try:
-                await self._step(woken)
+                await self._step(was_woken)
             except (RedisError, ConnectionError, OSError) as exc:
                 logger.warning("valkey unreachable: %s; trying again", exc)
                 self._wake.set()  # whatever was to be published still is
                 await asyncio.sleep(OUTAGE_PAUSE)
                 continue
             # Woken by a change, or at least every poll interval: a lease that lapses on the clock is noticed.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_seconds):
-                    await self._wake.wait()
+            await woken(self._wake, self.settings.poll_seconds)
 
     async def _step(self, woken: bool) -> None:
         """Follows the lease; as leader, gives the probes the desired servers and publishes what they found."""

@@ -9,7 +9,6 @@ probed: it is Failed, and says why.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from services.discovery.status import ServerStatus
 from services.discovery.support import unsupported
 from shared import labels
 from shared.http1 import HttpError
+from shared.lifecycle import woken
 from shared.mcpserver import MCPServer
 from shared.messages import ServerRecord, ServerState
 from shared.metrics import LIST_DURATION, UPSTREAM_CONNECT_ERRORS, Metrics
@@ -175,9 +175,7 @@ class Probes:
                 self._listen(probe)
             self.changed.set()
             probe.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await probe.wake.wait()
+            await woken(probe.wake, delay)
 
     def _observe(self, server: str, started: float, failure: Exception | None) -> None:
         # Servers are the desired ones: a handful, each named by an operator, so the label stays bounded.

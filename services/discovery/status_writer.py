@@ -8,7 +8,6 @@ overwrites a newer spec's generation. Leadership is checked right before every r
 """
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -21,6 +20,7 @@ from kubernetes.aio import client
 
 from services.discovery.kube import MCPSERVERS
 from services.discovery.status import ServerStatus, render
+from shared.lifecycle import woken
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,7 @@ class StatusWriter:
             wait = await self._write_due()
             if wait is None:
                 self._idle.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+            await woken(self._wake, wait)
             self._wake.clear()
 
     async def _write_due(self) -> float | None:

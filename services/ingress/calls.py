@@ -12,7 +12,6 @@ in flight to one server, so that servers that hang cannot take all of this repli
 """
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -26,6 +25,7 @@ from redis.asyncio import Redis
 from services.ingress.get_streams import GetStreams
 from shared import errors, queue, streams
 from shared.follow import BEGINNING, Follow
+from shared.lifecycle import woken
 from shared.messages import Answer, Call, CallReply, CancelCall, ReplyKind, SessionEvent, read_reply
 from shared.resp import ConnectionClosed, Unreachable
 from shared.valkey import BLOCK_SECONDS, Outbox
@@ -182,9 +182,7 @@ class Calls:
         """While draining: returns once every call in flight has been answered, or after `within` seconds."""
         if self.pending:
             self._quiet.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(within):
-                    await self._quiet.wait()
+            await woken(self._quiet, within)
 
     async def read_replies(self) -> None:
         async for batch in self._replies:
