@@ -119,6 +119,14 @@ class _Following(SentinelManagedConnection):
         except sentinel.NoPrimary as exc:
             raise MasterNotFoundError(str(exc)) from exc
 
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # redis-py reconnects a dropped connection here to the address it last had, past connect() and so past the
+        # Sentinels: a command retried after the failover's announcement dropped it went to the demoted primary.
+        if not self.is_connected:
+            connect: Callable[[], Awaitable[None]] = self.connect  # SentinelManagedConnection's: asks the Sentinels
+            await connect()
+        await super().send_packed_command(command, check_health)
+
 
 class _FollowingSSL(_Following, SentinelManagedSSLConnection):
     pass

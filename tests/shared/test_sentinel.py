@@ -239,6 +239,30 @@ async def test_the_pooled_client_does_not_stay_with_a_primary_that_failed_over_w
         await client.aclose()
 
 
+async def test_a_pooled_command_retried_after_the_announcement_dropped_its_connection_goes_to_the_new_primary(
+    group: Group,
+) -> None:
+    # The announcement drops every pooled connection, those carrying a command too; redis-py retries that command
+    # on the same connection object, which reconnects where it was: to the old primary, not demoted for seconds.
+    group.wait_replica_known()
+    client = connect(group.url, name="test-sentinel", timeout=20)
+    try:
+        await client.set("before", b"1")
+        pool: Any = client.connection_pool
+        conn = await pool.get_connection()
+        assert conn.port == group.ports[0]
+        group.ask(group.sentinel_port, "SENTINEL", "FAILOVER", PRIMARY_NAME)
+        await anyio.to_thread.run_sync(group.wait_primary, group.ports[1])
+        assert group.role(group.ports[0]) == b"master"  # still taking writes, and losing them when demoted
+        await conn.disconnect()  # what the announcement does
+        await conn.send_command("SET", "retried", "1")  # what redis-py's retry of the command in flight does
+        assert await conn.read_response() == b"OK"
+        await pool.release(conn)
+        assert only_on_the_new_primary(group, "retried")
+    finally:
+        await client.aclose()
+
+
 async def test_the_workers_faststream_client_does_not_stay_with_a_primary_that_failed_over_while_it_connected(
     group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
