@@ -122,10 +122,9 @@ async def identity(
     authority = await build_authority(settings)
 
     async def on_login(subject: str, server: str) -> None:
-        await visibility.forget_listing(subject, server)
         # This replica at once (the browser's next step may be the agent's next request here); the others, and
         # the workers' cached tokens, through the control stream.
-        visibility.login_changed(subject, server)
+        await visibility.relist(subject, server)
         outbox.publish(streams.CONTROL, LoginChanged(subject=subject, server=server))
 
     authority.on_login = on_login

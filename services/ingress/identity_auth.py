@@ -38,7 +38,7 @@ class IdentityAuth:
             # The user has just logged in through another replica, whose news has not reached this one yet: the
             # agent was told to run core_auth_login again once signed in, and it may be served here first.
             self.visibility.login_changed(owner, target.name)
-            if any(s.name == target.name and s.authenticated for s in await self.visibility.auth_status(owner, login)):
+            if await self.visibility.listed(owner, login, target.name):
                 return already_authenticated(target.name)
         url = await self.visibility.login_url(owner, target.name)
         if url is None:

@@ -161,8 +161,18 @@ class Visibility:
             view.listings.pop(server, None)
             view.invalid = True
 
-    async def forget_listing(self, subject: str, server: str) -> None:
+    async def relist(self, subject: str, server: str) -> None:
+        """The user's login to a server of their own changed: the listing stored for them goes, and their next
+        request here lists the server again (the other replicas hear of it on the control stream)."""
         await self.valkey.delete(keys.listing(subject, server))
+        self.login_changed(subject, server)
+
+    async def listed(self, owner: str, login: bytes, server: str) -> bool:
+        """Whether the user's view lists `server` (built with `login` first if it is out of date)."""
+        await self.catalog(owner, login)
+        view = self.views.get(owner)
+        listing = view.listings.get(server) if view is not None else None
+        return listing is not None and listing.record is not None
 
     async def explain(self, owner: str, login: bytes, method: str, params: Any) -> errors.AuthRequired | None:
         """Why a name a user called is unknown, when it belongs to a personal server the user cannot call yet."""
@@ -205,8 +215,7 @@ class Visibility:
         if self.servers is not None:
             await self.servers.store.drop_server(owner, server)
             self.servers.cache.entries.pop((owner, server), None)
-        await self.forget_listing(owner, server)
-        self.login_changed(owner, server)
+        await self.relist(owner, server)
 
     async def auth_status(self, owner: str, login: bytes = b"") -> list[ServerAuth]:
         """auth://status for one caller: per server, whether it can be called and what the caller must do (from
