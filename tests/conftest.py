@@ -55,15 +55,13 @@ def anyio_backend() -> str:
 # behind it for ever and the whole run hangs with no report. An async test is therefore given a deadline of its own
 # a little before pytest-timeout's: it fails with the traceback of where it waited, and its teardown runs.
 OWN_DEADLINE_MARGIN = 5.0
+_STARTED = pytest.StashKey[float]()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     item.stash[_STARTED] = time.monotonic()
     yield
-
-
-_STARTED = pytest.StashKey[float]()
 
 
 @pytest.hookimpl(tryfirst=True)
