@@ -320,6 +320,11 @@ class Connection:
         if protocol is not None and not protocol.lost and (self.host, self.port) != new:
             protocol.drop(ConnectionClosed(f"valkey failed over to {new[0]}:{new[1]}; connection dropped"))
 
+    @property
+    def closed(self) -> bool:
+        """Closed by its owner (never by Valkey): nothing sent on it will be answered."""
+        return self._closed
+
     def close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()

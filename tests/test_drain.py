@@ -173,3 +173,39 @@ def test_what_a_drain_cannot_finish_in_time_is_answered_with_an_error_the_caller
     while alpha.stats()["cancelled"].get("notification", 0) < cancelled + 2:
         assert time.monotonic() < deadline, "the calls answered at the drain's end are cancelled upstream"
         time.sleep(0.1)
+
+
+def test_a_worker_whose_calls_outlive_its_drain_exits_and_another_takes_them_over(muster: Muster) -> None:
+    alpha = muster.standins["alpha"]
+    alpha.fault(action="delay", seconds=30, count=2)  # the first two calls outlive the drain; run again, they do not
+    leaving = muster.worker(MUSTER_WORKER_DRAIN_SECONDS="2")
+    muster.ingress()
+    muster.wait_tools(8)
+    wait_consumers(muster, 1)
+    url = muster.url()
+    headers = {**HEADERS, "Mcp-Session-Id": initialize(url)}
+    answers: dict[str, httpx.Response] = {}
+
+    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            answers[name] = await client.post(url, headers=headers, json=body(n, tool, arguments))
+
+    async def scenario() -> None:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "safe", 1, "x_alpha_get", NS)
+                tg.start_soon(call, "unsafe", 2, "x_alpha_delete", DELETE)
+                while alpha.stats()["running"] < 2:
+                    await anyio.sleep(0.05)
+                muster.beating(muster.worker())  # the one that takes over, started once both calls run at the first
+                assert leaving.process is not None
+                leaving.process.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                assert await anyio.to_thread.run_sync(leaving.process.wait, 20) == 0
+                assert time.monotonic() - started < 10, "the drain's bound, not the calls', ends the worker"
+
+    anyio.run(scenario)
+    safe, unsafe = answers["safe"].json(), answers["unsafe"].json()
+    assert safe["id"] == 1 and safe["result"]["isError"] is False, safe  # read-only: run again by the other worker
+    assert unsafe["id"] == 2 and unsafe["error"]["code"] == -32005, unsafe  # it may have run: never run twice
+    assert alpha.stats()["started"]["delete"] == 1

@@ -299,7 +299,8 @@ class Worker:
     async def stop(self) -> None:
         """The drain: nothing new is claimed (readers and reclaim stop), the calls running here finish within
         drain_seconds while the heartbeat and the inbox (cancellations, relayed answers) keep going. What still
-        runs after that stays pending, and is reclaimed once this worker's heartbeat is gone."""
+        runs after that is stopped with no outcome: it stays pending, and is taken over once the heartbeat says this
+        worker stopped."""
         self.draining = True
         self.claiming.cancel()
         await self.claiming.wait(CLOSE_SECONDS)
@@ -309,9 +310,11 @@ class Worker:
         if running:
             logger.info("draining: waiting up to %g s for %d calls", self.settings.drain_seconds, running)
         await self.dispatcher.background.wait(self.settings.drain_seconds)
-        left = len(self.dispatcher.background.tasks)
+        left = len(self.dispatcher.running)
         if left:
             logger.warning("drained: %d calls still running are left to be reclaimed by another worker", left)
+            self.dispatcher.abandon()
+            await self.dispatcher.background.wait(CLOSE_SECONDS)
         # outcomes of entries let go of without running (malformed, dead letters), written until Valkey has them
         await self.dispatcher.outcomes.background.wait(CLOSE_SECONDS)
         await self.dispatcher.listeners.close(CLOSE_SECONDS)  # the upstream GET streams held here: another takes them

@@ -66,6 +66,7 @@ class Dispatcher:
         # (server, entry id) of every entry this process took from a queue and has not let go of yet, started or
         # waiting for room: the pending entries of this consumer that are not here belong to nobody
         self.held: set[tuple[str, bytes]] = set()
+        self.abandoned = False  # the drain is over: calls stopped now get no outcome here (abandon)
 
     async def take(self, upstream: Upstream, entries: Entries, *, redelivered: bool = False) -> None:
         """Start the entries as the lane has room, then hold the reader back while the lane is full.
@@ -108,6 +109,13 @@ class Dispatcher:
             if session == agent:
                 task.cancel()
 
+    def abandon(self) -> None:
+        """The end of a drain: the calls still running here stop, and get no outcome from this worker. They stay
+        pending, and are taken over (run again where that is safe) once its heartbeat says it stopped."""
+        self.abandoned = True
+        for _, task in list(self.running.values()):
+            task.cancel()
+
     async def _run(self, upstream: Upstream, entry_id: bytes, call: Call, redelivered: bool) -> None:
         if call.traceparent:  # every line logged about the call carries its trace id (shared/tracecontext.py)
             request_id.set(call.traceparent[3:35].decode())
@@ -116,6 +124,8 @@ class Dispatcher:
             try:
                 kind, body = await self._outcome(upstream, entry_id, call, redelivered, clock)
             except asyncio.CancelledError:
+                if self.abandoned:
+                    raise
                 kind, body = ReplyKind.ERROR, errors.Cancelled("cancelled by the client").body()
             except Exception as exc:  # the outermost edge of one call: it still gets its one outcome
                 logger.exception("call %s on %s failed inside the worker", call.call_id, upstream.name)

@@ -109,6 +109,21 @@ async def test_an_outcome_valkey_does_not_take_at_first_is_written_once_it_does(
     assert [r.call_id for r in await bench.replies(1)] == [call.call_id]
 
 
+async def test_an_outcome_is_no_longer_tried_once_the_worker_closed_its_connection(
+    bench: Bench, impatient: Outbox
+) -> None:
+    # A worker that stopped: the call stays pending, for another worker to take over; it does not keep this one alive.
+    outcomes = _outcomes(impatient)
+    call = bench.call("k8s", "get", NS)
+    [(entry_id, _)] = await bench.enqueue(call)
+    impatient.close()
+    with anyio.fail_after(5):
+        await outcomes.finish(streams.queue("k8s"), entry_id, call, ReplyKind.RESULT, b"{}")
+    assert outcomes.unsettled == 0
+    assert await bench.settled("k8s") == (1, 1)  # not finished: still counted, still pending
+    assert await bench.replies(0) == []
+
+
 async def test_no_reply_is_written_for_a_replica_that_is_gone(bench: Bench) -> None:
     liveness = Liveness.of(WORKER, heartbeat=1, dead_after=5, replica_dead_after=15)
     outcomes = _outcomes(bench.outbox, liveness)
