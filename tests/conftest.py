@@ -161,6 +161,10 @@ class Muster:
             # Tests that load a server from one agent session count on its calls running at once, beyond the
             # default fair share (8); test_fairness runs with the default.
             "MUSTER_INGRESS_FAIR_SHARE": str(ONE_AGENT_SHARE),
+            # A test's stack stops within seconds even with calls hung upstream (the default drains wait 20 s, and
+            # the stack kills a child after 10); test_drain sets its own.
+            "MUSTER_INGRESS_DRAIN_SECONDS": "2",
+            "MUSTER_WORKER_DRAIN_SECONDS": "2",
             "PYTHONPATH": str(ROOT),
         }
 

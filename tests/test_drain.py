@@ -57,9 +57,10 @@ def wait_consumers(muster: Muster, count: int) -> None:
 def test_sigterm_to_an_ingress_and_a_worker_under_load_loses_no_call_and_runs_none_twice(muster: Muster) -> None:
     alpha = muster.standins["alpha"]
     alpha.fault(action="delay", seconds=0.5)
-    workers = [muster.worker(), muster.worker()]
-    muster.ingress()
-    muster.ingress()
+    drains = {"MUSTER_WORKER_DRAIN_SECONDS": "20", "MUSTER_INGRESS_DRAIN_SECONDS": "20"}  # the defaults
+    workers = [muster.worker(**drains), muster.worker(**drains)]
+    muster.ingress(**drains)
+    muster.ingress(**drains)
     muster.wait_tools(8)
     muster.wait_tools(8, n=1)
     wait_consumers(muster, 2)

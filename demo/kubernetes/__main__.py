@@ -41,7 +41,17 @@ def main() -> None:
         auth=auth,
     )
     logging.basicConfig(level=logging.WARNING)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+    # At SIGTERM, requests still open (a tool made to hang) get 2 s: uvicorn's default waits for them for ever, and
+    # whoever stops the stand-in then waits for its own bound before SIGKILL (a test's stack: 10 s).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
 
 
 if __name__ == "__main__":
