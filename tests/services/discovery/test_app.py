@@ -1,6 +1,7 @@
 """Discovery's loop in one process, on real parts: a valkey-server, the test API server, a stand-in upstream."""
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,7 +55,11 @@ async def running(discovery: Discovery) -> AsyncIterator[Discovery]:
         yield discovery
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        done, _ = await asyncio.wait([task], timeout=10)
+        if not done:  # what keeps it from stopping, instead of a test that hangs until pytest-timeout
+            for other in asyncio.all_tasks():
+                other.print_stack(file=sys.stderr)
+            pytest.fail("discovery did not stop within 10 s of being cancelled (task stacks on stderr)")
 
 
 async def ready(discovery: Discovery) -> dict[str, str]:
