@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 from hiredis import ReplyError
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
+from redis.asyncio.connection import SSLConnection as RedisSSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
@@ -25,6 +27,7 @@ from redis.asyncio.sentinel import (
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import sentinel, streams
 from shared.messages import ReplyStreamEntry, encode
@@ -72,9 +75,45 @@ def connect(url: str, *, max_connections: int = 64, name: str | None = None, tim
     }
     address = sentinel.parse(url)
     if not address.is_sentinel:
-        client: Redis = Redis.from_url(url, **options)
+        client: Redis = Redis.from_url(url, connection_class=plain_connection(address), **options)
         return client
     return sentinel_client(address, options)
+
+
+class _BoundedWrites:
+    """A redis-py connection that bounds a write with asyncio.timeout rather than asyncio.wait_for: Python 3.11's
+    wait_for returns the result of a write that finished as its task was cancelled, and the cancellation is lost.
+    A discovery loop cancelled so ran on, and its service never stopped (tests/shared/test_valkey.py)."""
+
+    socket_timeout: float | None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        send: Callable[[Any, bool], Awaitable[None]] = super().send_packed_command  # type: ignore[misc]
+        if not timeout:
+            await send(command, check_health)
+            return
+        self.socket_timeout = None  # the write under the bound below, not under redis-py's wait_for
+        try:
+            async with asyncio.timeout(timeout):
+                await send(command, check_health)
+        except TimeoutError:  # the connection was dropped on the way out (redis-py drops it on any interruption)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
+class _Plain(_BoundedWrites, RedisConnection):
+    pass
+
+
+class _PlainSSL(_BoundedWrites, RedisSSLConnection):
+    pass
+
+
+def plain_connection(address: sentinel.Address) -> type[RedisConnection]:
+    """The connection class for redis-py's (and FastStream's) clients of one node."""
+    return _PlainSSL if address.tls else _Plain
 
 
 def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis:
@@ -100,7 +139,7 @@ def sentinel_client(address: sentinel.Address, options: dict[str, Any]) -> Redis
     return client
 
 
-class _Following(SentinelManagedConnection):
+class _Following(_BoundedWrites, SentinelManagedConnection):
     """A connection to the primary that finds it as the pipelining connection does (`sentinel.connect_to_primary`:
     the address the Sentinels give out, checked with ROLE, and asked again once connected), not from redis-py's
     SENTINEL MASTERS, which names the old primary until a failover has ended, while the old one takes writes and

@@ -53,7 +53,7 @@ from shared.messages import (
 )
 from shared.metrics import CIRCUIT_OPENINGS, CIRCUIT_STATE, UNSETTLED_OUTCOMES, Metrics, Samples
 from shared.tracing import Tracing
-from shared.valkey import Outbox, connect, ensure_group, follow_failovers, following_connection
+from shared.valkey import Outbox, connect, ensure_group, follow_failovers, following_connection, plain_connection
 
 logger = logging.getLogger(__name__)
 
@@ -483,6 +483,6 @@ def create_app(settings: WorkerSettings, identity: WorkerIdentitySettings | None
             **options,
         )
     else:
-        broker = RedisBroker(settings.valkey_url, **options)
+        broker = RedisBroker(settings.valkey_url, connection_class=plain_connection(address), **options)
     worker = Worker(settings, broker, identity)
     return Service(worker.lifespan)

@@ -13,7 +13,7 @@ from muster.stack import free_port
 from shared import streams
 from shared.messages import CallReply, CancelCall, ReplyKind, SessionEvent, decode_control, read_reply
 from shared.resp import ConnectionClosed
-from shared.valkey import COMPARE_AND_DELETE, AtWrite, Outbox, ensure_group, xadd
+from shared.valkey import COMPARE_AND_DELETE, AtWrite, Outbox, connect, ensure_group, xadd
 from tests.conftest import entries
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +141,26 @@ async def test_an_argument_at_write_is_taken_when_the_command_is_written_not_whe
     value[0] = b"written"
     with anyio.fail_after(5):
         assert await running == b"written"
+
+
+async def test_a_redis_py_command_cancelled_at_any_step_is_cancelled(valkey_url: str) -> None:
+    # Python 3.11's asyncio.wait_for, which redis-py bounds a write with, returns the result of a write that finished
+    # as its task was cancelled: the cancellation was lost, and a discovery loop cancelled so never stopped.
+    client = connect(valkey_url, name="muster-test-cancel")
+    lost: list[int] = []
+    try:
+        await client.ping()
+        for steps in range(40):
+            task = asyncio.ensure_future(client.set("cancelled", b"1"))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if not task.cancel():
+                continue  # it had finished: there was nothing to lose
+            try:
+                await task
+                lost.append(steps)
+            except asyncio.CancelledError:
+                pass
+    finally:
+        await client.aclose()
+    assert lost == [], f"the cancellation was lost when it came after {lost} steps"
