@@ -4,7 +4,8 @@ no call and runs none twice; what a drain cannot finish in time is answered with
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from redis.exceptions import RedisError
 
 from shared import streams
 from shared.valkey import connect
-from tests.conftest import HEADERS, Muster, initialize, make_muster
+from tests.conftest import HEADERS, Muster, StandIn, initialize, make_muster
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,25 @@ def wait_consumers(muster: Muster, count: int) -> None:
     while anyio.run(consumers) < count:
         assert time.monotonic() < deadline, "the workers never read the queue"
         time.sleep(0.2)
+
+
+@asynccontextmanager
+async def both_running(alpha: StandIn, url: str, headers: dict[str, str]) -> AsyncIterator[dict[str, httpx.Response]]:
+    """A read-only call ("safe") and a destructive one ("unsafe") in flight and both running at the upstream; the
+    mapping gets their responses once the block is left."""
+    answers: dict[str, httpx.Response] = {}
+
+    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            answers[name] = await client.post(url, headers=headers, json=body(n, tool, arguments))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "safe", 1, "x_alpha_get", NS)
+            tg.start_soon(call, "unsafe", 2, "x_alpha_delete", DELETE)
+            while alpha.stats()["running"] < 2:
+                await anyio.sleep(0.05)
+            yield answers
 
 
 def test_sigterm_to_an_ingress_and_a_worker_under_load_loses_no_call_and_runs_none_twice(muster: Muster) -> None:
@@ -134,37 +154,26 @@ def test_what_a_drain_cannot_finish_in_time_is_answered_with_an_error_the_caller
     url = muster.url()
     session = initialize(url)
     headers = {**HEADERS, "Mcp-Session-Id": session}
-    answers: dict[str, httpx.Response] = {}
     cancelled = alpha.stats()["cancelled"].get("notification", 0)
 
-    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(timeout=60) as client:
-            answers[name] = await client.post(url, headers=headers, json=body(n, tool, arguments))
+    async def scenario() -> dict[str, httpx.Response]:
+        async with both_running(alpha, url, headers) as answers:
+            ingress = next(c for c in muster.stack.children if c.name.startswith("ingress"))
+            assert ingress.process is not None
+            ingress.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            async with httpx.AsyncClient(timeout=10) as client:
+                await anyio.sleep(0.5)
+                ready = await client.get(url.replace("/mcp", "/readyz"))
+                assert ready.status_code == 503 and "draining" in ready.json()["checks"]
+                late = await client.post(url, headers=headers, json=body(3, "x_alpha_get", NS))
+                assert late.status_code == 503 and late.headers["retry-after"] == "1"
+                assert late.json()["error"]["code"] == -32006 and late.json()["error"]["data"] == {"retryAfter": 1.0}
+            assert await anyio.to_thread.run_sync(ingress.process.wait, 30) == 0
+            assert 2.5 < time.monotonic() - started < 12
+        return answers
 
-    async def scenario() -> None:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call, "safe", 1, "x_alpha_get", NS)
-                tg.start_soon(call, "unsafe", 2, "x_alpha_delete", DELETE)
-                while alpha.stats()["running"] < 2:
-                    await anyio.sleep(0.05)
-                ingress = next(c for c in muster.stack.children if c.name.startswith("ingress"))
-                assert ingress.process is not None
-                ingress.process.send_signal(signal.SIGTERM)
-                started = time.monotonic()
-                async with httpx.AsyncClient(timeout=10) as client:
-                    await anyio.sleep(0.5)
-                    ready = await client.get(url.replace("/mcp", "/readyz"))
-                    assert ready.status_code == 503 and "draining" in ready.json()["checks"]
-                    late = await client.post(url, headers=headers, json=body(3, "x_alpha_get", NS))
-                    assert late.status_code == 503 and late.headers["retry-after"] == "1"
-                    assert late.json()["error"]["code"] == -32006 and late.json()["error"]["data"] == {
-                        "retryAfter": 1.0
-                    }
-                assert await anyio.to_thread.run_sync(ingress.process.wait, 30) == 0
-                assert 2.5 < time.monotonic() - started < 12
-
-    anyio.run(scenario)
+    answers = anyio.run(scenario)
     safe, unsafe = answers["safe"], answers["unsafe"]
     assert safe.status_code == 200 and unsafe.status_code == 200  # answers, never a bare 500
     assert safe.json()["error"]["code"] == -32006 and safe.json()["error"]["data"]["retryAfter"] > 0
@@ -185,27 +194,18 @@ def test_a_worker_whose_calls_outlive_its_drain_exits_and_another_takes_them_ove
     wait_consumers(muster, 1)
     url = muster.url()
     headers = {**HEADERS, "Mcp-Session-Id": initialize(url)}
-    answers: dict[str, httpx.Response] = {}
 
-    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(timeout=60) as client:
-            answers[name] = await client.post(url, headers=headers, json=body(n, tool, arguments))
+    async def scenario() -> dict[str, httpx.Response]:
+        async with both_running(alpha, url, headers) as answers:
+            muster.beating(muster.worker())  # the one that takes over, started once both calls run at the first
+            assert leaving.process is not None
+            leaving.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert await anyio.to_thread.run_sync(leaving.process.wait, 20) == 0
+            assert time.monotonic() - started < 10, "the drain's bound, not the calls', ends the worker"
+        return answers
 
-    async def scenario() -> None:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call, "safe", 1, "x_alpha_get", NS)
-                tg.start_soon(call, "unsafe", 2, "x_alpha_delete", DELETE)
-                while alpha.stats()["running"] < 2:
-                    await anyio.sleep(0.05)
-                muster.beating(muster.worker())  # the one that takes over, started once both calls run at the first
-                assert leaving.process is not None
-                leaving.process.send_signal(signal.SIGTERM)
-                started = time.monotonic()
-                assert await anyio.to_thread.run_sync(leaving.process.wait, 20) == 0
-                assert time.monotonic() - started < 10, "the drain's bound, not the calls', ends the worker"
-
-    anyio.run(scenario)
+    answers = anyio.run(scenario)
     safe, unsafe = answers["safe"].json(), answers["unsafe"].json()
     assert safe["id"] == 1 and safe["result"]["isError"] is False, safe  # read-only: run again by the other worker
     assert unsafe["id"] == 2 and unsafe["error"]["code"] == -32005, unsafe  # it may have run: never run twice
