@@ -148,11 +148,10 @@ def _env() -> dict[str, str]:
 
 
 def run_both(direct_url: str, muster_url: str, out: Path) -> tuple[dict[str, Outcome], dict[str, Outcome]]:
-    """Every scenario directly and through muster, both at once."""
-    with ThreadPoolExecutor(2) as pool:
-        direct = pool.submit(run_suite, direct_url, out / "direct")
-        through = pool.submit(run_suite, muster_url, out / "muster")
-        return direct.result(), through.result()
+    """Every scenario directly, then through muster. Not both at once: the Python fixture's event store names a
+    stream by its request id, which both runs repeat in step; a result stored under the other session's stream was
+    never replayed, and the sse-polling scenario hung under load."""
+    return run_suite(direct_url, out / "direct"), run_suite(muster_url, out / "muster")
 
 
 @pytest.fixture(scope="module", autouse=True)

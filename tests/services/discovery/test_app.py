@@ -26,7 +26,15 @@ from shared.valkey import Outbox
 from tests.conftest import StandIn, make_muster, server_yaml
 from tests.kube import FakeApi, mcpserver
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    # A lease renewal cut by its deadline can leave aiohttp's socket to the garbage collector, which then warns in
+    # whatever test runs: aiohttp's, not ours (the lease test cuts renewals on purpose).
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in.*(socket\.socket|_SelectorTransport\.__del__)"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
