@@ -354,5 +354,10 @@ class Outbox:
             await asyncio.sleep(0)
         await self.send(b"PING")
 
+    @property
+    def closed(self) -> bool:
+        """Closed by its owner: nothing sent through it will reach Valkey."""
+        return self.connection.closed
+
     def close(self) -> None:
         self.connection.close()

@@ -281,6 +281,33 @@ class Muster:
 
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+NS = {"resourceType": "namespaces", "name": "default"}  # arguments of a stand-in's read-only `get`
+DELETE = {"resourceType": "configmaps", "name": "web-config", "namespace": "org-acme"}  # its `delete`: not safe twice
+
+
+def body(n: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+
+
+@asynccontextmanager
+async def both_running(
+    standin: "StandIn", url: str, headers: dict[str, str]
+) -> AsyncIterator[dict[str, httpx.Response]]:
+    """A read-only call ("safe") and a destructive one ("unsafe") to the stand-in in flight and both running there;
+    the mapping gets their responses once the block is left."""
+    answers: dict[str, httpx.Response] = {}
+
+    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            answers[name] = await client.post(url, headers=headers, json=body(n, tool, arguments))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "safe", 1, f"x_{standin.name}_get", NS)
+            tg.start_soon(call, "unsafe", 2, f"x_{standin.name}_delete", DELETE)
+            while standin.stats()["running"] < 2:
+                await anyio.sleep(0.05)
+            yield answers
 
 
 def result(response: httpx.Response) -> Any:

@@ -4,8 +4,7 @@ no call and runs none twice; what a drain cannot finish in time is answered with
 
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,9 @@ from redis.exceptions import RedisError
 
 from shared import streams
 from shared.valkey import connect
-from tests.conftest import HEADERS, Muster, StandIn, initialize, make_muster
+from tests.conftest import DELETE, HEADERS, NS, Muster, body, both_running, initialize, make_muster
 
 pytestmark = pytest.mark.slow
-
-NS = {"resourceType": "namespaces", "name": "default"}
-DELETE = {"resourceType": "configmaps", "name": "web-config", "namespace": "org-acme"}  # not safe to run twice
 
 
 @pytest.fixture
@@ -30,10 +26,6 @@ def muster(tmp_path: Path) -> Iterator[Muster]:
         m.standin("alpha", "--destructive")
         m.discovery()
         yield m
-
-
-def body(n: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
 
 
 def wait_consumers(muster: Muster, count: int) -> None:
@@ -53,25 +45,6 @@ def wait_consumers(muster: Muster, count: int) -> None:
     while anyio.run(consumers) < count:
         assert time.monotonic() < deadline, "the workers never read the queue"
         time.sleep(0.2)
-
-
-@asynccontextmanager
-async def both_running(alpha: StandIn, url: str, headers: dict[str, str]) -> AsyncIterator[dict[str, httpx.Response]]:
-    """A read-only call ("safe") and a destructive one ("unsafe") in flight and both running at the upstream; the
-    mapping gets their responses once the block is left."""
-    answers: dict[str, httpx.Response] = {}
-
-    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(timeout=60) as client:
-            answers[name] = await client.post(url, headers=headers, json=body(n, tool, arguments))
-
-    with anyio.fail_after(60):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call, "safe", 1, "x_alpha_get", NS)
-            tg.start_soon(call, "unsafe", 2, "x_alpha_delete", DELETE)
-            while alpha.stats()["running"] < 2:
-                await anyio.sleep(0.05)
-            yield answers
 
 
 def test_sigterm_to_an_ingress_and_a_worker_under_load_loses_no_call_and_runs_none_twice(muster: Muster) -> None:

@@ -83,7 +83,7 @@ class Outcomes:
         writes = _Writes(self.outbox, queue_keys, entry_id, call, reply)
         attempt = refusals = 0
         while problems := await writes.attempt():
-            if self.outbox.connection.closed:  # the worker stopped: the call stays pending, for another to take over
+            if self.outbox.closed:  # the worker stopped: the call stays pending, for another to take over
                 logger.warning("outcome of %s on %s not written: the worker stopped", entry_id, queue_keys.server)
                 break
             if any(isinstance(p, ReplyError) for p in problems):

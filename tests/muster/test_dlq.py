@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import HEADERS, ROOT, Muster, initialize, make_muster
+from tests.conftest import HEADERS, ROOT, Muster, both_running, initialize, make_muster
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,6 @@ SET_ASIDE_AT_ONCE = {
     "MUSTER_WORKER_RECLAIM_SECONDS": "0.3",
     "MUSTER_WORKER_HEARTBEAT_SECONDS": "0.3",
 }
-NS = {"resourceType": "namespaces", "name": "default"}
-DELETE = {"resourceType": "configmaps", "name": "web-config", "namespace": "org-acme"}
 
 
 def dlq(muster: Muster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,27 +54,15 @@ def set_aside(muster: Muster) -> dict[str, Any]:
     alpha = muster.standins["alpha"]
     alpha.fault(action="delay", seconds=3, count=2)
     worker = muster.worker(**SET_ASIDE_AT_ONCE)
-    session = initialize(muster.url())
-    answers: dict[str, Any] = {}
+    headers = {**HEADERS, "Mcp-Session-Id": initialize(muster.url())}
 
-    async def call(name: str, n: int, tool: str, arguments: dict[str, Any]) -> None:
-        body = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
-        async with httpx.AsyncClient(timeout=60) as client:
-            response = await client.post(muster.url(), headers={**HEADERS, "Mcp-Session-Id": session}, json=body)
-            answers[name] = response.json()
+    async def scenario() -> dict[str, httpx.Response]:
+        async with both_running(alpha, muster.url(), headers) as answers:
+            muster.stack.stop_child(worker, signal.SIGKILL)
+            muster.worker(**SET_ASIDE_AT_ONCE)
+        return answers
 
-    async def scenario() -> None:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call, "get", 1, "x_alpha_get", NS)
-                tg.start_soon(call, "delete", 2, "x_alpha_delete", DELETE)
-                while alpha.stats()["running"] < 2:
-                    await anyio.sleep(0.05)
-                muster.stack.stop_child(worker, signal.SIGKILL)
-                muster.worker(**SET_ASIDE_AT_ONCE)
-
-    anyio.run(scenario)
-    return answers
+    return {name: response.json() for name, response in anyio.run(scenario).items()}
 
 
 def test_dead_letters_are_listed_shown_replayed_and_dropped(muster: Muster) -> None:
