@@ -21,21 +21,23 @@ LEASE = "/leases/muster-discovery"
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 2.0, 1.2, 0.3  # fast, and in the order leader election needs
 
 
-def candidate(kube: client.ApiClient, holder: str) -> KubernetesLease:
+def candidate(kube: client.ApiClient, holder: str, *, slow: bool = False) -> KubernetesLease:
+    """`slow` for tests whose point is not timing: their steps must not run out of a deadline on a busy machine."""
+    scale = 10 if slow else 1
     return KubernetesLease(
         kube,
         "muster",
         "muster-discovery",
         holder,
-        lease_duration=LEASE_DURATION,
-        renew_deadline=RENEW_DEADLINE,
-        retry_period=RETRY_PERIOD,
+        lease_duration=LEASE_DURATION * scale,
+        renew_deadline=RENEW_DEADLINE * scale,
+        retry_period=RETRY_PERIOD * scale,
     )
 
 
 @pytest.mark.anyio
 async def test_one_candidate_leads_and_a_renewal_is_one_request(api: FakeApi, kube: client.ApiClient) -> None:
-    a, b = candidate(kube, "a"), candidate(kube, "b")
+    a, b = candidate(kube, "a", slow=True), candidate(kube, "b", slow=True)
     assert await a.renew() and a.is_leader
     assert not await b.renew() and not b.is_leader
     api.reset_counts()
@@ -75,7 +77,7 @@ async def test_a_leader_whose_renewal_hangs_stops_leading_before_the_standby_tak
 
 @pytest.mark.anyio
 async def test_a_released_lease_is_taken_by_the_standby_at_once(api: FakeApi, kube: client.ApiClient) -> None:
-    a, b = candidate(kube, "a"), candidate(kube, "b")
+    a, b = candidate(kube, "a", slow=True), candidate(kube, "b", slow=True)
     assert await a.renew()
     assert not await b.renew()
     await a.release()
@@ -125,10 +127,10 @@ async def test_a_standby_knows_of_a_leader_while_the_lease_is_renewed_and_until_
 async def test_a_candidate_that_loses_the_race_to_create_the_lease_knows_of_the_leader_at_once(
     api: FakeApi, kube: client.ApiClient
 ) -> None:
-    a, b = candidate(kube, "a"), candidate(kube, "b")
-    api.faults(rules=[{"verb": "create", "match": "/leases", "delay": 0.5, "count": 1}])
-    late = asyncio.create_task(b.renew())  # finds no lease, and its create is held back half a second
-    with anyio.fail_after(5):
+    a, b = candidate(kube, "a", slow=True), candidate(kube, "b", slow=True)
+    api.faults(rules=[{"verb": "create", "match": "/leases", "delay": 1.5, "count": 1}])
+    late = asyncio.create_task(b.renew())  # finds no lease; its create is held back 1.5 s (it waits 2 s at most)
+    with anyio.fail_after(10):
         while api.count("create", "/leases") < 1:
             await asyncio.sleep(0.01)
     assert await a.renew(), "a finds no lease either, and creates it first"
