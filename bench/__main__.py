@@ -1,12 +1,14 @@
 """make bench: muster against a direct connection and a peer gateway, in one run, interleaved.
 
 python -m bench [--quick] [--rounds N] [--out docs/benchmarks] [--no-peer]
+python -m bench --only identity|sessions|fairness [--quick] [--rounds N] [--out DIR]   (one scenario: OUT/<name>.json)
 
 Each round runs every workload on every target in turn, so that drift of the machine hits all targets alike;
 the report gives the median over rounds.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -107,8 +109,24 @@ def fairness(harness: Harness, settings: dict[str, int], upstream_seconds: float
             httpx.delete(faults, timeout=5).raise_for_status()
 
 
+def fairness_alone(harness: Harness, settings: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """The two fairness runs, `rounds` times each, every round kept: with MUSTER_INGRESS_FAIR_SHARE set in the
+    environment, what another share does (`MUSTER_INGRESS_FAIR_SHARE=2 python -m bench --only fairness`)."""
+    share = os.environ.get("MUSTER_INGRESS_FAIR_SHARE", "the default")
+    found: dict[str, Any] = {"share": share, "fairness": [], "fairness_remote": []}
+    for _ in range(rounds):
+        for key, seconds in (("fairness", 0.0), ("fairness_remote", REMOTE_SECONDS)):
+            found[key].append(fairness(harness, settings["fairness"], seconds))
+            run = found[key][-1]
+            harness.stack.log(
+                f"  fairness, share {share}, upstream {seconds * 1000:.0f} ms: p99 ratio {run['ratio']}, "
+                f"once queued {run.get('steady_ratio')}; flood drained in {run['flood_elapsed']} s"
+            )
+    return found
+
+
 # Scenarios `--only` runs alone; the full run runs them after the main workloads.
-SCENARIOS = {"identity": identity.run, "sessions": sessions.run}
+SCENARIOS = {"identity": identity.run, "sessions": sessions.run, "fairness": fairness_alone}
 
 
 def main() -> None:
