@@ -44,9 +44,14 @@ def fixture(muster: Muster) -> StandIn:
 
 
 def workers_running(muster: Muster) -> dict[str, Any]:
-    """What each worker says it runs, holds for Valkey and has opened (its `muster status` record)."""
+    """What each worker says it runs, holds for Valkey and has opened (its `muster status` record), and which
+    worker holds which of the fixture's calls."""
     with SyncRedis.from_url(muster.valkey_url) as valkey:
-        return {w.name: valkey.get(streams.worker_alive(w.name)) for w in muster.workers}
+        found: dict[str, Any] = {w.name: valkey.get(streams.worker_alive(w.name)) for w in muster.workers}
+        queue = streams.queue("fixture").stream
+        found["consumers"] = valkey.xinfo_consumers(queue, streams.GROUP_WORKERS)
+        found["pending"] = valkey.xpending_range(queue, streams.GROUP_WORKERS, "-", "+", 10)
+        return found
 
 
 async def test_an_upstream_asking_for_sampling_mid_call_gets_the_agents_answer(muster: Muster) -> None:

@@ -266,7 +266,7 @@ class Worker:
             raise NotReady(f"{unsettled} outcomes wait for valkey")
 
     async def _readers(self) -> None:
-        stopped = [u.name for u in self.servers.values() if u.subscriber is None or not u.subscriber.running]
+        stopped = [u.name for u in self.servers.values() if not u.reading]
         if stopped:
             raise NotReady(f"not reading the queues of {', '.join(sorted(stopped))}")
 
@@ -304,8 +304,9 @@ class Worker:
         self.draining = True
         self.claiming.cancel()
         await self.claiming.wait(CLOSE_SECONDS)
-        for upstream in self.servers.values():
-            await self._unsubscribe(upstream)
+        for upstream in list(self.servers.values()):
+            async with upstream.reader_lock:
+                await self._unsubscribe(upstream)
         running = len(self.dispatcher.background.tasks)
         if running:
             logger.info("draining: waiting up to %g s for %d calls", self.settings.drain_seconds, running)
@@ -392,7 +393,7 @@ class Worker:
         while True:
             await asyncio.sleep(LANE_CHECK_SECONDS)
             try:
-                for upstream in [u for u in self.servers.values() if u.subscriber is None or not u.subscriber.running]:
+                for upstream in [u for u in self.servers.values() if not u.reading]:
                     await self._restart(upstream)
                 if asyncio.get_running_loop().time() >= resync_at:
                     resync_at += RESYNC_SECONDS
@@ -401,10 +402,15 @@ class Worker:
                 logger.warning("catalog resync failed: %s", exc)
 
     async def _restart(self, upstream: Upstream) -> None:
-        logger.warning("the reader of %s stopped; recreating its consumer group and starting it again", upstream.name)
-        await ensure_group(self.client, upstream.name)
-        await self._unsubscribe(upstream)
-        await self._subscribe(upstream)
+        async with upstream.reader_lock:
+            if upstream.reading or upstream.removed or self.draining:  # started meanwhile, or not to be read
+                return
+            logger.warning(
+                "the reader of %s stopped; recreating its consumer group and starting it again", upstream.name
+            )
+            await ensure_group(self.client, upstream.name)
+            await self._unsubscribe(upstream)
+            await self._subscribe(upstream)
 
     async def _add(self, record: ServerRecord) -> None:
         upstream = self.servers.get(record.name)
@@ -424,7 +430,10 @@ class Worker:
         self.servers[record.name] = upstream
         upstream.on_open = functools.partial(self.telemetry.initialized, record.name)
         self.reclaimer.adopt(upstream)  # what an earlier incarnation of this worker held, first
-        await self._subscribe(upstream)
+        async with upstream.reader_lock:
+            if self.draining:
+                return
+            await self._subscribe(upstream)
         logger.info("consuming calls for %s", record.name)
 
     async def _remove(self, name: str) -> None:
@@ -432,7 +441,8 @@ class Worker:
         if upstream is not None:
             upstream.retire()
             self.dispatcher.listeners.drop(name)
-            await self._unsubscribe(upstream)
+            async with upstream.reader_lock:
+                await self._unsubscribe(upstream)
             logger.info("stopped consuming calls for %s", name)
 
     async def _subscribe(self, upstream: Upstream) -> None:

@@ -78,6 +78,9 @@ class Upstream:
     max_result_bytes: int = 64 * 1024 * 1024  # a JSON body, or one event: what one answer may hold
     identity: Identity | None = None  # with auth on: the users' credentials
     on_open: Callable[[bool], None] | None = None  # told of each session opened (True: again): telemetry counts
+    # Held while the queue's reader is started or stopped: a reader still starting is not taken for a stopped one
+    # and started a second time (two readers would take calls the lane has no room for, while other workers idle).
+    reader_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def of(
@@ -96,6 +99,11 @@ class Upstream:
     @property
     def name(self) -> str:
         return self.record.name
+
+    @property
+    def reading(self) -> bool:
+        """Whether the server's queue has a reader that runs."""
+        return self.subscriber is not None and bool(self.subscriber.running)
 
     def configure(self, record: ServerRecord) -> bool:
         """Follows a changed record; True when the connections (and the sessions on them) were dropped."""
